@@ -1,0 +1,101 @@
+"""What the stages agree on about data: image file names, the prepared
+ImageFolder tree, the test-time transform, and the layout of the feature
+files that test.py writes and evaluate.py reads.
+
+File names
+    Market-1501     0002_c1s1_000451_03.jpg   id 2, camera 1
+    junk            -1_c3s1_000151_01.jpg     id -1 (ignored by evaluation)
+    distractor      0000_c1s1_000151_01.jpg   id 0 (kept as a negative)
+    DukeMTMC-reID   0001_c2_f0046182.jpg      id 1, camera 2
+
+Feature files (scipy .mat, written by test.py)
+    pytorch_result.mat  gallery_f (N x 512 float32), gallery_label, gallery_cam,
+                        query_f, query_label, query_cam (each 1 x N)
+    multi_query.mat     mquery_f, mquery_label, mquery_cam
+"""
+import os
+import re
+import sys
+
+import numpy as np
+import scipy.io
+from torchvision import transforms
+
+from runs import atomic_path
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
+# The identity is everything before the first "_c", the camera the digits after it.
+# Both Market-1501 and DukeMTMC-reID names start this way; what follows differs.
+NAME_PATTERN = re.compile(r"^(?P<pid>-1|\d+)_c(?P<cam>\d+)(?:s\d+)?_[^/\\]*$")
+NAME_HELP = "<id>_c<camera>..., e.g. 0002_c1s1_000451_03.jpg (Market-1501) or 0001_c2_f0046182.jpg (DukeMTMC-reID)"
+
+SPLITS = ("train", "val", "train_all", "query", "gallery", "multi-query")
+IMAGENET_MEAN = [0.485, 0.456, 0.406]
+IMAGENET_STD = [0.229, 0.224, 0.225]
+
+RESULT_KEYS = ("gallery_f", "gallery_label", "gallery_cam", "query_f", "query_label", "query_cam")
+MULTI_KEYS = ("mquery_f", "mquery_label", "mquery_cam")
+
+
+def is_image(name):
+    return name.lower().endswith(IMAGE_EXTENSIONS)
+
+
+def parse_name(name):
+    """Return (person id, camera) of an image file name; None if it does not parse."""
+    match = NAME_PATTERN.match(os.path.basename(name))
+    if match is None or int(match["cam"]) < 1:
+        return None
+    return int(match["pid"]), int(match["cam"])
+
+
+def parse_names(paths):
+    """Ids and cameras of many files, or exit naming the ones that do not parse."""
+    parsed = [parse_name(p) for p in paths]
+    bad = [p for p, r in zip(paths, parsed) if r is None]
+    if bad:
+        shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+        sys.exit(f"error: {len(bad)} file name(s) do not parse: {shown}; expected {NAME_HELP}")
+    labels = np.array([r[0] for r in parsed], dtype=np.int64)
+    cams = np.array([r[1] for r in parsed], dtype=np.int64)
+    return labels, cams
+
+
+def test_transform(height, width):
+    """The deterministic transform of evaluation: resize, tensor, ImageNet normalisation."""
+    return transforms.Compose([
+        transforms.Resize((height, width), interpolation=transforms.InterpolationMode.BICUBIC),
+        transforms.ToTensor(),
+        transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+    ])
+
+
+def split_dir(root, split, hint):
+    """Path of one split of a prepared tree, or exit saying how to make it."""
+    path = os.path.join(root, split)
+    if not os.path.isdir(path):
+        sys.exit(f"error: {path} does not exist; {hint} must point at the pytorch/ folder "
+                 f"written by prepare.py (python prepare.py --download_path <dataset folder>)")
+    return path
+
+
+def save_features(path, arrays):
+    """Write a feature .mat file atomically (a reader never sees half a file)."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            scipy.io.savemat(f, arrays)
+
+
+def load_features(path, keys):
+    """Read a feature .mat file: features as float32 (N x D), labels and cameras as 1-D int arrays."""
+    if not os.path.isfile(path):
+        sys.exit(f"error: {path} not found; run test.py first or pass the path of its result file")
+    try:
+        mat = scipy.io.loadmat(path)
+    except (scipy.io.matlab.MatReadError, ValueError, OSError, TypeError, IndexError) as e:  # what scipy raises on non-.mat bytes
+        sys.exit(f"error: {path} is not a readable .mat file ({e}); rerun test.py to write it again")
+    missing = [k for k in keys if k not in mat]
+    if missing:
+        sys.exit(f"error: {path} lacks {', '.join(missing)}; expected the keys {', '.join(keys)} written by test.py")
+    return {k: np.asarray(mat[k], dtype=np.float32) if k.endswith("_f") else np.asarray(mat[k]).reshape(-1).astype(np.int64)
+            for k in keys}

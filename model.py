@@ -1,0 +1,105 @@
+"""The networks of "A Discriminatively Learned CNN Embedding for Person
+Re-identification": an ImageNet backbone, a 512-d bottleneck whose
+L2-normalised output is the descriptor, an identity classifier on it, and a
+verification head that classifies a pair from the product of two descriptors.
+build_model() is the only place that turns saved options into a network.
+"""
+import sys
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torchvision import models
+
+FEATURE_DIM = 512
+
+
+def init_kaiming(m):
+    if isinstance(m, nn.Linear):
+        nn.init.kaiming_normal_(m.weight, a=0, mode="fan_out")
+        nn.init.zeros_(m.bias)
+    elif isinstance(m, nn.BatchNorm1d):
+        nn.init.normal_(m.weight, 1.0, 0.02)
+        nn.init.zeros_(m.bias)
+
+
+def init_classifier(m):
+    if isinstance(m, nn.Linear):
+        nn.init.normal_(m.weight, std=0.001)
+        nn.init.zeros_(m.bias)
+
+
+class ClassBlock(nn.Module):
+    """Bottleneck (Linear, BatchNorm) then Dropout and the identity classifier.
+    Returns the logits and the L2-normalised bottleneck output (the descriptor)."""
+
+    def __init__(self, input_dim, class_num, num_bottleneck=FEATURE_DIM):
+        super().__init__()
+        self.add_block = nn.Sequential(nn.Linear(input_dim, num_bottleneck), nn.BatchNorm1d(num_bottleneck))
+        self.add_block.apply(init_kaiming)
+        self.classifier = nn.Sequential(nn.Dropout(p=0.5), nn.Linear(num_bottleneck, class_num))
+        self.classifier.apply(init_classifier)
+
+    def forward(self, x):
+        f = self.add_block(x)
+        return self.classifier(f), F.normalize(f, p=2, dim=1)
+
+
+def load_backbone(constructor, weights):
+    """A torchvision backbone, with ImageNet weights when `weights` is given.
+    Without a network the download fails; say how to go on instead of a traceback."""
+    try:
+        return constructor(weights=weights)
+    except (OSError, RuntimeError) as e:
+        folder = torch.hub.get_dir() + "/checkpoints"
+        sys.exit(f"error: cannot load the ImageNet weights {weights.url.rsplit('/', 1)[-1]} ({e}); "
+                 f"pass --no-pretrained to train from scratch, or place that file in {folder} "
+                 f"(set TORCH_HOME to use another folder)")
+
+
+class ft_net(nn.Module):
+    """ResNet-50 with global average pooling (2048-d) and the bottleneck block."""
+
+    def __init__(self, class_num, pretrained=True):
+        super().__init__()
+        weights = models.ResNet50_Weights.IMAGENET1K_V1 if pretrained else None
+        self.model = load_backbone(models.resnet50, weights)
+        self.model.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.model.fc = nn.Identity()
+        self.classifier = ClassBlock(2048, class_num)
+
+    def forward(self, x):
+        return self.classifier(self.model(x))
+
+
+class ft_net_dense(nn.Module):
+    """DenseNet-121 with global average pooling (1024-d) and the bottleneck block."""
+
+    def __init__(self, class_num, pretrained=True):
+        super().__init__()
+        weights = models.DenseNet121_Weights.IMAGENET1K_V1 if pretrained else None
+        self.model = load_backbone(models.densenet121, weights)
+        self.model.classifier = nn.Identity()
+        self.classifier = ClassBlock(1024, class_num)
+
+    def forward(self, x):
+        return self.classifier(self.model(x))
+
+
+class verif_net(nn.Module):
+    """Same/different classifier on the element-wise product of two normalised descriptors
+    (the "square layer", x * y). Output index 1 means same person, 0 different."""
+
+    def __init__(self):
+        super().__init__()
+        self.classifier = nn.Sequential(nn.Dropout(p=0.75), nn.Linear(FEATURE_DIM, 2))
+        self.classifier.apply(init_classifier)
+
+    def forward(self, f1, f2):
+        return self.classifier(f1 * f2)
+
+
+def build_model(opts, pretrained=False):
+    """The identity network described by a run's options (opts.yaml)."""
+    net = ft_net_dense if opts.get("use_dense") else ft_net
+    return net(int(opts["nclasses"]), pretrained=pretrained)

@@ -1,0 +1,101 @@
+"""Where a training run lives and how its files are written and read.
+
+model/<name>/
+    opts.yaml       every training option plus nclasses; test.py rebuilds the network from it alone
+    net_<e>.pth     state_dict of the network after epoch e (0-based, every 10 epochs: 9, 19, ...)
+    net_last.pth    state_dict after the last epoch
+    train.png       loss and top-1 error per epoch (train and val)
+    train.log       one line per epoch
+
+Every file is written to a temporary name in the same folder and renamed,
+so a killed process never leaves half a file behind under the real name.
+"""
+import contextlib
+import os
+import sys
+import tempfile
+
+import torch
+import yaml
+
+MODEL_ROOT = "model"
+
+
+def run_dir(name):
+    return os.path.join(MODEL_ROOT, name)
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yield a temporary path beside `path`; rename it to `path` only if the block succeeds."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
+    os.close(fd)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def save_opts(folder, opts):
+    with atomic_path(os.path.join(folder, "opts.yaml")) as tmp:
+        with open(tmp, "w") as f:
+            yaml.safe_dump(opts, f, default_flow_style=False)
+
+
+def load_opts(folder):
+    path = os.path.join(folder, "opts.yaml")
+    if not os.path.isfile(path):
+        sys.exit(f"error: {path} not found; check --name (runs are folders under {MODEL_ROOT}/) or train first")
+    try:
+        with open(path) as f:
+            opts = yaml.safe_load(f)
+    except yaml.YAMLError as e:
+        sys.exit(f"error: {path} is not valid YAML ({e}); restore it from the run or retrain")
+    if not isinstance(opts, dict) or "nclasses" not in opts:
+        sys.exit(f"error: {path} does not hold the options of a train_new.py run (no nclasses); restore it or retrain")
+    return opts
+
+
+def checkpoint_path(folder, epoch):
+    return os.path.join(folder, f"net_{epoch}.pth")
+
+
+def save_checkpoint(path, state_dict):
+    with atomic_path(path) as tmp:
+        torch.save(state_dict, tmp)
+
+
+def load_checkpoint(folder, epoch):
+    """The state_dict saved after `epoch` ('last' or a number), loaded without running pickled code."""
+    path = checkpoint_path(folder, epoch)
+    if not os.path.isfile(path):
+        saved = sorted(f[4:-4] for f in os.listdir(folder) if f.startswith("net_") and f.endswith(".pth")) \
+            if os.path.isdir(folder) else []
+        sys.exit(f"error: {path} not found; --which_epoch can be one of: {', '.join(saved) or 'none saved yet'}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, OSError) as e:
+        sys.exit(f"error: cannot load {path} ({e}); the file is truncated or not a checkpoint, choose another --which_epoch")
+
+
+def choose_device(gpu_ids):
+    """torch.device for --gpu_ids ('0', '0,1' or '-1'); the CPU when -1 or when CUDA is absent."""
+    try:
+        ids = [int(i) for i in str(gpu_ids).split(",") if i.strip() != ""]
+    except ValueError:
+        sys.exit(f"error: --gpu_ids {gpu_ids!r} is not a comma-separated list of integers (use 0, 0,1 or -1 for the CPU)")
+    ids = [i for i in ids if i >= 0]
+    if not ids:
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        print(f"note: --gpu_ids {gpu_ids} asked for CUDA, which is not available here; running on the CPU", file=sys.stderr)
+        return torch.device("cpu")
+    if len(ids) > 1:
+        print(f"note: using GPU {ids[0]} only; this version trains on one device", file=sys.stderr)
+    if ids[0] >= torch.cuda.device_count():
+        sys.exit(f"error: --gpu_ids {ids[0]} but this machine has {torch.cuda.device_count()} GPU(s)")
+    return torch.device("cuda", ids[0])
