@@ -1,0 +1,89 @@
+"""Stage 3: extract the descriptor of every gallery and query image with a
+trained run and write them to pytorch_result.mat (layout in data.py), which
+evaluate.py reads next. The network is rebuilt from model/<name>/opts.yaml.
+
+Descriptor = normalised feature of the image + that of its horizontal flip,
+L2-normalised again.
+"""
+import argparse
+import os
+import sys
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from torchvision import datasets
+from tqdm import tqdm
+
+from data import parse_names, save_features, split_dir, test_transform
+from model import build_model
+from runs import choose_device, load_checkpoint, load_opts, run_dir
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--gpu_ids", default="0", help="GPU to run on, e.g. 0; -1 (or no CUDA) runs on the CPU")
+    p.add_argument("--name", default="ft_ResNet50", help="run to test: the folder model/<name>/")
+    p.add_argument("--test_dir", default="../Market/pytorch", help="the pytorch/ folder written by prepare.py")
+    p.add_argument("--which_epoch", default="last", help="checkpoint to use: last, or an epoch such as 59 (net_59.pth)")
+    p.add_argument("--batchsize", default=256, type=int, help="images per forward pass")
+    p.add_argument("--multi", action="store_true", help="also extract multi-query features into multi_query.mat")
+    p.add_argument("--output", default="pytorch_result.mat",
+                   help="where to write the features (multi_query.mat goes beside it)")
+    p.add_argument("--num_workers", default=min(8, os.cpu_count() or 1), type=int,
+                   help="DataLoader worker processes (0 loads in the main process)")
+    return p.parse_args(argv)
+
+
+@torch.no_grad()
+def extract_features(model, loader, device, desc):
+    features = []
+    for images, _ in tqdm(loader, desc=desc, unit="batch", leave=False):
+        images = images.to(device)
+        f = model(images)[1] + model(torch.flip(images, dims=[3]))[1]
+        features.append(torch.nn.functional.normalize(f, p=2, dim=1).cpu())
+    return torch.cat(features).numpy().astype(np.float32)
+
+
+def extract_split(model, root, split, args, device, transform):
+    try:
+        folder = datasets.ImageFolder(split_dir(root, split, "--test_dir"), transform=transform)
+    except (FileNotFoundError, RuntimeError) as e:
+        sys.exit(f"error: {os.path.join(root, split)} holds no images in <id>/ folders ({e}); rerun prepare.py")
+    labels, cams = parse_names([path for path, _ in folder.samples])
+    loader = DataLoader(folder, batch_size=args.batchsize, shuffle=False, num_workers=args.num_workers,
+                        pin_memory=device.type == "cuda")
+    return extract_features(model, loader, device, split), labels, cams
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    device = choose_device(args.gpu_ids)
+    folder = run_dir(args.name)
+    opts = load_opts(folder)
+    model = build_model(opts)
+    state = load_checkpoint(folder, args.which_epoch)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        sys.exit(f"error: net_{args.which_epoch}.pth does not fit the network of {folder}/opts.yaml "
+                 f"({str(e).splitlines()[0]}); was it trained with other options?")
+    model = model.to(device).eval()
+    transform = test_transform(opts["height"], opts["width"])
+
+    result = {}
+    for split, key in (("gallery", "gallery"), ("query", "query")):
+        f, labels, cams = extract_split(model, args.test_dir, split, args, device, transform)
+        result.update({f"{key}_f": f, f"{key}_label": labels, f"{key}_cam": cams})
+    save_features(args.output, result)
+    print(f"wrote {args.output}: {len(result['query_f'])} queries, {len(result['gallery_f'])} gallery images")
+
+    if args.multi:
+        f, labels, cams = extract_split(model, args.test_dir, "multi-query", args, device, transform)
+        multi_path = os.path.join(os.path.dirname(args.output), "multi_query.mat")
+        save_features(multi_path, {"mquery_f": f, "mquery_label": labels, "mquery_cam": cams})
+        print(f"wrote {multi_path}: {len(f)} multi-query images")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,226 @@
+"""Stage 2: train the identification + verification network on a prepared tree.
+
+Each training item is an anchor image, a positive (another image of the same
+person) and a negative (an image of another person). The loss is
+    CE(identity of anchor) + alpha * 0.5 * (CE(verif(f * f_pos), same) + CE(verif(f * f_neg), different))
+where f are the L2-normalised 512-d descriptors. Writes model/<name>/ (see runs.py).
+"""
+import argparse
+import os
+import random
+import sys
+import time
+
+import matplotlib
+matplotlib.use("Agg")  # curves are written to a file; no screen is needed
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+import torch.nn as nn
+from torch.utils.data import DataLoader, Dataset
+from torchvision import datasets, transforms
+from tqdm import tqdm
+
+from data import IMAGENET_MEAN, IMAGENET_STD, split_dir, test_transform
+from model import build_model, verif_net
+from random_erasing import RandomErasing
+from runs import atomic_path, checkpoint_path, choose_device, run_dir, save_checkpoint, save_opts
+
+SAME, DIFFERENT = 1, 0  # verification classes, as in model.verif_net
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--gpu_ids", default="0", help="GPU to train on, e.g. 0; -1 (or no CUDA) trains on the CPU")
+    p.add_argument("--name", default="ft_ResNet50", help="run name: everything is written to model/<name>/")
+    p.add_argument("--data_dir", default="../Market/pytorch", help="the pytorch/ folder written by prepare.py")
+    p.add_argument("--train_all", action="store_true", help="train on train_all (train + val); no validation")
+    p.add_argument("--batchsize", default=32, type=int, help="anchors per batch (each brings a positive and a negative)")
+    p.add_argument("--lr", default=0.1, type=float, help="learning rate of the new layers; the backbone gets 0.1 x lr")
+    p.add_argument("--alpha", default=1.0, type=float, help="weight of the verification loss")
+    p.add_argument("--erasing_p", default=0, type=float, help="random erasing probability (0 disables it)")
+    p.add_argument("--color_jitter", action="store_true", help="jitter brightness, contrast and saturation by 0.1")
+    p.add_argument("--use_dense", action="store_true", help="DenseNet-121 backbone instead of ResNet-50")
+    p.add_argument("--epochs", default=60, type=int, help="number of epochs")
+    p.add_argument("--decay_epoch", default=40, type=int, help="epoch after which every learning rate is multiplied by 0.1")
+    p.add_argument("--seed", default=0, type=int, help="seed of every random number generator (weights, sampling, augmentation)")
+    p.add_argument("--height", default=256, type=int, help="input image height")
+    p.add_argument("--width", default=128, type=int, help="input image width")
+    p.add_argument("--pretrained", action=argparse.BooleanOptionalAction, default=True,
+                   help="start from ImageNet weights (torchvision); --no-pretrained trains from scratch")
+    p.add_argument("--num_workers", default=min(8, os.cpu_count() or 1), type=int,
+                   help="DataLoader worker processes (0 loads in the main process)")
+    return p.parse_args(argv)
+
+
+class VerificationTriplets(Dataset):
+    """Anchors from `anchors`; positive and negative drawn at random from `pool`
+    (the training images), so validation anchors are compared with training images.
+    A person with a single image is its own positive."""
+
+    def __init__(self, anchors, pool, transform, loader):
+        self.anchors, self.pool, self.transform, self.loader = anchors, pool, transform, loader
+        self.pool_labels = torch.tensor([label for _, label in pool])
+        self.by_label = {}
+        for i, (_, label) in enumerate(pool):
+            self.by_label.setdefault(label, []).append(i)
+
+    def __len__(self):
+        return len(self.anchors)
+
+    def image(self, path):
+        return self.transform(self.loader(path))
+
+    def __getitem__(self, index):
+        path, label = self.anchors[index]
+        same = [i for i in self.by_label[label] if self.pool[i][0] != path] or self.by_label[label]
+        positive = same[int(torch.randint(len(same), (1,)))]
+        negative = int(torch.randint(len(self.pool), (1,)))
+        while self.pool_labels[negative] == label:
+            negative = int(torch.randint(len(self.pool), (1,)))
+        return self.image(path), label, self.image(self.pool[positive][0]), self.image(self.pool[negative][0])
+
+
+def train_transform(args):
+    pad = max(1, round(10 * args.height / 256))  # the original pads 10 pixels at 256 x 128
+    steps = [
+        transforms.Resize((args.height, args.width), interpolation=transforms.InterpolationMode.BICUBIC),
+        transforms.Pad(pad),
+        transforms.RandomCrop((args.height, args.width)),
+        transforms.RandomHorizontalFlip(),
+    ]
+    if args.color_jitter:
+        steps.append(transforms.ColorJitter(brightness=0.1, contrast=0.1, saturation=0.1, hue=0))
+    steps += [transforms.ToTensor(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+    if args.erasing_p > 0:
+        steps.append(RandomErasing(probability=args.erasing_p, mean=[0.0, 0.0, 0.0]))
+    return transforms.Compose(steps)
+
+
+def image_folder(path, transform=None):
+    try:
+        return datasets.ImageFolder(path, transform=transform)
+    except (FileNotFoundError, RuntimeError) as e:
+        sys.exit(f"error: {path} holds no images in <id>/ folders ({e}); rerun prepare.py or fix --data_dir")
+
+
+def draw_curves(path, history):
+    """Loss and top-1 error per epoch, train (and val), like the original's train.jpg."""
+    fig, (ax_loss, ax_err) = plt.subplots(1, 2, figsize=(10, 4))
+    for phase, style in (("train", "bo-"), ("val", "ro-")):
+        if history[phase]:
+            epochs = [h["epoch"] for h in history[phase]]
+            ax_loss.plot(epochs, [h["loss"] for h in history[phase]], style, label=phase)
+            ax_err.plot(epochs, [1 - h["id_acc"] for h in history[phase]], style, label=phase)
+    for ax, title in ((ax_loss, "loss"), (ax_err, "top-1 error")):
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.legend()
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+
+
+def run_epoch(model, verif, loader, device, alpha, optimizer=None, desc=""):
+    """One pass over `loader`; trains when an optimizer is given. Returns mean loss and accuracies."""
+    training = optimizer is not None
+    model.train(training)
+    verif.train(training)
+    criterion = nn.CrossEntropyLoss()
+    total = loss_sum = id_correct = verif_correct = 0
+    bar = tqdm(loader, desc=desc, leave=False, unit="batch")
+    with torch.set_grad_enabled(training):
+        for anchor, label, positive, negative in bar:
+            anchor, label = anchor.to(device), label.to(device)
+            positive, negative = positive.to(device), negative.to(device)
+            logits, f = model(anchor)
+            _, f_pos = model(positive)
+            _, f_neg = model(negative)
+            pos_score, neg_score = verif(f, f_pos), verif(f, f_neg)
+            n = label.size(0)
+            same = torch.full((n,), SAME, device=device)
+            different = torch.full((n,), DIFFERENT, device=device)
+            loss = criterion(logits, label) + alpha * 0.5 * (criterion(pos_score, same) + criterion(neg_score, different))
+            if not torch.isfinite(loss):
+                sys.exit(f"error: the loss became {loss.item()} ({desc}); lower --lr and train again")
+            if training:
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+            total += n
+            loss_sum += loss.item() * n
+            id_correct += (logits.argmax(1) == label).sum().item()
+            verif_correct += (pos_score.argmax(1) == SAME).sum().item() + (neg_score.argmax(1) == DIFFERENT).sum().item()
+            bar.set_postfix(loss=f"{loss_sum / total:.4f}")
+    return {"loss": loss_sum / total, "id_acc": id_correct / total, "verif_acc": verif_correct / (2 * total)}
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    device = choose_device(args.gpu_ids)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+    # data: anchors from train (or train_all); val anchors are checked against the training pool
+    train_set = image_folder(split_dir(args.data_dir, "train_all" if args.train_all else "train", "--data_dir"))
+    if len(train_set.classes) < 2:
+        sys.exit(f"error: {train_set.root} holds {len(train_set.classes)} identity; training needs at least two")
+    if len(train_set) < args.batchsize:
+        sys.exit(f"error: {train_set.root} holds {len(train_set)} images, fewer than --batchsize {args.batchsize}; lower --batchsize")
+    loaders = {"train": VerificationTriplets(train_set.samples, train_set.samples, train_transform(args), train_set.loader)}
+    if not args.train_all:
+        val_set = image_folder(split_dir(args.data_dir, "val", "--data_dir"))
+        unknown = sorted(set(val_set.classes) - set(train_set.classes))
+        if unknown:
+            sys.exit(f"error: ids {', '.join(unknown[:5])} are in val but not in train; rerun prepare.py")
+        val_samples = [(p, train_set.class_to_idx[val_set.classes[t]]) for p, t in val_set.samples]
+        loaders["val"] = VerificationTriplets(val_samples, train_set.samples, test_transform(args.height, args.width), train_set.loader)
+    generator = torch.Generator().manual_seed(args.seed)
+    loaders = {phase: DataLoader(ds, batch_size=args.batchsize, shuffle=phase == "train", drop_last=phase == "train",
+                                 num_workers=args.num_workers, pin_memory=device.type == "cuda", generator=generator,
+                                 persistent_workers=args.num_workers > 0)
+               for phase, ds in loaders.items()}
+
+    # model: new layers at lr, the (pretrained) backbone at 0.1 x lr
+    opts = dict(vars(args), nclasses=len(train_set.classes))
+    if not args.pretrained:
+        print("note: --no-pretrained: the backbone starts from random weights, not ImageNet", file=sys.stderr)
+    model = build_model(opts, pretrained=args.pretrained).to(device)
+    verif = verif_net().to(device)
+    optimizer = torch.optim.SGD([
+        {"params": model.model.parameters(), "lr": 0.1 * args.lr},
+        {"params": model.classifier.parameters(), "lr": args.lr},
+        {"params": verif.parameters(), "lr": args.lr},
+    ], momentum=0.9, weight_decay=5e-4, nesterov=True)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=args.decay_epoch, gamma=0.1)
+
+    folder = run_dir(args.name)
+    save_opts(folder, opts)
+    history = {"train": [], "val": []}
+    print(f"training {args.name}: {len(train_set)} images of {opts['nclasses']} ids on {device}, {args.epochs} epochs")
+    for epoch in range(args.epochs):
+        start = time.time()
+        line = f"epoch {epoch + 1}/{args.epochs}"
+        for phase, loader in loaders.items():
+            stats = run_epoch(model, verif, loader, device, args.alpha,
+                              optimizer if phase == "train" else None, desc=f"{phase} {epoch + 1}/{args.epochs}")
+            history[phase].append(dict(stats, epoch=epoch + 1))
+            line += f" | {phase} loss {stats['loss']:.4f} id acc {stats['id_acc']:.4f} verif acc {stats['verif_acc']:.4f}"
+        line += f" | lr {optimizer.param_groups[1]['lr']:g} | {time.time() - start:.1f}s"
+        scheduler.step()
+        print(line)
+        with open(os.path.join(folder, "train.log"), "a") as log:
+            log.write(line + "\n")
+        draw_curves(os.path.join(folder, "train.png"), history)
+        if epoch % 10 == 9:
+            save_checkpoint(checkpoint_path(folder, epoch), model.state_dict())
+    save_checkpoint(checkpoint_path(folder, "last"), model.state_dict())
+    print(f"saved {checkpoint_path(folder, 'last')}")
+
+
+if __name__ == "__main__":
+    main()
