@@ -19,7 +19,7 @@ import sys
 
 import numpy as np
 import scipy.io
-from torchvision import transforms
+from torchvision import datasets, transforms
 
 from runs import atomic_path
 
@@ -70,13 +70,17 @@ def test_transform(height, width):
     ])
 
 
-def split_dir(root, split, hint):
-    """Path of one split of a prepared tree, or exit saying how to make it."""
+def image_folder(root, split, hint, transform=None):
+    """One split of a prepared tree as a torchvision ImageFolder (images sorted by id folder,
+    then name: the order of the rows of the feature files), or exit saying how to make it."""
     path = os.path.join(root, split)
     if not os.path.isdir(path):
         sys.exit(f"error: {path} does not exist; {hint} must point at the pytorch/ folder "
                  f"written by prepare.py (python prepare.py --download_path <dataset folder>)")
-    return path
+    try:
+        return datasets.ImageFolder(path, transform=transform)
+    except (FileNotFoundError, RuntimeError) as e:
+        sys.exit(f"error: {path} holds no images in <id>/ folders ({e}); rerun prepare.py or fix {hint}")
 
 
 def save_features(path, arrays):

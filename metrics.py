@@ -41,13 +41,24 @@ def rank_queries(qf, ql, qc, gf, gl, gc, device="cpu"):
     return first, ap
 
 
-def _rank_block(qf, ql, qc, gf, gl, gc):
-    scores = qf @ gf.T
-    order = torch.sort(scores, dim=1, descending=True, stable=True).indices
+def match_masks(ql, qc, gl, gc):
+    """(good, junk) boolean matrices, queries x gallery, by the rules above (torch tensors)."""
     same_id = ql[:, None] == gl[None, :]
     same_cam = qc[:, None] == gc[None, :]
-    good = (same_id & ~same_cam & (gl[None, :] != -1)).gather(1, order)
-    junk = ((same_id & same_cam) | (gl[None, :] == -1)).gather(1, order)
+    good = same_id & ~same_cam & (gl[None, :] != -1)
+    junk = (same_id & same_cam) | (gl[None, :] == -1)
+    return good, junk
+
+
+def ranking(qf, gf):
+    """Gallery indices of each query, best first; equal scores keep gallery order."""
+    return torch.sort(qf @ gf.T, dim=1, descending=True, stable=True).indices
+
+
+def _rank_block(qf, ql, qc, gf, gl, gc):
+    order = ranking(qf, gf)
+    good, junk = match_masks(ql, qc, gl, gc)
+    good, junk = good.gather(1, order), junk.gather(1, order)
     position = torch.cumsum(~junk, dim=1) - 1          # place in the ranking once junk is gone
     hits = torch.cumsum(good, dim=1)                    # i at the i-th good match
     ngood = hits[:, -1]

@@ -12,10 +12,9 @@ import sys
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
-from torchvision import datasets
 from tqdm import tqdm
 
-from data import parse_names, save_features, split_dir, test_transform
+from data import image_folder, parse_names, save_features, test_transform
 from model import build_model
 from runs import choose_device, load_checkpoint, load_opts, run_dir
 
@@ -46,10 +45,7 @@ def extract_features(model, loader, device, desc):
 
 
 def extract_split(model, root, split, args, device, transform):
-    try:
-        folder = datasets.ImageFolder(split_dir(root, split, "--test_dir"), transform=transform)
-    except (FileNotFoundError, RuntimeError) as e:
-        sys.exit(f"error: {os.path.join(root, split)} holds no images in <id>/ folders ({e}); rerun prepare.py")
+    folder = image_folder(root, split, "--test_dir", transform)
     labels, cams = parse_names([path for path, _ in folder.samples])
     loader = DataLoader(folder, batch_size=args.batchsize, shuffle=False, num_workers=args.num_workers,
                         pin_memory=device.type == "cuda")

@@ -18,10 +18,10 @@ import numpy as np
 import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset
-from torchvision import datasets, transforms
+from torchvision import transforms
 from tqdm import tqdm
 
-from data import IMAGENET_MEAN, IMAGENET_STD, split_dir, test_transform
+from data import IMAGENET_MEAN, IMAGENET_STD, image_folder, test_transform
 from model import build_model, verif_net
 from random_erasing import RandomErasing
 from runs import atomic_path, checkpoint_path, choose_device, run_dir, save_checkpoint, save_opts
@@ -97,13 +97,6 @@ def train_transform(args):
     return transforms.Compose(steps)
 
 
-def image_folder(path, transform=None):
-    try:
-        return datasets.ImageFolder(path, transform=transform)
-    except (FileNotFoundError, RuntimeError) as e:
-        sys.exit(f"error: {path} holds no images in <id>/ folders ({e}); rerun prepare.py or fix --data_dir")
-
-
 def draw_curves(path, history):
     """Loss and top-1 error per epoch, train (and val), like the original's train.jpg."""
     fig, (ax_loss, ax_err) = plt.subplots(1, 2, figsize=(10, 4))
@@ -166,14 +159,14 @@ def main(argv=None):
         torch.backends.cudnn.benchmark = True
 
     # data: anchors from train (or train_all); val anchors are checked against the training pool
-    train_set = image_folder(split_dir(args.data_dir, "train_all" if args.train_all else "train", "--data_dir"))
+    train_set = image_folder(args.data_dir, "train_all" if args.train_all else "train", "--data_dir")
     if len(train_set.classes) < 2:
         sys.exit(f"error: {train_set.root} holds {len(train_set.classes)} identity; training needs at least two")
     if len(train_set) < args.batchsize:
         sys.exit(f"error: {train_set.root} holds {len(train_set)} images, fewer than --batchsize {args.batchsize}; lower --batchsize")
     loaders = {"train": VerificationTriplets(train_set.samples, train_set.samples, train_transform(args), train_set.loader)}
     if not args.train_all:
-        val_set = image_folder(split_dir(args.data_dir, "val", "--data_dir"))
+        val_set = image_folder(args.data_dir, "val", "--data_dir")
         unknown = sorted(set(val_set.classes) - set(train_set.classes))
         if unknown:
             sys.exit(f"error: ids {', '.join(unknown[:5])} are in val but not in train; rerun prepare.py")

@@ -1,0 +1,95 @@
+"""The four stages in a row on a tiny prepared tree, each reading the files the previous one wrote."""
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+import evaluate
+import test as test_stage
+import train_new
+from data import MULTI_KEYS, RESULT_KEYS, load_features
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LINE = re.compile(r"^(multi )?Rank@1:(\d\.\d{6}) Rank@5:(\d\.\d{6}) Rank@10:(\d\.\d{6}) mAP:(\d\.\d{6})$")
+TRAIN = ["--gpu_ids", "-1", "--batchsize", "8", "--epochs", "1", "--height", "64", "--width", "32",
+         "--no-pretrained", "--num_workers", "0", "--lr", "0.01"]
+
+
+@pytest.fixture(scope="module")
+def run(prepared_market, tmp_path_factory):
+    """Train one epoch and extract features, in a working folder of its own (model/ and .mat land there)."""
+    work = tmp_path_factory.mktemp("work")
+    cwd = os.getcwd()
+    os.chdir(work)
+    try:
+        train_new.main(TRAIN + ["--name", "tiny", "--data_dir", str(prepared_market)])
+        test_stage.main(["--gpu_ids", "-1", "--name", "tiny", "--test_dir", str(prepared_market),
+                         "--num_workers", "0", "--multi"])
+    finally:
+        os.chdir(cwd)
+    return work
+
+
+def test_training_writes_the_run_folder(run, prepared_market):
+    folder = run / "model" / "tiny"
+    assert {"opts.yaml", "net_last.pth", "train.png", "train.log"} <= set(os.listdir(folder))
+    with open(folder / "opts.yaml") as f:
+        opts = yaml.safe_load(f)
+    assert opts["nclasses"] == len(os.listdir(prepared_market / "train_all"))
+    assert (opts["height"], opts["width"], opts["batchsize"], opts["pretrained"]) == (64, 32, 8, False)
+    state = torch.load(folder / "net_last.pth", weights_only=True)
+    assert state["classifier.classifier.1.weight"].shape == (opts["nclasses"], 512)
+    assert "epoch 1/1 | train loss" in (folder / "train.log").read_text()
+
+
+def test_features_file_for_evaluate(run, prepared_market):
+    result = load_features(str(run / "pytorch_result.mat"), RESULT_KEYS)
+    for side, split in (("query", "query"), ("gallery", "gallery")):
+        n = sum(len(files) for _, _, files in os.walk(prepared_market / split))
+        assert result[f"{side}_f"].shape == (n, 512)
+        assert len(result[f"{side}_label"]) == len(result[f"{side}_cam"]) == n
+        np.testing.assert_allclose(np.linalg.norm(result[f"{side}_f"], axis=1), 1, rtol=1e-5)
+    assert {-1, 0} <= set(result["gallery_label"].tolist())
+    multi = load_features(str(run / "multi_query.mat"), MULTI_KEYS)
+    assert len(multi["mquery_f"]) == sum(len(files) for _, _, files in os.walk(prepared_market / "multi-query"))
+
+
+def script(name, *args, cwd):
+    return subprocess.run([sys.executable, os.path.join(REPO, name), *args], cwd=cwd, capture_output=True, text=True)
+
+
+def test_evaluate_prints_the_original_lines_and_gpu_version_agrees(run):
+    cpu = script("evaluate.py", cwd=run)
+    assert cpu.returncode == 0, cpu.stderr
+    lines = cpu.stdout.splitlines()
+    assert [bool(LINE.match(line)) for line in lines] == [True, True] and lines[1].startswith("multi ")
+    for line in lines:
+        assert all(0 <= float(v) <= 1 for v in LINE.match(line).groups()[1:])
+    gpu = script("evaluate_gpu.py", cwd=run)
+    assert gpu.returncode == 0 and gpu.stdout == cpu.stdout
+
+
+def test_result_path_flag(run, capsys):
+    evaluate.main(["--result", str(run / "pytorch_result.mat")])
+    assert LINE.match(capsys.readouterr().out.splitlines()[0])
+
+
+def test_unknown_epoch_lists_the_saved_ones(run, prepared_market, monkeypatch):
+    monkeypatch.chdir(run)
+    with pytest.raises(SystemExit, match="net_7.pth not found.*one of: last"):
+        test_stage.main(["--gpu_ids", "-1", "--name", "tiny", "--test_dir", str(prepared_market), "--which_epoch", "7"])
+
+
+def test_bad_input_is_one_line_without_traceback(tmp_path):
+    (tmp_path / "pytorch_result.mat").write_text("not a mat file")
+    for args in ([], ["--result", "missing.mat"]):
+        out = script("evaluate.py", *args, cwd=tmp_path)
+        assert out.returncode != 0
+        assert len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr
+    out = script("test.py", "--name", "nothing", "--gpu_ids", "-1", cwd=tmp_path)
+    assert out.returncode != 0 and "opts.yaml not found" in out.stderr and "Traceback" not in out.stderr
