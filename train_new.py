@@ -36,7 +36,7 @@ def parse_args(argv=None):
     p.add_argument("--data_dir", default="../Market/pytorch", help="the pytorch/ folder written by prepare.py")
     p.add_argument("--train_all", action="store_true", help="train on train_all (train + val); no validation")
     p.add_argument("--batchsize", default=32, type=int, help="anchors per batch (each brings a positive and a negative)")
-    p.add_argument("--lr", default=0.1, type=float, help="learning rate of the new layers; the backbone gets 0.1 x lr")
+    p.add_argument("--lr", default=0.1, type=float, help="learning rate of the new layers; a pretrained backbone gets 0.1 x lr")
     p.add_argument("--alpha", default=1.0, type=float, help="weight of the verification loss")
     p.add_argument("--erasing_p", default=0, type=float, help="random erasing probability (0 disables it)")
     p.add_argument("--color_jitter", action="store_true", help="jitter brightness, contrast and saturation by 0.1")
@@ -178,14 +178,16 @@ def main(argv=None):
                                  persistent_workers=args.num_workers > 0)
                for phase, ds in loaders.items()}
 
-    # model: new layers at lr, the (pretrained) backbone at 0.1 x lr
+    # model: new layers at lr, the backbone at 0.1 x lr when pretrained
     opts = dict(vars(args), nclasses=len(train_set.classes))
     if not args.pretrained:
         print("note: --no-pretrained: the backbone starts from random weights, not ImageNet", file=sys.stderr)
     model = build_model(opts, pretrained=args.pretrained).to(device)
     verif = verif_net().to(device)
+    # a pretrained backbone is fine-tuned gently; one trained from scratch has nothing to preserve
+    backbone_lr = 0.1 * args.lr if args.pretrained else args.lr
     optimizer = torch.optim.SGD([
-        {"params": model.model.parameters(), "lr": 0.1 * args.lr},
+        {"params": model.model.parameters(), "lr": backbone_lr},
         {"params": model.classifier.parameters(), "lr": args.lr},
         {"params": verif.parameters(), "lr": args.lr},
     ], momentum=0.9, weight_decay=5e-4, nesterov=True)

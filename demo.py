@@ -1,0 +1,73 @@
+"""Picture of one query's ranking: the query, then its top gallery images, each
+with its rank and a border saying what the protocol makes of it:
+green = same person (other camera), red = another person, grey = junk (same
+person in the query's camera, or id -1), which evaluation removes.
+
+    python demo.py --query_index 7 --test_dir ../Market/pytorch   # reads pytorch_result.mat, writes show.png
+"""
+import argparse
+import sys
+
+import matplotlib
+matplotlib.use("Agg")  # the picture goes to a file; no screen is needed
+import matplotlib.pyplot as plt
+import torch
+from PIL import Image
+
+from data import RESULT_KEYS, image_folder, load_features
+from metrics import match_masks, rank_queries, ranking
+from runs import atomic_path
+
+COLOURS = {"good": "#1a9850", "other": "#d73027", "junk": "#969696"}
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--query_index", default=0, type=int, help="row of the query in pytorch_result.mat (0-based)")
+    p.add_argument("--test_dir", default="../Market/pytorch", help="the pytorch/ folder the features were extracted from")
+    p.add_argument("--result", default="pytorch_result.mat", help="feature file written by test.py")
+    p.add_argument("--topk", default=10, type=int, help="number of gallery images to show")
+    p.add_argument("--output", default="show.png", help="where to write the picture (PNG)")
+    args = p.parse_args(argv)
+
+    r = load_features(args.result, RESULT_KEYS)
+    query, gallery = image_folder(args.test_dir, "query", "--test_dir"), image_folder(args.test_dir, "gallery", "--test_dir")
+    if (len(query), len(gallery)) != (len(r["query_f"]), len(r["gallery_f"])):
+        sys.exit(f"error: {args.result} has {len(r['query_f'])} queries and {len(r['gallery_f'])} gallery images but "
+                 f"{args.test_dir} has {len(query)} and {len(gallery)}; pass the --test_dir given to test.py")
+    if not 0 <= args.query_index < len(query):
+        sys.exit(f"error: --query_index {args.query_index} is out of range; there are {len(query)} queries (0..{len(query) - 1})")
+
+    i = args.query_index
+    ql, qc = torch.as_tensor(r["query_label"][i:i + 1]), torch.as_tensor(r["query_cam"][i:i + 1])
+    gl, gc = torch.as_tensor(r["gallery_label"]), torch.as_tensor(r["gallery_cam"])
+    order = ranking(torch.as_tensor(r["query_f"][i:i + 1]), torch.as_tensor(r["gallery_f"]))[0][: args.topk]
+    good, junk = (m[0] for m in match_masks(ql, qc, gl, gc))
+    first, ap = rank_queries(r["query_f"][i:i + 1], r["query_label"][i:i + 1], r["query_cam"][i:i + 1],
+                             r["gallery_f"], r["gallery_label"], r["gallery_cam"])
+
+    fig, axes = plt.subplots(1, len(order) + 1, figsize=(1.3 * (len(order) + 1), 3.2))
+    shown = [(query.samples[i][0], f"query\nid {int(ql)} cam {int(qc)}", "black")]
+    for rank, j in enumerate(order.tolist(), 1):
+        kind = "junk" if junk[j] else "good" if good[j] else "other"
+        label = f"{rank}{' junk' if kind == 'junk' else ''}\nid {int(gl[j])} cam {int(gc[j])}"
+        shown.append((gallery.samples[j][0], label, COLOURS[kind]))
+    for ax, (path, label, colour) in zip(axes, shown):
+        ax.imshow(Image.open(path).convert("RGB"))
+        ax.set_xticks([])
+        ax.set_yticks([])
+        for spine in ax.spines.values():
+            spine.set_edgecolor(colour)
+            spine.set_linewidth(4)
+        ax.set_title(label, fontsize=8, color=colour)
+    summary = "no good match in the gallery" if first[0] < 0 else f"first good match at rank {first[0] + 1}, AP {ap[0]:.3f}"
+    fig.suptitle(f"query {i}: {summary} (junk removed)", fontsize=9)
+    fig.tight_layout()
+    with atomic_path(args.output) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+    print(f"wrote {args.output}: query {i}, {summary}")
+
+
+if __name__ == "__main__":
+    main()
