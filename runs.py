@@ -73,8 +73,8 @@ def load_checkpoint(folder, epoch):
     """The state_dict saved after `epoch` ('last' or a number), loaded without running pickled code."""
     path = checkpoint_path(folder, epoch)
     if not os.path.isfile(path):
-        saved = sorted(f[4:-4] for f in os.listdir(folder) if f.startswith("net_") and f.endswith(".pth")) \
-            if os.path.isdir(folder) else []
+        saved = sorted((f[4:-4] for f in os.listdir(folder) if f.startswith("net_") and f.endswith(".pth")),
+                       key=lambda e: (not e.isdigit(), int(e) if e.isdigit() else 0))
         sys.exit(f"error: {path} not found; --which_epoch can be one of: {', '.join(saved) or 'none saved yet'}")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)

@@ -12,7 +12,7 @@ import yaml
 import evaluate
 import test as test_stage
 import train_new
-from data import MULTI_KEYS, RESULT_KEYS, load_features
+from data import MULTI_KEYS, RESULT_KEYS, load_features, save_features
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LINE = re.compile(r"^(multi )?Rank@1:(\d\.\d{6}) Rank@5:(\d\.\d{6}) Rank@10:(\d\.\d{6}) mAP:(\d\.\d{6})$")
@@ -93,3 +93,23 @@ def test_bad_input_is_one_line_without_traceback(tmp_path):
         assert len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr
     out = script("test.py", "--name", "nothing", "--gpu_ids", "-1", cwd=tmp_path)
     assert out.returncode != 0 and "opts.yaml not found" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_feature_files_that_do_not_line_up(run, tmp_path):
+    result = load_features(str(run / "pytorch_result.mat"), RESULT_KEYS)
+    cases = {
+        "labels": dict(result, gallery_label=result["gallery_label"][:-1]),
+        "nan": dict(result, query_f=np.where(np.arange(512) == 3, np.nan, result["query_f"]).astype(np.float32)),
+        "dims": dict(result, gallery_f=result["gallery_f"][:, :256]),
+        "empty": dict(result, query_f=np.zeros((0, 512), np.float32), query_label=[], query_cam=[]),
+    }
+    for name, arrays in cases.items():
+        save_features(str(tmp_path / f"{name}.mat"), arrays)
+        with pytest.raises(SystemExit, match=f"{name}.mat"):
+            evaluate.main(["--result", str(tmp_path / f"{name}.mat")])
+    multi_dir = tmp_path / "multi"
+    save_features(str(multi_dir / "pytorch_result.mat"), result)
+    save_features(str(multi_dir / "multi_query.mat"),
+                  {"mquery_f": np.ones((2, 512), np.float32), "mquery_label": [1], "mquery_cam": [1, 2]})
+    with pytest.raises(SystemExit, match="multi_query.mat has 2 mquery features but 1 labels"):
+        evaluate.main(["--result", str(multi_dir / "pytorch_result.mat")])
