@@ -43,8 +43,8 @@ def main(argv=None):
     gl, gc = torch.as_tensor(r["gallery_label"]), torch.as_tensor(r["gallery_cam"])
     order = ranking(torch.as_tensor(r["query_f"][i:i + 1]), torch.as_tensor(r["gallery_f"]))[0][: args.topk]
     good, junk = (m[0] for m in match_masks(ql, qc, gl, gc))
-    first, ap = rank_queries(r["query_f"][i:i + 1], r["query_label"][i:i + 1], r["query_cam"][i:i + 1],
-                             r["gallery_f"], r["gallery_label"], r["gallery_cam"])
+    ranks = rank_queries(r["query_f"][i:i + 1], r["query_label"][i:i + 1], r["query_cam"][i:i + 1],
+                         r["gallery_f"], r["gallery_label"], r["gallery_cam"])
 
     fig, axes = plt.subplots(1, len(order) + 1, figsize=(1.3 * (len(order) + 1), 3.2))
     shown = [(query.samples[i][0], f"query\nid {int(ql)} cam {int(qc)}", "black")]
@@ -60,7 +60,8 @@ def main(argv=None):
             spine.set_edgecolor(colour)
             spine.set_linewidth(4)
         ax.set_title(label, fontsize=8, color=colour)
-    summary = "no good match in the gallery" if first[0] < 0 else f"first good match at rank {first[0] + 1}, AP {ap[0]:.3f}"
+    first, ap = ranks["first"][0], ranks["ap"][0]
+    summary = "no good match in the gallery" if first < 0 else f"first good match at rank {first + 1}, AP {ap:.3f}"
     fig.suptitle(f"query {i}: {summary} (junk removed)", fontsize=9)
     fig.tight_layout()
     with atomic_path(args.output) as tmp:

@@ -1,44 +1,37 @@
 """The ranking protocol of Market-1501, once, for every script that scores features.
 
-For each query, gallery images are ranked by cosine similarity (features are
-L2-normalised, so by dot product), highest first; equal scores keep gallery
-order (a stable sort), so the same features always give the same numbers.
+For each query, gallery images are ranked by score, highest first: cosine
+similarity by default (the dot product of L2-normalised features), or the
+negated k-reciprocal distance with re-ranking. Equal scores keep gallery order
+(the earlier image in the feature file ranks first), so the same features
+always give the same numbers.
     good        same id as the query, other camera
     junk        same id and same camera, or id -1; removed from the ranking
     distractor  id 0: an ordinary negative
-CMC counts from the first good match once junk is removed. AP is the
-Market-1501 code's trapezoid rule: at the i-th good match (1-based) found at
-position r (1-based, junk removed) it adds (1/ngood) * (p_prev + p) / 2 with
-p = i / r and p_prev = (i - 1) / (r - 1), or 1 when r = 1.
-A query without a good match is skipped: it counts in neither CMC nor mAP.
+CMC counts from the first good match once junk is removed. With the i-th good
+match (1-based) at position r_i (1-based, junk removed) and n good matches:
+    AP (the original's, Market-1501's trapezoid rule)
+        sum_i (1/n) * (p_prev + p) / 2,  p = i / r_i,  p_prev = (i - 1) / (r_i - 1), or 1 when r_i = 1
+    AP (non-interpolated: torchreid, fast-reid)   sum_i (1/n) * i / r_i
+    INP (mINP, Ye et al. 2021)                    n / r_n
+A query without a good match is skipped: it counts in no average.
+
+Only the positions of the good matches are needed, so no gallery ranking is
+materialised: each row of scores is sorted by value (a SIMD sort in numpy on
+the CPU) and the good matches' scores are looked up in it by binary search.
+Rows where a good match's score ties with another image fall back to a
+stable full sort, which applies the gallery-order rule.
 """
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
+import scipy.sparse
 import torch
 
-# Elements of the query x gallery block processed at once; bounds memory
-# (a few int64 arrays of this size) whatever the size of the test set.
-BLOCK_ELEMENTS = 1 << 22
-
-
-def rank_queries(qf, ql, qc, gf, gl, gc, device="cpu"):
-    """Per query: 0-based position of the first good match after junk removal (-1 if the
-    query has no good match) and its trapezoid AP (nan if skipped)."""
-    device = torch.device(device)
-    gf = torch.as_tensor(gf, dtype=torch.float32, device=device)
-    gl = torch.as_tensor(gl, device=device)
-    gc = torch.as_tensor(gc, device=device)
-    qf = torch.as_tensor(qf, dtype=torch.float32)
-    ql = torch.as_tensor(ql)
-    qc = torch.as_tensor(qc)
-    first = np.empty(len(qf), dtype=np.int64)
-    ap = np.empty(len(qf), dtype=np.float64)
-    step = max(1, BLOCK_ELEMENTS // max(1, len(gf)))
-    for start in range(0, len(qf), step):
-        end = min(start + step, len(qf))
-        f, a = _rank_block(qf[start:end].to(device), ql[start:end].to(device), qc[start:end].to(device), gf, gl, gc)
-        first[start:end] = f
-        ap[start:end] = a
-    return first, ap
+# Scores processed at once (queries x gallery); bounds memory, whatever the size
+# of the test set, to a few arrays of this many elements.
+BLOCK_ELEMENTS = 1 << 24
+METRICS = ("first", "ap", "ap_standard", "inp")
 
 
 def match_masks(ql, qc, gl, gc):
@@ -55,37 +48,219 @@ def ranking(qf, gf):
     return torch.sort(qf @ gf.T, dim=1, descending=True, stable=True).indices
 
 
-def _rank_block(qf, ql, qc, gf, gl, gc):
-    order = ranking(qf, gf)
-    good, junk = match_masks(ql, qc, gl, gc)
-    good, junk = good.gather(1, order), junk.gather(1, order)
-    position = torch.cumsum(~junk, dim=1) - 1          # place in the ranking once junk is gone
-    hits = torch.cumsum(good, dim=1)                    # i at the i-th good match
-    ngood = hits[:, -1]
-    pos = position.double()
-    precision = hits.double() / (pos + 1)
-    previous = torch.where(pos > 0, (hits.double() - 1) / pos.clamp(min=1), torch.ones_like(pos))
-    ap = torch.where(good, (previous + precision) / 2, torch.zeros_like(pos)).sum(1) / ngood.clamp(min=1)
-    first = position.gather(1, good.int().argmax(1, keepdim=True)).squeeze(1)
-    valid = ngood > 0
-    first = torch.where(valid, first, torch.full_like(first, -1))
-    ap = torch.where(valid, ap, torch.full_like(ap, float("nan")))
-    return first.cpu().numpy(), ap.cpu().numpy()
+def rank_queries(qf, ql, qc, gf, gl, gc, device="cpu", score_block=None):
+    """Per-query results of the protocol, as numpy arrays in a dict: first (0-based position
+    of the first good match, -1 if skipped), ap, ap_standard, inp (nan if skipped).
+    By default scores are cosine similarities of the features; score_block(start, end), if
+    given, returns a new tensor of the scores of queries start:end against the whole gallery."""
+    device = torch.device(device)
+    ql, qc, gl, gc = (torch.as_tensor(np.asarray(a).reshape(-1), dtype=torch.int64) for a in (ql, qc, gl, gc))
+    out = {k: np.full(len(ql), -1, dtype=np.int64) if k == "first" else np.full(len(ql), np.nan) for k in METRICS}
+    # id -1 is junk for every query: leave it out of the scores altogether
+    columns = (gl != -1).nonzero().squeeze(1)
+    if len(columns) == 0:
+        return out
+    gl, gc = gl[columns], gc[columns]
+    if score_block is None:
+        qf = torch.as_tensor(np.asarray(qf), dtype=torch.float32)
+        gf = torch.as_tensor(np.asarray(gf), dtype=torch.float32)[columns].to(device)
 
-
-def summarize(first, ap, ranks=(1, 5, 10)):
-    """Rank@k and mAP over the queries that have a good match."""
-    valid = first >= 0
-    if not valid.any():
-        raise ValueError("no query has a good match in the gallery (same id, other camera)")
-    out = {f"Rank@{k}": float(np.mean(first[valid] < k)) for k in ranks}
-    out["mAP"] = float(np.mean(ap[valid]))
+        def scores(start, end):
+            return qf[start:end].to(device) @ gf.T
+    else:
+        def scores(start, end):
+            return score_block(start, end)[:, columns.to(device)]
+    # the gallery grouped by id, so that a query's same-id images are one slice of by_id
+    by_id = torch.argsort(gl, stable=True)
+    ids, counts = torch.unique_consecutive(gl[by_id], return_counts=True)
+    starts = counts.cumsum(0) - counts
+    step = max(1, BLOCK_ELEMENTS // len(columns))
+    for start in range(0, len(ql), step):
+        end = min(start + step, len(ql))
+        found = torch.searchsorted(ids, ql[start:end]).clamp(max=len(ids) - 1)
+        n_same = torch.where(ids[found] == ql[start:end], counts[found], 0)
+        slot = torch.arange(int(n_same.max()))
+        same = by_id[(starts[found][:, None] + slot).clamp(max=len(by_id) - 1)]
+        same_cam = gc[same] == qc[start:end, None]
+        valid = slot[None, :] < n_same[:, None]
+        good, junk = valid & ~same_cam, valid & same_cam
+        if not good.any():
+            continue
+        position = _good_positions(scores(start, end), same.to(device), good.to(device), junk.to(device))
+        for k, v in _block_metrics(position, good.sum(1).to(device)).items():
+            out[k][start:end] = v
     return out
 
 
-def format_line(summary, prefix=""):
-    """The original's result line: Rank@1:0.xxxxxx Rank@5:... mAP:..."""
-    return prefix + " ".join(f"{k}:{v:f}" for k, v in summary.items())
+def _sorted_values(scores):
+    """Each row's scores sorted ascending: numpy's SIMD sort on the CPU, threaded over rows
+    (numpy releases the GIL while sorting); torch on other devices."""
+    if scores.device.type != "cpu":
+        return torch.sort(scores, dim=1).values
+    rows = scores.numpy()
+    out = np.empty_like(rows)
+    bounds = np.linspace(0, len(rows), min(torch.get_num_threads(), len(rows)) + 1).astype(int)
+
+    def sort(k):
+        # in place, a few rows at a time: no temporary arrays, and the rows stay in cache
+        for a in range(bounds[k], bounds[k + 1], 64):
+            b = min(a + 64, bounds[k + 1])
+            out[a:b] = rows[a:b]
+            out[a:b].sort(axis=1)
+
+    with ThreadPoolExecutor(len(bounds) - 1) as pool:
+        list(pool.map(sort, range(len(bounds) - 1)))
+    return torch.from_numpy(out)
+
+
+def _good_positions(scores, same, good, junk):
+    """1-based positions (junk removed) of each query's good matches, ascending; rows padded
+    with a position past the gallery. same: the query's same-id gallery columns, with masks."""
+    n, big = scores.shape[1], scores.shape[1] + 1
+    rows = torch.arange(len(scores), device=scores.device)[:, None].expand_as(same)
+    scores[rows[junk], same[junk]] = -torch.inf          # junk sorts last: it never precedes a match
+    g = scores.gather(1, same)
+    ordered = _sorted_values(scores)
+    above = n - torch.searchsorted(ordered, g, right=True)       # images scoring higher
+    at_least = n - torch.searchsorted(ordered, g, right=False)   # ... or the same
+    position = torch.where(good, above + 1, big)
+    tied = ((at_least - above > 1) & good).any(1)
+    if tied.any():
+        # another image has exactly a good match's score: rank by a stable sort (gallery order)
+        t = tied.nonzero().squeeze(1)
+        order = torch.sort(scores[t], dim=1, descending=True, stable=True).indices
+        place = torch.empty_like(order).scatter_(1, order, torch.arange(n, device=scores.device).expand_as(order))
+        position[t] = torch.where(good[t], place.gather(1, same[t]) + 1, big)
+    return torch.sort(position, dim=1).values
+
+
+def _block_metrics(position, n_good):
+    """first, ap, ap_standard and inp of a block from its good-match positions."""
+    i = torch.arange(1, position.shape[1] + 1, device=position.device, dtype=torch.float64)
+    r = position.double()
+    valid = i[None, :] <= n_good[:, None]
+    precision = i / r
+    previous = torch.where(r > 1, (i - 1) / (r - 1).clamp(min=1), torch.ones_like(r))
+    n = n_good.double()
+    has = n_good > 0
+    zero = torch.zeros_like(r)
+    out = {
+        "first": torch.where(has, position[:, 0] - 1, -1),
+        "ap": torch.where(valid, (previous + precision) / 2, zero).sum(1) / n,
+        "ap_standard": torch.where(valid, precision, zero).sum(1) / n,
+        "inp": n / r.gather(1, (n_good - 1).clamp(min=0)[:, None]).squeeze(1),
+    }
+    out = {k: torch.where(has, v, torch.nan) if k != "first" else v for k, v in out.items()}
+    return {k: v.cpu().numpy() for k, v in out.items()}
+
+
+def summarize(ranks, cmc=(1, 5, 10)):
+    """Rank@k, mAP (trapezoid), mAP (non-interpolated) and mINP over the queries with a good match."""
+    valid = ranks["first"] >= 0
+    if not valid.any():
+        raise ValueError("no query has a good match in the gallery (same id, other camera)")
+    out = {f"Rank@{k}": float(np.mean(ranks["first"][valid] < k)) for k in cmc}
+    out["mAP"] = float(np.mean(ranks["ap"][valid]))
+    out["mAP_standard"] = float(np.mean(ranks["ap_standard"][valid]))
+    out["mINP"] = float(np.mean(ranks["inp"][valid]))
+    return out
+
+
+def format_lines(summary, prefix=""):
+    """The original's result line (Rank@1:0.xxxxxx Rank@5:... mAP:...), then the other AP convention."""
+    original = " ".join(f"{k}:{summary[k]:f}" for k in summary if k.startswith("Rank@")) + f" mAP:{summary['mAP']:f}"
+    other = f"non-interpolated AP (torchreid, fast-reid): mAP:{summary['mAP_standard']:f} mINP:{summary['mINP']:f}"
+    return [prefix + original, prefix + other]
+
+
+def k_reciprocal_scores(qf, gf, k1=20, k2=6, lambda_value=0.3, device="cpu"):
+    """score_block for rank_queries: minus the k-reciprocal re-ranked distance of Zhong et al.,
+    "Re-ranking Person Re-identification with k-reciprocal Encoding" (CVPR 2017).
+
+    Queries and gallery are pooled (N images). d is the squared Euclidean distance of the
+    L2-normalised features, each row divided by its largest value. R(p, k) holds the images
+    among p's k+1 nearest whose own k+1 nearest include p; it grows by R(q, k1/2) for each q in
+    R(p, k1) sharing more than 2/3 of it. V_p puts weight exp(-d(p, g)) on each g of that set
+    (normalised to sum 1) and is then averaged over p's k2 nearest (local query expansion).
+    The distance is (1 - lambda) * Jaccard(V_p, V_g) + lambda * d(p, g).
+    Nothing N x N is kept: neighbours come from the distance in blocks and V is sparse, so
+    memory grows with N, not N^2."""
+    feats = torch.nn.functional.normalize(torch.as_tensor(np.concatenate([qf, gf]), dtype=torch.float32), dim=1)
+    nq, n = len(qf), len(feats)
+    k1, k2 = min(k1, n - 1), min(k2, n)
+    knn = torch.empty(n, k1 + 1, dtype=torch.int64)
+    row_max = torch.empty(n)
+    step = max(1, BLOCK_ELEMENTS // n)
+    for start in range(0, n, step):
+        d = (2 - 2 * feats[start:start + step] @ feats.T).clamp(min=0)
+        row_max[start:start + step] = d.max(1).values.clamp(min=1e-12)
+        knn[start:start + step] = d.topk(k1 + 1, dim=1, largest=False).indices
+
+    def reciprocal(neighbours):
+        """Mask of the neighbours whose own lists hold the image (rows chunked to bound memory)."""
+        mask = torch.empty_like(neighbours, dtype=torch.bool)
+        rows = max(1, BLOCK_ELEMENTS // neighbours.shape[1] ** 2)
+        for start in range(0, n, rows):
+            own = torch.arange(start, min(start + rows, n))[:, None, None]
+            mask[start:start + rows] = (neighbours[neighbours[start:start + rows]] == own).any(-1)
+        return mask
+
+    recip = reciprocal(knn)
+    half = knn[:, :int(round(k1 / 2)) + 1]
+    recip_half = reciprocal(half)
+    members, weights = [], []
+    rows = max(1, BLOCK_ELEMENTS // (knn.shape[1] ** 2 * half.shape[1]))
+    for start in range(0, n, rows):
+        i = slice(start, min(start + rows, n))
+        cand, cand_mask = half[knn[i]], recip_half[knn[i]]                  # R(q, k1/2) of each neighbour q
+        shared = ((cand[..., None] == knn[i][:, None, None, :]) & recip[i][:, None, None, :]).any(-1) & cand_mask
+        grow = recip[i] & (shared.sum(-1) > 2 / 3 * cand_mask.sum(-1))
+        ids = torch.cat([torch.where(recip[i], knn[i], n), torch.where(grow[..., None] & cand_mask, cand, n).flatten(1)], 1)
+        ids = ids.sort(1).values
+        ids[:, 1:][ids[:, 1:] == ids[:, :-1]] = n                           # each image once
+        row = torch.arange(i.start, i.stop)[:, None].expand_as(ids)
+        keep = ids < n
+        r, c = row[keep], ids[keep]
+        w = torch.exp(-(2 - 2 * (feats[r] * feats[c]).sum(1)).clamp(min=0) / row_max[r])
+        members.append((r, c))
+        weights.append(w)
+    r = torch.cat([m[0] for m in members]).numpy()
+    c = torch.cat([m[1] for m in members]).numpy()
+    w = torch.cat(weights).double().numpy()
+    v = scipy.sparse.csr_matrix((w, (r, c)), shape=(n, n))
+    v = scipy.sparse.diags(1 / np.asarray(v.sum(1)).ravel()) @ v
+    if k2 > 1:
+        expand = scipy.sparse.csr_matrix((np.full(n * k2, 1 / k2), (np.repeat(np.arange(n), k2), knn[:, :k2].reshape(-1).numpy())),
+                                         shape=(n, n))
+        v = (expand @ v).tocsr()
+    gallery_v = v[nq:].tocsc()
+    qf_n, gf_n = feats[:nq], feats[nq:]
+
+    def score_block(start, end):
+        jaccard = np.empty((end - start, n - nq))
+        for a, b in _pair_chunks(v, gallery_v, start, end):
+            rows = v[a:b].tocoo()
+            lengths = np.diff(gallery_v.indptr)[rows.col]
+            offsets = np.repeat(gallery_v.indptr[rows.col] - (np.cumsum(lengths) - lengths), lengths) + np.arange(lengths.sum())
+            overlap = np.bincount(np.repeat(rows.row, lengths) * (n - nq) + gallery_v.indices[offsets],
+                                  weights=np.minimum(np.repeat(rows.data, lengths), gallery_v.data[offsets]),
+                                  minlength=(b - a) * (n - nq)).reshape(b - a, n - nq)
+            jaccard[a - start:b - start] = 1 - overlap / (2 - overlap)
+        d = (2 - 2 * qf_n[start:end] @ gf_n.T).clamp(min=0) / row_max[start:end, None]
+        final = (1 - lambda_value) * torch.from_numpy(jaccard).float() + lambda_value * d
+        return (-final).to(device)
+
+    return score_block
+
+
+def _pair_chunks(v, gallery_v, start, end, pairs=1 << 23):
+    """Split queries start:end into runs that pair at most about `pairs` nonzeros of V with the gallery's."""
+    rows = v[start:end].copy()
+    rows.data = np.diff(gallery_v.indptr)[rows.indices].astype(np.float64)
+    cumulative = np.cumsum(np.asarray(rows.sum(1)).ravel())
+    cuts = np.searchsorted(cumulative, np.arange(pairs, cumulative[-1], pairs)) + start if len(cumulative) else []
+    edges = np.unique(np.concatenate([[start], cuts, [end]])).astype(int)
+    return list(zip(edges[:-1], edges[1:]))
 
 
 def multi_query_features(qf, ql, qc, mqf, mql, mqc):

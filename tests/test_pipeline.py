@@ -16,6 +16,7 @@ from data import MULTI_KEYS, RESULT_KEYS, load_features, save_features
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LINE = re.compile(r"^(multi )?Rank@1:(\d\.\d{6}) Rank@5:(\d\.\d{6}) Rank@10:(\d\.\d{6}) mAP:(\d\.\d{6})$")
+OTHER = re.compile(r"^(multi )?non-interpolated AP \(torchreid, fast-reid\): mAP:(\d\.\d{6}) mINP:(\d\.\d{6})$")
 TRAIN = ["--gpu_ids", "-1", "--batchsize", "8", "--epochs", "1", "--height", "64", "--width", "32",
          "--no-pretrained", "--num_workers", "0", "--lr", "0.01"]
 
@@ -67,9 +68,12 @@ def test_evaluate_prints_the_original_lines_and_gpu_version_agrees(run):
     cpu = script("evaluate.py", cwd=run)
     assert cpu.returncode == 0, cpu.stderr
     lines = cpu.stdout.splitlines()
-    assert [bool(LINE.match(line)) for line in lines] == [True, True] and lines[1].startswith("multi ")
-    for line in lines:
+    assert [bool(LINE.match(line)) for line in lines] == [True, False, True, False] and lines[2].startswith("multi ")
+    for line in lines[0::2]:
         assert all(0 <= float(v) <= 1 for v in LINE.match(line).groups()[1:])
+    for line, prefix in zip(lines[1::2], ("", "multi ")):
+        values = OTHER.match(line)
+        assert values and (values.group(1) or "") == prefix and all(0 <= float(v) <= 1 for v in values.groups()[1:])
     gpu = script("evaluate_gpu.py", cwd=run)
     assert gpu.returncode == 0 and gpu.stdout == cpu.stdout
 
@@ -101,6 +105,8 @@ def test_feature_files_that_do_not_line_up(run, tmp_path):
         "labels": dict(result, gallery_label=result["gallery_label"][:-1]),
         "nan": dict(result, query_f=np.where(np.arange(512) == 3, np.nan, result["query_f"]).astype(np.float32)),
         "dims": dict(result, gallery_f=result["gallery_f"][:, :256]),
+        "zero": dict(result, gallery_f=np.where(np.arange(len(result["gallery_f"]))[:, None] == 2, 0,
+                                                result["gallery_f"]).astype(np.float32)),
         "empty": dict(result, query_f=np.zeros((0, 512), np.float32), query_label=[], query_cam=[]),
     }
     for name, arrays in cases.items():
@@ -113,3 +119,13 @@ def test_feature_files_that_do_not_line_up(run, tmp_path):
                   {"mquery_f": np.ones((2, 512), np.float32), "mquery_label": [1], "mquery_cam": [1, 2]})
     with pytest.raises(SystemExit, match="multi_query.mat has 2 mquery features but 1 labels"):
         evaluate.main(["--result", str(multi_dir / "pytorch_result.mat")])
+
+
+def test_rerank_flag(run, capsys):
+    evaluate.main(["--result", str(run / "pytorch_result.mat"), "--rerank", "--k1", "5", "--k2", "2"])
+    captured = capsys.readouterr()
+    lines = captured.out.splitlines()
+    assert len(lines) == 4 and LINE.match(lines[0]) and OTHER.match(lines[1])
+    assert "re-ranking, k1=5 k2=2 lambda=0.3" in captured.err
+    with pytest.raises(SystemExit, match="--k1 and --k2"):
+        evaluate.main(["--result", str(run / "pytorch_result.mat"), "--rerank", "--k1", "0"])
