@@ -6,10 +6,12 @@ build_model() is the only place that turns saved options into a network.
 """
 import sys
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torchvision import models
+from tqdm import tqdm
 
 FEATURE_DIM = 512
 
@@ -97,6 +99,19 @@ class verif_net(nn.Module):
 
     def forward(self, f1, f2):
         return self.classifier(f1 * f2)
+
+
+@torch.no_grad()
+def descriptors(model, loader, device, desc=""):
+    """The test-time descriptor of every image of `loader` (batches of (images, anything)):
+    the normalised features of the image and of its horizontal flip, summed, normalised again."""
+    model.eval()
+    features = []
+    for images, _ in tqdm(loader, desc=desc, unit="batch", leave=False):
+        images = images.to(device)
+        f = model(images)[1] + model(torch.flip(images, dims=[3]))[1]
+        features.append(F.normalize(f, p=2, dim=1).cpu())
+    return torch.cat(features).numpy().astype(np.float32)
 
 
 def build_model(opts, pretrained=False):

@@ -4,7 +4,7 @@ model/<name>/
     opts.yaml       every training option plus nclasses; test.py rebuilds the network from it alone
     net_<e>.pth     state_dict of the network after epoch e (0-based, every 10 epochs: 9, 19, ...)
     net_last.pth    state_dict after the last epoch
-    train.png       loss and top-1 error per epoch (train and val)
+    train.png       loss and top-1 error per epoch (train and val), val retrieval Rank@1 and mAP
     train.log       one line per epoch
 
 Every file is written to a temporary name in the same folder and renamed,

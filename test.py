@@ -9,13 +9,10 @@ import argparse
 import os
 import sys
 
-import numpy as np
-import torch
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from data import image_folder, parse_names, save_features, test_transform
-from model import build_model
+from model import build_model, descriptors
 from runs import choose_device, load_checkpoint, load_opts, run_dir
 
 
@@ -34,22 +31,12 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-@torch.no_grad()
-def extract_features(model, loader, device, desc):
-    features = []
-    for images, _ in tqdm(loader, desc=desc, unit="batch", leave=False):
-        images = images.to(device)
-        f = model(images)[1] + model(torch.flip(images, dims=[3]))[1]
-        features.append(torch.nn.functional.normalize(f, p=2, dim=1).cpu())
-    return torch.cat(features).numpy().astype(np.float32)
-
-
 def extract_split(model, root, split, args, device, transform):
     folder = image_folder(root, split, "--test_dir", transform)
     labels, cams = parse_names([path for path, _ in folder.samples])
     loader = DataLoader(folder, batch_size=args.batchsize, shuffle=False, num_workers=args.num_workers,
                         pin_memory=device.type == "cuda")
-    return extract_features(model, loader, device, split), labels, cams
+    return descriptors(model, loader, device, split), labels, cams
 
 
 def main(argv=None):

@@ -21,8 +21,9 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 from tqdm import tqdm
 
-from data import IMAGENET_MEAN, IMAGENET_STD, image_folder, test_transform
-from model import build_model, verif_net
+from data import IMAGENET_MEAN, IMAGENET_STD, image_folder, parse_names, test_transform
+from metrics import rank_queries, summarize
+from model import build_model, descriptors, verif_net
 from random_erasing import RandomErasing
 from runs import atomic_path, checkpoint_path, choose_device, run_dir, save_checkpoint, save_opts
 
@@ -81,6 +82,32 @@ class VerificationTriplets(Dataset):
         return self.image(path), label, self.image(self.pool[positive][0]), self.image(self.pool[negative][0])
 
 
+class Images(Dataset):
+    """Images by path, for descriptors (the second item of each pair is unused)."""
+
+    def __init__(self, paths, transform, loader):
+        self.paths, self.transform, self.loader = paths, transform, loader
+
+    def __len__(self):
+        return len(self.paths)
+
+    def __getitem__(self, index):
+        return self.transform(self.loader(self.paths[index])), index
+
+
+def retrieval_split(val_samples, train_samples, per_id=4):
+    """Val images as queries; as gallery, up to `per_id` training images of each val id from
+    cameras other than its val image's, so that every query has good matches to find."""
+    val_cams = dict(zip((label for _, label in val_samples), parse_names([p for p, _ in val_samples])[1]))
+    train_cams = parse_names([p for p, _ in train_samples])[1]
+    taken, gallery = {}, []
+    for (path, label), cam in zip(train_samples, train_cams):
+        if label in val_cams and cam != val_cams[label] and taken.get(label, 0) < per_id:
+            taken[label] = taken.get(label, 0) + 1
+            gallery.append(path)
+    return [p for p, _ in val_samples], gallery
+
+
 def train_transform(args):
     pad = max(1, round(10 * args.height / 256))  # the original pads 10 pixels at 256 x 128
     steps = [
@@ -98,14 +125,22 @@ def train_transform(args):
 
 
 def draw_curves(path, history):
-    """Loss and top-1 error per epoch, train (and val), like the original's train.jpg."""
-    fig, (ax_loss, ax_err) = plt.subplots(1, 2, figsize=(10, 4))
+    """Loss and top-1 error per epoch, train (and val), like the original's train.jpg,
+    and the val retrieval Rank@1 and mAP when there is a val split."""
+    panels = 3 if history["val"] else 2
+    fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 4))
     for phase, style in (("train", "bo-"), ("val", "ro-")):
         if history[phase]:
             epochs = [h["epoch"] for h in history[phase]]
-            ax_loss.plot(epochs, [h["loss"] for h in history[phase]], style, label=phase)
-            ax_err.plot(epochs, [1 - h["id_acc"] for h in history[phase]], style, label=phase)
-    for ax, title in ((ax_loss, "loss"), (ax_err, "top-1 error")):
+            axes[0].plot(epochs, [h["loss"] for h in history[phase]], style, label=phase)
+            axes[1].plot(epochs, [1 - h["id_acc"] for h in history[phase]], style, label=phase)
+    titles = ["loss", "top-1 error"]
+    if panels == 3:
+        epochs = [h["epoch"] for h in history["val"]]
+        for key, style in (("Rank@1", "go-"), ("mAP", "mo-")):
+            axes[2].plot(epochs, [h[key] for h in history["val"]], style, label=key)
+        titles.append("val retrieval (val queries, train gallery)")
+    for ax, title in zip(axes, titles):
         ax.set_title(title)
         ax.set_xlabel("epoch")
         ax.legend()
@@ -172,6 +207,11 @@ def main(argv=None):
             sys.exit(f"error: ids {', '.join(unknown[:5])} are in val but not in train; rerun prepare.py")
         val_samples = [(p, train_set.class_to_idx[val_set.classes[t]]) for p, t in val_set.samples]
         loaders["val"] = VerificationTriplets(val_samples, train_set.samples, test_transform(args.height, args.width), train_set.loader)
+        # retrieval on val as test.py + evaluate.py do it, each epoch
+        query, gallery = retrieval_split(val_samples, train_set.samples)
+        retrieval = {name: (DataLoader(Images(paths, test_transform(args.height, args.width), train_set.loader),
+                                       batch_size=args.batchsize, num_workers=args.num_workers), *parse_names(paths))
+                     for name, paths in (("query", query), ("gallery", gallery))}
     generator = torch.Generator().manual_seed(args.seed)
     loaders = {phase: DataLoader(ds, batch_size=args.batchsize, shuffle=phase == "train", drop_last=phase == "train",
                                  num_workers=args.num_workers, pin_memory=device.type == "cuda", generator=generator,
@@ -203,8 +243,14 @@ def main(argv=None):
         for phase, loader in loaders.items():
             stats = run_epoch(model, verif, loader, device, args.alpha,
                               optimizer if phase == "train" else None, desc=f"{phase} {epoch + 1}/{args.epochs}")
-            history[phase].append(dict(stats, epoch=epoch + 1))
             line += f" | {phase} loss {stats['loss']:.4f} id acc {stats['id_acc']:.4f} verif acc {stats['verif_acc']:.4f}"
+            if phase == "val":
+                (q, ql, qc), (g, gl, gc) = ((descriptors(model, loader, device, f"val {name}"), labels, cams)
+                                            for name, (loader, labels, cams) in retrieval.items())
+                found = summarize(rank_queries(q, ql, qc, g, gl, gc)) if len(g) else {"Rank@1": 0.0, "mAP": 0.0}
+                stats.update({k: found[k] for k in ("Rank@1", "mAP")})
+                line += f" Rank@1 {stats['Rank@1']:.4f} mAP {stats['mAP']:.4f}"
+            history[phase].append(dict(stats, epoch=epoch + 1))
         line += f" | lr {optimizer.param_groups[1]['lr']:g} | {time.time() - start:.1f}s"
         scheduler.step()
         print(line)
