@@ -19,6 +19,7 @@ import sys
 
 import numpy as np
 import scipy.io
+from PIL import Image
 from torchvision import datasets, transforms
 
 from runs import atomic_path
@@ -70,15 +71,41 @@ def test_transform(height, width):
     ])
 
 
+class UnreadableImage(Exception):
+    """An image file that cannot be decoded; its message names the file and the fix."""
+
+
+def load_image(path):
+    """RGB image of a file, or UnreadableImage naming it (also from inside a DataLoader worker)."""
+    try:
+        with Image.open(path) as img:
+            return img.convert("RGB")
+    except (OSError, ValueError, SyntaxError) as e:  # what PIL raises on truncated or non-image bytes
+        raise UnreadableImage(f"{path} cannot be read as an image ({e}); replace or remove it, "
+                              f"then run prepare.py again") from None
+
+
+def run_main(main):
+    """Run a script's main(); an unreadable image ends it with one line instead of a traceback."""
+    try:
+        main()
+    except UnreadableImage as e:
+        # raised in a DataLoader worker, the message holds the worker's traceback: ours is its last line
+        sys.exit("error: " + str(e).strip().splitlines()[-1].split("UnreadableImage: ", 1)[-1])
+
+
 def image_folder(root, split, hint, transform=None):
     """One split of a prepared tree as a torchvision ImageFolder (images sorted by id folder,
     then name: the order of the rows of the feature files), or exit saying how to make it."""
     path = os.path.join(root, split)
+    if os.path.isdir(os.path.join(root, "bounding_box_train")):
+        sys.exit(f"error: {hint} {root} is a raw dataset folder; run python prepare.py --download_path {root} "
+                 f"and pass {os.path.join(root, 'pytorch')} instead")
     if not os.path.isdir(path):
         sys.exit(f"error: {path} does not exist; {hint} must point at the pytorch/ folder "
                  f"written by prepare.py (python prepare.py --download_path <dataset folder>)")
     try:
-        return datasets.ImageFolder(path, transform=transform)
+        return datasets.ImageFolder(path, transform=transform, loader=load_image)
     except (FileNotFoundError, RuntimeError) as e:
         sys.exit(f"error: {path} holds no images in <id>/ folders ({e}); rerun prepare.py or fix {hint}")
 

@@ -12,9 +12,8 @@ import matplotlib
 matplotlib.use("Agg")  # the picture goes to a file; no screen is needed
 import matplotlib.pyplot as plt
 import torch
-from PIL import Image
 
-from data import RESULT_KEYS, image_folder, load_features
+from data import RESULT_KEYS, image_folder, load_features, load_image, run_main
 from metrics import match_masks, rank_queries, ranking
 from runs import atomic_path
 
@@ -53,7 +52,7 @@ def main(argv=None):
         label = f"{rank}{' junk' if kind == 'junk' else ''}\nid {int(gl[j])} cam {int(gc[j])}"
         shown.append((gallery.samples[j][0], label, COLOURS[kind]))
     for ax, (path, label, colour) in zip(axes, shown):
-        ax.imshow(Image.open(path).convert("RGB"))
+        ax.imshow(load_image(path))
         ax.set_xticks([])
         ax.set_yticks([])
         for spine in ax.spines.values():
@@ -71,4 +70,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

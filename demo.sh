@@ -29,8 +29,8 @@ python synthetic.py --out "$DATA" --seed 0 "${SYNTHETIC[@]}"
 echo "== 2/6 prepare: $DATA/pytorch"
 python prepare.py --download_path "$DATA"
 
-echo "== 3/6 train model/$NAME (no ImageNet weights: --no-pretrained)"
-python train_new.py --name "$NAME" --data_dir "$DATA/pytorch" --no-pretrained "${TRAIN[@]}"
+echo "== 3/6 train model/$NAME (no ImageNet weights: --no-pretrained; a previous demo run is replaced)"
+python train_new.py --name "$NAME" --data_dir "$DATA/pytorch" --no-pretrained --overwrite "${TRAIN[@]}"
 
 echo "== 4/6 test: features into model/$NAME/pytorch_result.mat"
 python test.py --name "$NAME" --test_dir "$DATA/pytorch" --multi --output "model/$NAME/pytorch_result.mat"

@@ -17,10 +17,11 @@ import argparse
 import os
 import shutil
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 from tqdm import tqdm
 
-from data import NAME_HELP, is_image, parse_name
+from data import NAME_HELP, UnreadableImage, is_image, load_image, parse_name
 from runs import atomic_path
 
 # raw folder -> prepared split(s); gt_bbox is optional (DukeMTMC-reID has none)
@@ -58,22 +59,39 @@ def link(src, dst):
             shutil.copy2(src, tmp)
 
 
-def plan(download_path):
-    """(source file, split, id folder, name) for every file of the prepared tree."""
+def unreadable(paths):
+    """The paths among `paths` that cannot be decoded as images (each decoded once, in threads:
+    PIL releases the GIL while decoding)."""
+    def check(path):
+        try:
+            load_image(path)
+        except UnreadableImage:
+            return path
+        return None
+
+    with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+        return [p for p in tqdm(pool.map(check, paths), total=len(paths), desc="checking images", unit="img", leave=False) if p]
+
+
+def plan(sources, bad):
+    """(source file, split, id folder, name) for every file of the prepared tree.
+    sources: raw folder -> its (name, id) list; files in `bad` are left out."""
     entries = []
-    for raw, split in SOURCES.items():
-        folder = os.path.join(download_path, raw)
-        if not os.path.isdir(folder):
-            continue
-        images = list_images(folder)
-        entries += [(os.path.join(folder, n), split, id_folder(pid), n) for n, pid in images]
+    for raw, images in sources.items():
+        split = SOURCES[os.path.basename(raw)]
+        images = [(n, pid) for n, pid in images if os.path.join(raw, n) not in bad]
+        entries += [(os.path.join(raw, n), split, id_folder(pid), n) for n, pid in images]
         if split == "train_all":
             by_id = {}
             for n, pid in images:
                 by_id.setdefault(pid, []).append(n)
             val = {names[0] for names in by_id.values() if len(names) > 1}
-            entries += [(os.path.join(folder, n), "val" if n in val else "train", id_folder(pid), n) for n, pid in images]
+            entries += [(os.path.join(raw, n), "val" if n in val else "train", id_folder(pid), n) for n, pid in images]
     return entries
+
+
+def shorten(items, shown=5):
+    return ", ".join(items[:shown]) + (f" and {len(items) - shown} more" if len(items) > shown else "")
 
 
 def main(argv=None):
@@ -82,6 +100,10 @@ def main(argv=None):
                         help="raw dataset folder, the one holding bounding_box_train, bounding_box_test and query")
     parser.add_argument("--dataset", choices=["market", "duke"], default="market",
                         help="which dataset the folder holds (both share the same layout and name scheme)")
+    parser.add_argument("--skip_check", action="store_true",
+                        help="do not decode every image first (faster; a broken file then stops training instead)")
+    parser.add_argument("--skip_unreadable", action="store_true",
+                        help="leave images that cannot be decoded out of the prepared tree instead of stopping")
     args = parser.parse_args(argv)
 
     if not os.path.isdir(args.download_path):
@@ -92,7 +114,16 @@ def main(argv=None):
                  f"folder (holding {', '.join(REQUIRED)}), not its pytorch/ tree")
     out = os.path.join(args.download_path, "pytorch")
 
-    entries = plan(args.download_path)
+    sources = {os.path.join(args.download_path, raw): list_images(os.path.join(args.download_path, raw))
+               for raw in SOURCES if os.path.isdir(os.path.join(args.download_path, raw))}
+    bad = [] if args.skip_check else unreadable([os.path.join(raw, n) for raw, images in sources.items() for n, _ in images])
+    if bad and not args.skip_unreadable:
+        sys.exit(f"error: {len(bad)} image(s) cannot be decoded: {shorten(bad)}; replace them (nothing under "
+                 f"{args.download_path} was changed), or pass --skip_unreadable to prepare without them")
+    if bad:
+        print(f"warning: left out {len(bad)} image(s) that cannot be decoded: {shorten(bad)}", file=sys.stderr)
+
+    entries = plan(sources, set(bad))
     for src, split, pid, name in tqdm(entries, desc="linking", unit="img", leave=False):
         link(src, os.path.join(out, split, pid, name))
 
@@ -101,6 +132,10 @@ def main(argv=None):
         files = [e for e in entries if e[1] == split]
         if files:
             print(f"  {split:<12} {len(files):6d} images {len({e[2] for e in files}):5d} ids")
+    lonely = sorted({e[2] for e in entries if e[1] == "query"} - {e[2] for e in entries if e[1] == "gallery"})
+    if lonely:
+        print(f"warning: {len(lonely)} query id(s) have no gallery image ({shorten(lonely)}); evaluation will skip "
+              f"their queries", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,8 @@ model/<name>/
     opts.yaml       every training option plus nclasses; test.py rebuilds the network from it alone
     net_<e>.pth     state_dict of the network after epoch e (0-based, every 10 epochs: 9, 19, ...)
     net_last.pth    state_dict after the last epoch
+    state.pth       everything needed to resume training (train_new.py --resume): network,
+                    verification head, optimizer, schedule, epoch and step, RNG state, curves
     train.png       loss and top-1 error per epoch (train and val), val retrieval Rank@1 and mAP
     train.log       one line per epoch
 
@@ -12,6 +14,7 @@ so a killed process never leaves half a file behind under the real name.
 """
 import contextlib
 import os
+import pickle
 import sys
 import tempfile
 
@@ -19,6 +22,7 @@ import torch
 import yaml
 
 MODEL_ROOT = "model"
+STATE = "state.pth"
 
 
 def run_dir(name):
@@ -69,17 +73,33 @@ def save_checkpoint(path, state_dict):
         torch.save(state_dict, tmp)
 
 
+def load_file(path, fix):
+    """torch.load without running pickled code; a bad file ends the script with one line."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        sys.exit(f"error: {path} needs arbitrary code to load ({str(e).splitlines()[0]}); refused, as it could "
+                 f"run anything: {fix}")
+    except (RuntimeError, EOFError, OSError, ValueError) as e:
+        sys.exit(f"error: cannot load {path} ({str(e).splitlines()[0]}); it is truncated or not a checkpoint: {fix}")
+
+
 def load_checkpoint(folder, epoch):
-    """The state_dict saved after `epoch` ('last' or a number), loaded without running pickled code."""
+    """The state_dict saved after `epoch` ('last' or a number)."""
     path = checkpoint_path(folder, epoch)
     if not os.path.isfile(path):
         saved = sorted((f[4:-4] for f in os.listdir(folder) if f.startswith("net_") and f.endswith(".pth")),
                        key=lambda e: (not e.isdigit(), int(e) if e.isdigit() else 0))
         sys.exit(f"error: {path} not found; --which_epoch can be one of: {', '.join(saved) or 'none saved yet'}")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, OSError) as e:
-        sys.exit(f"error: cannot load {path} ({e}); the file is truncated or not a checkpoint, choose another --which_epoch")
+    return load_file(path, "choose another --which_epoch")
+
+
+def run_files(folder):
+    """The files of a run in its folder (those train_new.py writes), for --overwrite."""
+    if not os.path.isdir(folder):
+        return []
+    return [os.path.join(folder, f) for f in sorted(os.listdir(folder))
+            if f in ("opts.yaml", STATE, "train.log", "train.png") or (f.startswith("net_") and f.endswith(".pth"))]
 
 
 def choose_device(gpu_ids):

@@ -11,7 +11,7 @@ import sys
 
 from torch.utils.data import DataLoader
 
-from data import image_folder, parse_names, save_features, test_transform
+from data import image_folder, parse_names, run_main, save_features, test_transform
 from model import build_model, descriptors
 from runs import choose_device, load_checkpoint, load_opts, run_dir
 
@@ -49,8 +49,10 @@ def main(argv=None):
     try:
         model.load_state_dict(state)
     except RuntimeError as e:
+        # torch's message: a header line, then one line per mismatch; the first mismatch says enough
+        details = [line.strip() for line in str(e).splitlines()[1:] if line.strip()]
         sys.exit(f"error: net_{args.which_epoch}.pth does not fit the network of {folder}/opts.yaml "
-                 f"({str(e).splitlines()[0]}); was it trained with other options?")
+                 f"({(details or [str(e)])[0][:300]}); was it trained with other options?")
     model = model.to(device).eval()
     transform = test_transform(opts["height"], opts["width"])
 
@@ -69,4 +71,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -8,6 +8,7 @@ where f are the L2-normalised 512-d descriptors. Writes model/<name>/ (see runs.
 import argparse
 import os
 import random
+import signal
 import sys
 import time
 
@@ -21,11 +22,12 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 from tqdm import tqdm
 
-from data import IMAGENET_MEAN, IMAGENET_STD, image_folder, parse_names, test_transform
+from data import IMAGENET_MEAN, IMAGENET_STD, image_folder, parse_names, run_main, test_transform
 from metrics import rank_queries, summarize
 from model import build_model, descriptors, verif_net
 from random_erasing import RandomErasing
-from runs import atomic_path, checkpoint_path, choose_device, run_dir, save_checkpoint, save_opts
+from runs import (STATE, atomic_path, checkpoint_path, choose_device, load_file, load_opts, run_dir, run_files,
+                  save_checkpoint, save_opts)
 
 SAME, DIFFERENT = 1, 0  # verification classes, as in model.verif_net
 
@@ -51,6 +53,11 @@ def parse_args(argv=None):
                    help="start from ImageNet weights (torchvision); --no-pretrained trains from scratch")
     p.add_argument("--num_workers", default=min(8, os.cpu_count() or 1), type=int,
                    help="DataLoader worker processes (0 loads in the main process)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue model/<name>/ from its state.pth (same options; --epochs may grow)")
+    p.add_argument("--overwrite", action="store_true", help="delete the run already in model/<name>/ and start again")
+    p.add_argument("--state_every", default=1, type=int,
+                   help="write the full training state (state.pth) every this many epochs; also on Ctrl-C and SIGTERM")
     return p.parse_args(argv)
 
 
@@ -150,13 +157,38 @@ def draw_curves(path, history):
     plt.close(fig)
 
 
-def run_epoch(model, verif, loader, device, alpha, optimizer=None, desc=""):
-    """One pass over `loader`; trains when an optimizer is given. Returns mean loss and accuracies."""
+class StopRequest:
+    """While active, Ctrl-C or SIGTERM sets `signum`: training saves its state at the end of the
+    current step and exits. A second Ctrl-C stops at once. The previous handlers come back after."""
+
+    def __enter__(self):
+        self.signum = None
+        self.previous = {s: signal.signal(s, self.request) for s in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def __exit__(self, *exc):
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
+
+    def request(self, signum, frame):
+        if self.signum == signal.SIGINT == signum:
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def exit(self, folder, where):
+        print(f"stopped by {signal.Signals(self.signum).name} {where}; state saved in {os.path.join(folder, STATE)}; "
+              f"continue with the same command and --resume", file=sys.stderr)
+        sys.exit(128 + self.signum)
+
+
+def run_epoch(model, verif, loader, device, alpha, optimizer=None, desc="", sums=None, stop=None):
+    """One pass over `loader`; trains when an optimizer is given. `sums` carries the running
+    totals of an epoch resumed in the middle. Returns the totals and whether a stop was requested."""
     training = optimizer is not None
     model.train(training)
     verif.train(training)
     criterion = nn.CrossEntropyLoss()
-    total = loss_sum = id_correct = verif_correct = 0
+    sums = dict(sums or {"steps": 0, "total": 0, "loss_sum": 0.0, "id_correct": 0, "verif_correct": 0})
     bar = tqdm(loader, desc=desc, leave=False, unit="batch")
     with torch.set_grad_enabled(training):
         for anchor, label, positive, negative in bar:
@@ -171,17 +203,83 @@ def run_epoch(model, verif, loader, device, alpha, optimizer=None, desc=""):
             different = torch.full((n,), DIFFERENT, device=device)
             loss = criterion(logits, label) + alpha * 0.5 * (criterion(pos_score, same) + criterion(neg_score, different))
             if not torch.isfinite(loss):
-                sys.exit(f"error: the loss became {loss.item()} ({desc}); lower --lr and train again")
+                sys.exit(f"error: the loss became {loss.item()} at {desc} step {sums['steps'] + 1}; the last good "
+                         f"state is kept: lower --lr, then start again (--overwrite) or --resume an earlier run")
             if training:
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
-            total += n
-            loss_sum += loss.item() * n
-            id_correct += (logits.argmax(1) == label).sum().item()
-            verif_correct += (pos_score.argmax(1) == SAME).sum().item() + (neg_score.argmax(1) == DIFFERENT).sum().item()
-            bar.set_postfix(loss=f"{loss_sum / total:.4f}")
-    return {"loss": loss_sum / total, "id_acc": id_correct / total, "verif_acc": verif_correct / (2 * total)}
+            sums["steps"] += 1
+            sums["total"] += n
+            sums["loss_sum"] += loss.item() * n
+            sums["id_correct"] += (logits.argmax(1) == label).sum().item()
+            sums["verif_correct"] += (pos_score.argmax(1) == SAME).sum().item() + (neg_score.argmax(1) == DIFFERENT).sum().item()
+            bar.set_postfix(loss=f"{sums['loss_sum'] / sums['total']:.4f}")
+            if training and stop is not None and stop.signum is not None:
+                break
+    return sums
+
+
+def val_retrieval(model, retrieval, device):
+    """Rank@1 and mAP of the val queries against their training gallery, by the evaluation protocol."""
+    (q, ql, qc), (g, gl, gc) = ((descriptors(model, loader, device, f"val {name}"), labels, cams)
+                                for name, (loader, labels, cams) in retrieval.items())
+    found = summarize(rank_queries(q, ql, qc, g, gl, gc)) if len(g) else {"Rank@1": 0.0, "mAP": 0.0}
+    return {k: found[k] for k in ("Rank@1", "mAP")}
+
+
+def epoch_stats(sums):
+    total = max(sums["total"], 1)
+    return {"loss": sums["loss_sum"] / total, "id_acc": sums["id_correct"] / total, "verif_acc": sums["verif_correct"] / (2 * total)}
+
+
+def epoch_loader(dataset, args, epoch, device, train, skip=0):
+    """The loader of one epoch. Its order and its workers' random numbers depend on the seed and
+    the epoch alone, so an epoch replays the same after a resume; `skip` drops batches already done."""
+    generator = torch.Generator().manual_seed(args.seed * 1_000_003 + epoch)
+    order = torch.randperm(len(dataset), generator=generator)[skip * args.batchsize:].tolist() if train else None
+    return DataLoader(dataset, batch_size=args.batchsize, sampler=order, drop_last=train, num_workers=args.num_workers,
+                      pin_memory=device.type == "cuda", generator=generator)
+
+
+# options that may differ when a run is resumed: they do not change what is trained
+RESUMABLE = {"gpu_ids", "num_workers", "resume", "overwrite", "epochs", "state_every"}
+
+
+def check_run_folder(folder, args):
+    """Refuse to mix two runs in one folder; with --resume, the saved state and options."""
+    opts_file, state_file = os.path.join(folder, "opts.yaml"), os.path.join(folder, STATE)
+    if args.resume and args.overwrite:
+        sys.exit("error: --resume and --overwrite contradict each other; choose one")
+    if args.resume:
+        if not os.path.isfile(state_file):
+            sys.exit(f"error: --resume: {state_file} not found, so there is nothing to resume; drop --resume to start "
+                     f"a run (add --overwrite if {folder} holds one)")
+        saved = load_opts(folder)
+        changed = [f"--{k} {saved.get(k)!r} -> {v!r}" for k, v in vars(args).items()
+                   if k not in RESUMABLE and saved.get(k) != v]
+        if changed:
+            sys.exit(f"error: --resume continues {folder} with its own options, but these differ: {', '.join(changed)}; "
+                     f"pass the same ones, or start a new run with another --name")
+        state = load_file(state_file, f"start again with --overwrite, or use a copy of {folder}")
+        if state["epoch"] > args.epochs:
+            sys.exit(f"error: {folder} has trained {state['epoch']} epochs already, more than --epochs {args.epochs}")
+        return state
+    if os.path.isfile(opts_file) and not args.overwrite:
+        sys.exit(f"error: {folder} already holds a run; pass --resume to continue it, --overwrite to delete it and "
+                 f"start again, or choose another --name")
+    return None
+
+
+def save_state(folder, model, verif, optimizer, scheduler, epoch, sums, history):
+    """Everything a resume needs, written atomically: `epoch` is the epoch in progress (0-based)
+    and sums its running totals (steps 0 at an epoch boundary)."""
+    save_checkpoint(os.path.join(folder, STATE), {
+        "epoch": epoch, "sums": sums, "history": history,
+        "model": model.state_dict(), "verif": verif.state_dict(),
+        "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+        "rng": torch.get_rng_state(), "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    })
 
 
 def main(argv=None):
@@ -192,6 +290,8 @@ def main(argv=None):
     device = choose_device(args.gpu_ids)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
+    folder = run_dir(args.name)
+    state = check_run_folder(folder, args)
 
     # data: anchors from train (or train_all); val anchors are checked against the training pool
     train_set = image_folder(args.data_dir, "train_all" if args.train_all else "train", "--data_dir")
@@ -199,30 +299,24 @@ def main(argv=None):
         sys.exit(f"error: {train_set.root} holds {len(train_set.classes)} identity; training needs at least two")
     if len(train_set) < args.batchsize:
         sys.exit(f"error: {train_set.root} holds {len(train_set)} images, fewer than --batchsize {args.batchsize}; lower --batchsize")
-    loaders = {"train": VerificationTriplets(train_set.samples, train_set.samples, train_transform(args), train_set.loader)}
+    phases = {"train": VerificationTriplets(train_set.samples, train_set.samples, train_transform(args), train_set.loader)}
     if not args.train_all:
         val_set = image_folder(args.data_dir, "val", "--data_dir")
         unknown = sorted(set(val_set.classes) - set(train_set.classes))
         if unknown:
             sys.exit(f"error: ids {', '.join(unknown[:5])} are in val but not in train; rerun prepare.py")
         val_samples = [(p, train_set.class_to_idx[val_set.classes[t]]) for p, t in val_set.samples]
-        loaders["val"] = VerificationTriplets(val_samples, train_set.samples, test_transform(args.height, args.width), train_set.loader)
+        phases["val"] = VerificationTriplets(val_samples, train_set.samples, test_transform(args.height, args.width), train_set.loader)
         # retrieval on val as test.py + evaluate.py do it, each epoch
         query, gallery = retrieval_split(val_samples, train_set.samples)
         retrieval = {name: (DataLoader(Images(paths, test_transform(args.height, args.width), train_set.loader),
                                        batch_size=args.batchsize, num_workers=args.num_workers), *parse_names(paths))
                      for name, paths in (("query", query), ("gallery", gallery))}
-    generator = torch.Generator().manual_seed(args.seed)
-    loaders = {phase: DataLoader(ds, batch_size=args.batchsize, shuffle=phase == "train", drop_last=phase == "train",
-                                 num_workers=args.num_workers, pin_memory=device.type == "cuda", generator=generator,
-                                 persistent_workers=args.num_workers > 0)
-               for phase, ds in loaders.items()}
-
     # model: new layers at lr, the backbone at 0.1 x lr when pretrained
     opts = dict(vars(args), nclasses=len(train_set.classes))
     if not args.pretrained:
         print("note: --no-pretrained: the backbone starts from random weights, not ImageNet", file=sys.stderr)
-    model = build_model(opts, pretrained=args.pretrained).to(device)
+    model = build_model(opts, pretrained=args.pretrained and state is None).to(device)
     verif = verif_net().to(device)
     # a pretrained backbone is fine-tuned gently; one trained from scratch has nothing to preserve
     backbone_lr = 0.1 * args.lr if args.pretrained else args.lr
@@ -233,35 +327,62 @@ def main(argv=None):
     ], momentum=0.9, weight_decay=5e-4, nesterov=True)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=args.decay_epoch, gamma=0.1)
 
-    folder = run_dir(args.name)
-    save_opts(folder, opts)
-    history = {"train": [], "val": []}
-    print(f"training {args.name}: {len(train_set)} images of {opts['nclasses']} ids on {device}, {args.epochs} epochs")
-    for epoch in range(args.epochs):
-        start = time.time()
-        line = f"epoch {epoch + 1}/{args.epochs}"
-        for phase, loader in loaders.items():
-            stats = run_epoch(model, verif, loader, device, args.alpha,
-                              optimizer if phase == "train" else None, desc=f"{phase} {epoch + 1}/{args.epochs}")
-            line += f" | {phase} loss {stats['loss']:.4f} id acc {stats['id_acc']:.4f} verif acc {stats['verif_acc']:.4f}"
-            if phase == "val":
-                (q, ql, qc), (g, gl, gc) = ((descriptors(model, loader, device, f"val {name}"), labels, cams)
-                                            for name, (loader, labels, cams) in retrieval.items())
-                found = summarize(rank_queries(q, ql, qc, g, gl, gc)) if len(g) else {"Rank@1": 0.0, "mAP": 0.0}
-                stats.update({k: found[k] for k in ("Rank@1", "mAP")})
-                line += f" Rank@1 {stats['Rank@1']:.4f} mAP {stats['mAP']:.4f}"
-            history[phase].append(dict(stats, epoch=epoch + 1))
-        line += f" | lr {optimizer.param_groups[1]['lr']:g} | {time.time() - start:.1f}s"
-        scheduler.step()
-        print(line)
-        with open(os.path.join(folder, "train.log"), "a") as log:
-            log.write(line + "\n")
-        draw_curves(os.path.join(folder, "train.png"), history)
-        if epoch % 10 == 9:
-            save_checkpoint(checkpoint_path(folder, epoch), model.state_dict())
+    history, first_epoch, sums = {"train": [], "val": []}, 0, None
+    if state is None:
+        for path in run_files(folder):  # --overwrite: the old run goes only now that the new one can start
+            os.remove(path)
+        save_opts(folder, opts)
+    else:
+        model.load_state_dict(state["model"])
+        verif.load_state_dict(state["verif"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"])
+        if device.type == "cuda" and state["cuda_rng"]:
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        history, first_epoch, sums = state["history"], state["epoch"], state["sums"]
+        save_opts(folder, dict(opts, epochs=args.epochs))
+        if first_epoch == args.epochs:
+            print(f"{folder} has finished its {args.epochs} epochs; nothing left to train (raise --epochs to train on)")
+        else:
+            print(f"resuming {folder} at epoch {first_epoch + 1}" + (f", step {sums['steps'] + 1}" if sums else ""))
+
+    with StopRequest() as stop:
+        print(f"training {args.name}: {len(train_set)} images of {opts['nclasses']} ids on {device}, {args.epochs} epochs")
+        for epoch in range(first_epoch, args.epochs):
+            start = time.time()
+            line = f"epoch {epoch + 1}/{args.epochs}"
+            for phase, dataset in phases.items():
+                training = phase == "train"
+                skip = sums["steps"] if training and sums else 0
+                loader = epoch_loader(dataset, args, epoch, device, training, skip)
+                totals = run_epoch(model, verif, loader, device, args.alpha, optimizer if training else None,
+                                   desc=f"{phase} {epoch + 1}/{args.epochs}", sums=sums if training else None, stop=stop)
+                if training and stop.signum is not None:
+                    save_state(folder, model, verif, optimizer, scheduler, epoch, totals, history)
+                    stop.exit(folder, f"at epoch {epoch + 1} step {totals['steps']}")
+                stats = epoch_stats(totals)
+                line += f" | {phase} loss {stats['loss']:.4f} id acc {stats['id_acc']:.4f} verif acc {stats['verif_acc']:.4f}"
+                if phase == "val":
+                    stats.update(val_retrieval(model, retrieval, device))
+                    line += f" Rank@1 {stats['Rank@1']:.4f} mAP {stats['mAP']:.4f}"
+                history[phase].append(dict(stats, epoch=epoch + 1))
+            sums = None
+            line += f" | lr {optimizer.param_groups[1]['lr']:g} | {time.time() - start:.1f}s"
+            scheduler.step()
+            print(line)
+            with open(os.path.join(folder, "train.log"), "a") as log:
+                log.write(line + "\n")
+            draw_curves(os.path.join(folder, "train.png"), history)
+            if epoch % 10 == 9:
+                save_checkpoint(checkpoint_path(folder, epoch), model.state_dict())
+            if (epoch + 1) % args.state_every == 0 or epoch + 1 == args.epochs or stop.signum is not None:
+                save_state(folder, model, verif, optimizer, scheduler, epoch + 1, None, history)
+            if stop.signum is not None:
+                stop.exit(folder, f"after epoch {epoch + 1}")
     save_checkpoint(checkpoint_path(folder, "last"), model.state_dict())
     print(f"saved {checkpoint_path(folder, 'last')}")
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -1,17 +1,21 @@
-"""Tiny synthetic Market-1501 trees shared by the tests (built once per session)."""
+"""Tiny synthetic Market-1501 trees and a tiny trained run, shared by the tests (built once
+per session). Their folders have spaces and non-ASCII letters in their names on purpose."""
+import os
 import shutil
 
 import pytest
 
 import prepare
 import synthetic
+import test as test_stage
+import train_new
 
 TINY = dict(seed=0, train_ids=8, test_ids=6, images_per_camera=2, height=32, width=16)
 
 
 @pytest.fixture(scope="session")
 def raw_market_once(tmp_path_factory):
-    root = tmp_path_factory.mktemp("dataset") / "Market"
+    root = tmp_path_factory.mktemp("data set") / "Märkt 1501"
     synthetic.make_market_tree(str(root), **TINY)
     return root
 
@@ -19,7 +23,7 @@ def raw_market_once(tmp_path_factory):
 @pytest.fixture
 def raw_market(raw_market_once, tmp_path):
     """A private copy of the raw tree, free for a test to prepare or damage."""
-    root = tmp_path / "Market"
+    root = tmp_path / "Märkt 1501"
     shutil.copytree(raw_market_once, root)
     return root
 
@@ -27,7 +31,27 @@ def raw_market(raw_market_once, tmp_path):
 @pytest.fixture(scope="session")
 def prepared_market(raw_market_once, tmp_path_factory):
     """The pytorch/ tree of the session's raw tree (prepared in a copy)."""
-    root = tmp_path_factory.mktemp("prepared") / "Market"
+    root = tmp_path_factory.mktemp("prepared data") / "Märkt 1501"
     shutil.copytree(raw_market_once, root)
     prepare.main(["--download_path", str(root)])
     return root / "pytorch"
+
+
+TRAIN = ["--gpu_ids", "-1", "--batchsize", "8", "--height", "64", "--width", "32",
+         "--no-pretrained", "--num_workers", "0", "--lr", "0.01"]
+
+
+@pytest.fixture(scope="session")
+def tiny_run(prepared_market, tmp_path_factory):
+    """A working folder where one epoch was trained (model/tiny/) and its features extracted
+    (pytorch_result.mat, multi_query.mat). Tests that damage files copy it first."""
+    work = tmp_path_factory.mktemp("work dir é")
+    cwd = os.getcwd()
+    os.chdir(work)
+    try:
+        train_new.main(TRAIN + ["--epochs", "1", "--name", "tiny", "--data_dir", str(prepared_market)])
+        test_stage.main(["--gpu_ids", "-1", "--name", "tiny", "--test_dir", str(prepared_market),
+                         "--num_workers", "0", "--multi"])
+    finally:
+        os.chdir(cwd)
+    return work

@@ -11,29 +11,16 @@ import yaml
 
 import evaluate
 import test as test_stage
-import train_new
 from data import MULTI_KEYS, RESULT_KEYS, load_features, save_features
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LINE = re.compile(r"^(multi )?Rank@1:(\d\.\d{6}) Rank@5:(\d\.\d{6}) Rank@10:(\d\.\d{6}) mAP:(\d\.\d{6})$")
 OTHER = re.compile(r"^(multi )?non-interpolated AP \(torchreid, fast-reid\): mAP:(\d\.\d{6}) mINP:(\d\.\d{6})$")
-TRAIN = ["--gpu_ids", "-1", "--batchsize", "8", "--epochs", "1", "--height", "64", "--width", "32",
-         "--no-pretrained", "--num_workers", "0", "--lr", "0.01"]
 
 
 @pytest.fixture(scope="module")
-def run(prepared_market, tmp_path_factory):
-    """Train one epoch and extract features, in a working folder of its own (model/ and .mat land there)."""
-    work = tmp_path_factory.mktemp("work")
-    cwd = os.getcwd()
-    os.chdir(work)
-    try:
-        train_new.main(TRAIN + ["--name", "tiny", "--data_dir", str(prepared_market)])
-        test_stage.main(["--gpu_ids", "-1", "--name", "tiny", "--test_dir", str(prepared_market),
-                         "--num_workers", "0", "--multi"])
-    finally:
-        os.chdir(cwd)
-    return work
+def run(tiny_run):
+    return tiny_run
 
 
 def test_training_writes_the_run_folder(run, prepared_market):
