@@ -282,24 +282,16 @@ def save_state(folder, model, verif, optimizer, scheduler, epoch, sums, history)
     })
 
 
-def main(argv=None):
-    args = parse_args(argv)
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    torch.manual_seed(args.seed)
-    device = choose_device(args.gpu_ids)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-    folder = run_dir(args.name)
-    state = check_run_folder(folder, args)
-
-    # data: anchors from train (or train_all); val anchors are checked against the training pool
+def training_data(args):
+    """The training images; the triplet dataset of each phase (anchors from train or train_all;
+    val anchors are checked against the training pool); the val retrieval loaders (None with --train_all)."""
     train_set = image_folder(args.data_dir, "train_all" if args.train_all else "train", "--data_dir")
     if len(train_set.classes) < 2:
         sys.exit(f"error: {train_set.root} holds {len(train_set.classes)} identity; training needs at least two")
     if len(train_set) < args.batchsize:
         sys.exit(f"error: {train_set.root} holds {len(train_set)} images, fewer than --batchsize {args.batchsize}; lower --batchsize")
     phases = {"train": VerificationTriplets(train_set.samples, train_set.samples, train_transform(args), train_set.loader)}
+    retrieval = None
     if not args.train_all:
         val_set = image_folder(args.data_dir, "val", "--data_dir")
         unknown = sorted(set(val_set.classes) - set(train_set.classes))
@@ -312,6 +304,22 @@ def main(argv=None):
         retrieval = {name: (DataLoader(Images(paths, test_transform(args.height, args.width), train_set.loader),
                                        batch_size=args.batchsize, num_workers=args.num_workers), *parse_names(paths))
                      for name, paths in (("query", query), ("gallery", gallery))}
+    return train_set, phases, retrieval
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    device = choose_device(args.gpu_ids)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    folder = run_dir(args.name)
+    state = check_run_folder(folder, args)
+
+    train_set, phases, retrieval = training_data(args)
+
     # model: new layers at lr, the backbone at 0.1 x lr when pretrained
     opts = dict(vars(args), nclasses=len(train_set.classes))
     if not args.pretrained:
