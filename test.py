@@ -9,6 +9,7 @@ import argparse
 import os
 import sys
 
+import torch
 from torch.utils.data import DataLoader
 
 from data import image_folder, parse_names, run_main, save_features, test_transform
@@ -26,6 +27,8 @@ def parse_args(argv=None):
     p.add_argument("--multi", action="store_true", help="also extract multi-query features into multi_query.mat")
     p.add_argument("--output", default="pytorch_result.mat",
                    help="where to write the features (multi_query.mat goes beside it)")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"],
+                   help="arithmetic of the forward passes: fp32, or bf16/fp16 through autocast (faster on GPUs)")
     p.add_argument("--num_workers", default=min(8, os.cpu_count() or 1), type=int,
                    help="DataLoader worker processes (0 loads in the main process)")
     return p.parse_args(argv)
@@ -36,7 +39,7 @@ def extract_split(model, root, split, args, device, transform):
     labels, cams = parse_names([path for path, _ in folder.samples])
     loader = DataLoader(folder, batch_size=args.batchsize, shuffle=False, num_workers=args.num_workers,
                         pin_memory=device.type == "cuda")
-    return descriptors(model, loader, device, split), labels, cams
+    return descriptors(model, loader, device, split, args.precision), labels, cams
 
 
 def main(argv=None):
@@ -53,7 +56,7 @@ def main(argv=None):
         details = [line.strip() for line in str(e).splitlines()[1:] if line.strip()]
         sys.exit(f"error: net_{args.which_epoch}.pth does not fit the network of {folder}/opts.yaml "
                  f"({(details or [str(e)])[0][:300]}); was it trained with other options?")
-    model = model.to(device).eval()
+    model = model.to(device, memory_format=torch.channels_last).eval()
     transform = test_transform(opts["height"], opts["width"])
 
     result = {}

@@ -1,0 +1,98 @@
+"""Feature-extraction speed of test.py against the original's way, and what reduced
+precision does to the results.
+
+Speed: the same ResNet-50 network (ft_net, 256 x 128 input) and the same images,
+decoded by the same DataLoader, in the same run:
+    original   float32, channels-first, the image and its flip in two forward passes
+    this repo  model.descriptors: channels-last, image and flip in one pass, at
+               --precision fp32, bf16 and fp16 (autocast)
+Accuracy: a trained run's query and gallery features at fp32 and at bf16, evaluated
+by the protocol; needs the demo run (bash demo.sh) or --name/--test_dir of another.
+
+    python bench/extract_speed.py
+"""
+import argparse
+import os
+import sys
+import time
+
+import torch
+from torch.utils.data import DataLoader, Subset
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from data import image_folder, parse_names, test_transform  # noqa: E402
+from metrics import rank_queries, summarize  # noqa: E402
+from model import build_model, descriptors, ft_net  # noqa: E402
+from runs import load_checkpoint, load_opts, run_dir  # noqa: E402
+
+
+@torch.no_grad()
+def original_way(model, loader):
+    """As the original test.py: float32, channels-first, a second forward pass for the flip."""
+    model.eval()
+    out = []
+    for images, _ in loader:
+        f = model(images)[1] + model(torch.flip(images, dims=[3]))[1]
+        out.append(torch.nn.functional.normalize(f, dim=1))
+    return torch.cat(out)
+
+
+def timed(fn):
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--test_dir", default="demo_data/Market-1501-synthetic/pytorch", help="prepared tree to read images from")
+    p.add_argument("--name", default="demo", help="trained run whose features are compared at fp32 and bf16")
+    p.add_argument("--images", type=int, default=256, help="images timed per way")
+    p.add_argument("--batchsize", type=int, default=64, help="images per DataLoader batch")
+    p.add_argument("--num_workers", type=int, default=2, help="DataLoader workers")
+    args = p.parse_args()
+    if not os.path.isdir(args.test_dir):
+        sys.exit(f"error: {args.test_dir} not found; run bash demo.sh first, or pass --test_dir and --name")
+
+    gallery = image_folder(args.test_dir, "gallery", "--test_dir", test_transform(256, 128))
+    images = Subset(gallery, range(min(args.images, len(gallery))))
+    loader = DataLoader(images, batch_size=args.batchsize, num_workers=args.num_workers)
+    torch.manual_seed(0)
+    model = ft_net(751, pretrained=False).eval()
+    cpu = torch.device("cpu")
+    print(f"{len(images)} images at 256 x 128, ResNet-50 (ft_net), batch {args.batchsize}, "
+          f"{torch.get_num_threads()} threads, torch {torch.__version__}")
+
+    original_way(model, DataLoader(Subset(images, range(8)), batch_size=8))  # warm-up
+    base = len(images) / timed(lambda: original_way(model, loader))
+    print(f"  original (fp32, channels-first, 2 passes)  {base:6.1f} images/s")
+    reference = descriptors(model, loader, cpu)
+    channels_last = model.to(memory_format=torch.channels_last)
+    for precision in ("fp32", "bf16", "fp16"):
+        descriptors(channels_last, DataLoader(Subset(images, range(8)), batch_size=8), cpu, precision=precision)
+        speed = len(images) / timed(lambda: descriptors(channels_last, loader, cpu, precision=precision))
+        f = descriptors(channels_last, loader, cpu, precision=precision)
+        drift = float((torch.from_numpy(f) - torch.from_numpy(reference)).norm(dim=1).max())
+        print(f"  this repo, {precision}                      {speed:6.1f} images/s  {speed / base:4.2f}x   "
+              f"largest feature change vs fp32 {drift:.1e}")
+
+    folder = run_dir(args.name)
+    if not os.path.isfile(os.path.join(folder, "opts.yaml")):
+        print(f"(no {folder}/opts.yaml: run bash demo.sh to compare the accuracy of fp32 and bf16 features)")
+        return
+    opts = load_opts(folder)
+    trained = build_model(opts)
+    trained.load_state_dict(load_checkpoint(folder, "last"))
+    trained = trained.to(memory_format=torch.channels_last)
+    transform = test_transform(opts["height"], opts["width"])
+    splits = {s: image_folder(args.test_dir, s, "--test_dir", transform) for s in ("query", "gallery")}
+    for precision in ("fp32", "bf16"):
+        (qf, ql, qc), (gf, gl, gc) = ((descriptors(trained, DataLoader(d, batch_size=args.batchsize,
+                                                                      num_workers=args.num_workers), cpu, precision=precision),
+                                       *parse_names([path for path, _ in d.samples])) for d in splits.values())
+        r = summarize(rank_queries(qf, ql, qc, gf, gl, gc))
+        print(f"  {args.name} run, {precision} features: Rank@1 {r['Rank@1']:.4f} mAP {r['mAP']:.4f}")
+
+
+if __name__ == "__main__":
+    main()
