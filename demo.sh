@@ -13,9 +13,10 @@ set -euo pipefail
 DATA=demo_data/Market-1501-synthetic
 NAME=demo
 # Demo sizes: 100 training and 50 test identities, 6 cameras, 128 x 64 images
-# trained at 64 x 32 from scratch (no ImageNet weights can be assumed to be at hand).
+# trained at 64 x 32 from scratch (no ImageNet weights can be assumed to be at hand);
+# channels-first, which is faster than channels-last on CPUs at such small images.
 SYNTHETIC=(--train_ids 100 --test_ids 50)
-TRAIN=(--height 64 --width 32 --epochs 8 --decay_epoch 6 --lr 0.02 --batchsize 32)
+TRAIN=(--height 64 --width 32 --epochs 8 --decay_epoch 6 --lr 0.02 --batchsize 32 --no-channels_last)
 if [ "${1:-}" = "--tiny" ]; then
     DATA=demo_data/tiny
     NAME=tiny

@@ -18,6 +18,7 @@ import pickle
 import sys
 import tempfile
 
+import numpy as np
 import torch
 import yaml
 
@@ -119,3 +120,46 @@ def choose_device(gpu_ids):
     if ids[0] >= torch.cuda.device_count():
         sys.exit(f"error: --gpu_ids {ids[0]} but this machine has {torch.cuda.device_count()} GPU(s)")
     return torch.device("cuda", ids[0])
+
+
+class Shard:
+    """This process's part of the work under torchrun (the whole of it otherwise)."""
+
+    def __init__(self):
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+
+    @property
+    def main(self):
+        return self.rank == 0
+
+    def take(self, items):
+        """This process's contiguous slice of `items` (all of it in a single process)."""
+        return items[self.rank * len(items) // self.world:(self.rank + 1) * len(items) // self.world]
+
+    def gather(self, array):
+        """The processes' arrays concatenated in rank order, in the main process (None elsewhere)."""
+        if self.world == 1:
+            return array
+        parts = [None] * self.world
+        torch.distributed.all_gather_object(parts, array)
+        return np.concatenate(parts) if self.main else None
+
+    def finish(self):
+        if self.world > 1:
+            torch.distributed.destroy_process_group()
+
+
+def start_processes(gpu_ids):
+    """(shard, device). Under torchrun each process joins the group (NCCL on GPUs, gloo on CPUs)
+    and uses the GPU of its local rank; otherwise --gpu_ids decides (choose_device)."""
+    shard = Shard()
+    if shard.world == 1:
+        return shard, choose_device(gpu_ids)
+    cuda = torch.cuda.is_available() and str(gpu_ids).strip() != "-1"
+    torch.distributed.init_process_group("nccl" if cuda else "gloo")
+    device = torch.device("cuda", shard.local_rank) if cuda else torch.device("cpu")
+    if cuda:
+        torch.cuda.set_device(device)
+    return shard, device

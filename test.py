@@ -1,6 +1,7 @@
 """Stage 3: extract the descriptor of every gallery and query image with a
 trained run and write them to pytorch_result.mat (layout in data.py), which
 evaluate.py reads next. The network is rebuilt from model/<name>/opts.yaml.
+Under torchrun the images are split across the processes and gathered in order.
 
 Descriptor = normalised feature of the image + that of its horizontal flip,
 L2-normalised again.
@@ -10,11 +11,11 @@ import os
 import sys
 
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 
 from data import image_folder, parse_names, run_main, save_features, test_transform
 from model import build_model, descriptors
-from runs import choose_device, load_checkpoint, load_opts, run_dir
+from runs import load_checkpoint, load_opts, run_dir, start_processes
 
 
 def parse_args(argv=None):
@@ -34,17 +35,19 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def extract_split(model, root, split, args, device, transform):
+def extract_split(model, root, split, args, device, transform, shard):
+    """Descriptors, labels and cameras of one split, in file order. Under torchrun each process
+    extracts its slice and the main process gathers them (None in the others)."""
     folder = image_folder(root, split, "--test_dir", transform)
     labels, cams = parse_names([path for path, _ in folder.samples])
-    loader = DataLoader(folder, batch_size=args.batchsize, shuffle=False, num_workers=args.num_workers,
-                        pin_memory=device.type == "cuda")
-    return descriptors(model, loader, device, split, args.precision), labels, cams
+    loader = DataLoader(Subset(folder, shard.take(range(len(folder)))), batch_size=args.batchsize, shuffle=False,
+                        num_workers=args.num_workers, pin_memory=device.type == "cuda")
+    return shard.gather(descriptors(model, loader, device, split, args.precision)), labels, cams
 
 
 def main(argv=None):
     args = parse_args(argv)
-    device = choose_device(args.gpu_ids)
+    shard, device = start_processes(args.gpu_ids)
     folder = run_dir(args.name)
     opts = load_opts(folder)
     model = build_model(opts)
@@ -60,17 +63,20 @@ def main(argv=None):
     transform = test_transform(opts["height"], opts["width"])
 
     result = {}
-    for split, key in (("gallery", "gallery"), ("query", "query")):
-        f, labels, cams = extract_split(model, args.test_dir, split, args, device, transform)
-        result.update({f"{key}_f": f, f"{key}_label": labels, f"{key}_cam": cams})
-    save_features(args.output, result)
-    print(f"wrote {args.output}: {len(result['query_f'])} queries, {len(result['gallery_f'])} gallery images")
+    for split in ("gallery", "query"):
+        f, labels, cams = extract_split(model, args.test_dir, split, args, device, transform, shard)
+        result.update({f"{split}_f": f, f"{split}_label": labels, f"{split}_cam": cams})
+    if shard.main:
+        save_features(args.output, result)
+        print(f"wrote {args.output}: {len(result['query_f'])} queries, {len(result['gallery_f'])} gallery images")
 
     if args.multi:
-        f, labels, cams = extract_split(model, args.test_dir, "multi-query", args, device, transform)
+        f, labels, cams = extract_split(model, args.test_dir, "multi-query", args, device, transform, shard)
         multi_path = os.path.join(os.path.dirname(args.output), "multi_query.mat")
-        save_features(multi_path, {"mquery_f": f, "mquery_label": labels, "mquery_cam": cams})
-        print(f"wrote {multi_path}: {len(f)} multi-query images")
+        if shard.main:
+            save_features(multi_path, {"mquery_f": f, "mquery_label": labels, "mquery_cam": cams})
+            print(f"wrote {multi_path}: {len(f)} multi-query images")
+    shard.finish()
 
 
 if __name__ == "__main__":

@@ -4,6 +4,12 @@ Each training item is an anchor image, a positive (another image of the same
 person) and a negative (an image of another person). The loss is
     CE(identity of anchor) + alpha * 0.5 * (CE(verif(f * f_pos), same) + CE(verif(f * f_neg), different))
 where f are the L2-normalised 512-d descriptors. Writes model/<name>/ (see runs.py).
+
+--sampler triplet (the original's, default): each anchor brings a positive and a
+negative image, three forward passes. --sampler pk: each batch holds P identities x
+K images, one forward pass, and each anchor's positive and negative are other
+images of the same batch. Under torchrun the batches are split across processes
+(DistributedDataParallel); --batchsize stays the total over all of them.
 """
 import argparse
 import os
@@ -24,10 +30,10 @@ from tqdm import tqdm
 
 from data import IMAGENET_MEAN, IMAGENET_STD, image_folder, parse_names, run_main, test_transform
 from metrics import rank_queries, summarize
-from model import build_model, descriptors, verif_net
+from model import PRECISIONS, build_model, descriptors, verif_net
 from random_erasing import RandomErasing
-from runs import (STATE, atomic_path, checkpoint_path, choose_device, load_file, load_opts, run_dir, run_files,
-                  save_checkpoint, save_opts)
+from runs import (STATE, atomic_path, checkpoint_path, load_file, load_opts, run_dir, run_files, save_checkpoint,
+                  save_opts, start_processes)
 
 SAME, DIFFERENT = 1, 0  # verification classes, as in model.verif_net
 
@@ -53,6 +59,15 @@ def parse_args(argv=None):
                    help="start from ImageNet weights (torchvision); --no-pretrained trains from scratch")
     p.add_argument("--num_workers", default=min(8, os.cpu_count() or 1), type=int,
                    help="DataLoader worker processes (0 loads in the main process)")
+    p.add_argument("--sampler", default="triplet", choices=["triplet", "pk"],
+                   help="triplet: a positive and a negative loaded per anchor (the original); "
+                        "pk: P identities x K images per batch, pairs formed inside it (one forward pass)")
+    p.add_argument("--instances", default=4, type=int, help="--sampler pk: images per identity in a batch (K)")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"],
+                   help="arithmetic of forward and backward: fp32, or bf16/fp16 through autocast (fp16 with loss scaling)")
+    p.add_argument("--channels_last", action=argparse.BooleanOptionalAction, default=True,
+                   help="channels-last memory format (faster convolutions on GPUs and at 256 x 128 on CPUs)")
+    p.add_argument("--compile", action="store_true", help="compile the network with torch.compile (slow first steps)")
     p.add_argument("--resume", action="store_true",
                    help="continue model/<name>/ from its state.pth (same options; --epochs may grow)")
     p.add_argument("--overwrite", action="store_true", help="delete the run already in model/<name>/ and start again")
@@ -89,17 +104,51 @@ class VerificationTriplets(Dataset):
         return self.image(path), label, self.image(self.pool[positive][0]), self.image(self.pool[negative][0])
 
 
-class Images(Dataset):
-    """Images by path, for descriptors (the second item of each pair is unused)."""
+class LabelledImages(Dataset):
+    """(image, label) of (path, label) samples."""
 
-    def __init__(self, paths, transform, loader):
-        self.paths, self.transform, self.loader = paths, transform, loader
+    def __init__(self, samples, transform, loader):
+        self.samples, self.transform, self.loader = samples, transform, loader
 
     def __len__(self):
-        return len(self.paths)
+        return len(self.samples)
 
     def __getitem__(self, index):
-        return self.transform(self.loader(self.paths[index])), index
+        path, label = self.samples[index]
+        return self.transform(self.loader(path)), label
+
+
+def triplet_batches(n, batchsize, generator):
+    """The original's batches: a shuffled order of all anchors, cut into full batches."""
+    order = torch.randperm(n, generator=generator).tolist()
+    return [order[i:i + batchsize] for i in range(0, n - batchsize + 1, batchsize)]
+
+
+def pk_batches(labels, batchsize, instances, generator):
+    """Batches of batchsize // instances identities x `instances` images. Each identity's images
+    are shuffled and dealt out in groups of K (drawn again when it has fewer than K); the groups
+    are shuffled and packed, no identity twice in a batch."""
+    by_label = {}
+    for i, label in enumerate(labels):
+        by_label.setdefault(label, []).append(i)
+    groups = []
+    for label in sorted(by_label):
+        images = by_label[label]
+        order = [images[j] for j in torch.randperm(len(images), generator=generator).tolist()]
+        if len(order) < instances:
+            order += [images[j] for j in torch.randint(len(images), (instances - len(order),), generator=generator).tolist()]
+        groups += [(label, order[i:i + instances]) for i in range(0, len(order) - instances + 1, instances)]
+    groups = [groups[j] for j in torch.randperm(len(groups), generator=generator).tolist()]
+    per_batch, batches, current, seen = batchsize // instances, [], [], set()
+    for label, group in groups:
+        if label in seen:
+            continue  # dropped: a batch holds each identity once, and the next epoch reshuffles
+        current.append(group)
+        seen.add(label)
+        if len(current) == per_batch:
+            batches.append([i for g in current for i in g])
+            current, seen = [], set()
+    return batches
 
 
 def retrieval_split(val_samples, train_samples, per_id=4):
@@ -111,8 +160,8 @@ def retrieval_split(val_samples, train_samples, per_id=4):
     for (path, label), cam in zip(train_samples, train_cams):
         if label in val_cams and cam != val_cams[label] and taken.get(label, 0) < per_id:
             taken[label] = taken.get(label, 0) + 1
-            gallery.append(path)
-    return [p for p, _ in val_samples], gallery
+            gallery.append((path, label))
+    return val_samples, gallery
 
 
 def train_transform(args):
@@ -181,48 +230,95 @@ class StopRequest:
         sys.exit(128 + self.signum)
 
 
-def run_epoch(model, verif, loader, device, alpha, optimizer=None, desc="", sums=None, stop=None):
+class Verification(nn.Module):
+    """The identity network and the verification head as one module (one DistributedDataParallel
+    unit). Given a batch it returns identity logits, labels, and the same/different scores of
+    each anchor's pairs with its positive and its negative."""
+
+    def __init__(self, model, verif):
+        super().__init__()
+        self.model, self.verif = model, verif
+
+    def forward(self, batch):
+        if len(batch) == 4:  # triplet loading: anchor, label, positive, negative
+            anchor, label, positive, negative = batch
+            logits, f = self.model(anchor)
+            _, f_pos = self.model(positive)
+            _, f_neg = self.model(negative)
+        else:  # P x K batch: the pairs come from the features already computed
+            images, label = batch
+            logits, f = self.model(images)
+            positive, negative = in_batch_pairs(label)
+            f_pos, f_neg = f[positive], f[negative]
+        return logits, label, self.verif(f, f_pos), self.verif(f, f_neg)
+
+
+def in_batch_pairs(labels):
+    """For each image, a random other image of the same identity (itself when it has none)
+    and a random image of another identity, as batch indices."""
+    same = labels[:, None] == labels[None, :]
+    others = same & ~torch.eye(len(labels), dtype=torch.bool, device=labels.device)
+    noise = torch.rand(same.shape, device=labels.device)
+    positive = torch.where(others, noise, -1.0).argmax(1)
+    positive = torch.where(others.any(1), positive, torch.arange(len(labels), device=labels.device))
+    negative = torch.where(~same, noise, -1.0).argmax(1)
+    return positive, negative
+
+
+def run_epoch(net, loader, device, args, optimizer=None, scaler=None, desc="", sums=None, stop=None, shard=None):
     """One pass over `loader`; trains when an optimizer is given. `sums` carries the running
-    totals of an epoch resumed in the middle. Returns the totals and whether a stop was requested."""
+    totals of an epoch resumed in the middle. Returns the totals, summed over all processes."""
     training = optimizer is not None
-    model.train(training)
-    verif.train(training)
+    net.train(training)
     criterion = nn.CrossEntropyLoss()
     sums = dict(sums or {"steps": 0, "total": 0, "loss_sum": 0.0, "id_correct": 0, "verif_correct": 0})
-    bar = tqdm(loader, desc=desc, leave=False, unit="batch")
+    local = {k: 0 for k in sums}
+    bar = tqdm(loader, desc=desc, leave=False, unit="batch", disable=shard is not None and not shard.main)
     with torch.set_grad_enabled(training):
-        for anchor, label, positive, negative in bar:
-            anchor, label = anchor.to(device), label.to(device)
-            positive, negative = positive.to(device), negative.to(device)
-            logits, f = model(anchor)
-            _, f_pos = model(positive)
-            _, f_neg = model(negative)
-            pos_score, neg_score = verif(f, f_pos), verif(f, f_neg)
-            n = label.size(0)
-            same = torch.full((n,), SAME, device=device)
-            different = torch.full((n,), DIFFERENT, device=device)
-            loss = criterion(logits, label) + alpha * 0.5 * (criterion(pos_score, same) + criterion(neg_score, different))
-            if not torch.isfinite(loss):
-                sys.exit(f"error: the loss became {loss.item()} at {desc} step {sums['steps'] + 1}; the last good "
-                         f"state is kept: lower --lr, then start again (--overwrite) or --resume an earlier run")
+        for batch in bar:
+            batch = [b.to(device, non_blocking=True) for b in batch]
+            if args.channels_last:
+                batch = [b.contiguous(memory_format=torch.channels_last) if b.dim() == 4 else b for b in batch]
+            with torch.autocast(device.type, dtype=PRECISIONS[args.precision], enabled=args.precision != "fp32"):
+                logits, label, pos_score, neg_score = net(batch)
+                n = label.size(0)
+                same = torch.full((n,), SAME, device=device)
+                different = torch.full((n,), DIFFERENT, device=device)
+                loss = criterion(logits, label) + args.alpha * 0.5 * (criterion(pos_score, same) + criterion(neg_score, different))
+            # every process must stop at the same step: agree on NaN and on Ctrl-C / SIGTERM
+            flags = torch.tensor([float(not torch.isfinite(loss)), float(stop is not None and stop.signum is not None)],
+                                 device=device)
+            if shard is not None and shard.world > 1 and training:
+                torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MAX)
+            if flags[0]:
+                sys.exit(f"error: the loss became {loss.item()} at {desc} step {sums['steps'] + local['steps'] + 1}; "
+                         f"the last good state is kept: lower --lr, then start again (--overwrite) or --resume an earlier run")
             if training:
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-            sums["steps"] += 1
-            sums["total"] += n
-            sums["loss_sum"] += loss.item() * n
-            sums["id_correct"] += (logits.argmax(1) == label).sum().item()
-            sums["verif_correct"] += (pos_score.argmax(1) == SAME).sum().item() + (neg_score.argmax(1) == DIFFERENT).sum().item()
-            bar.set_postfix(loss=f"{sums['loss_sum'] / sums['total']:.4f}")
-            if training and stop is not None and stop.signum is not None:
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+            local["steps"] += 1
+            local["total"] += n
+            local["loss_sum"] += loss.item() * n
+            local["id_correct"] += (logits.argmax(1) == label).sum().item()
+            local["verif_correct"] += (pos_score.argmax(1) == SAME).sum().item() + (neg_score.argmax(1) == DIFFERENT).sum().item()
+            bar.set_postfix(loss=f"{local['loss_sum'] / local['total']:.4f}")
+            if training and flags[1]:
+                if stop.signum is None:  # another process was asked to stop
+                    stop.signum = signal.SIGTERM
                 break
-    return sums
+    if shard is not None and shard.world > 1 and training:
+        totals = torch.tensor([float(local[k]) for k in local], dtype=torch.float64, device=device)
+        torch.distributed.all_reduce(totals)
+        local = {k: (v if k == "loss_sum" else int(v)) for k, v in zip(local, totals.tolist())}
+        local["steps"] //= shard.world
+    return {k: sums[k] + local[k] for k in sums}
 
 
-def val_retrieval(model, retrieval, device):
+def val_retrieval(model, retrieval, device, precision):
     """Rank@1 and mAP of the val queries against their training gallery, by the evaluation protocol."""
-    (q, ql, qc), (g, gl, gc) = ((descriptors(model, loader, device, f"val {name}"), labels, cams)
+    (q, ql, qc), (g, gl, gc) = ((descriptors(model, loader, device, f"val {name}", precision), labels, cams)
                                 for name, (loader, labels, cams) in retrieval.items())
     found = summarize(rank_queries(q, ql, qc, g, gl, gc)) if len(g) else {"Rank@1": 0.0, "mAP": 0.0}
     return {k: found[k] for k in ("Rank@1", "mAP")}
@@ -233,17 +329,24 @@ def epoch_stats(sums):
     return {"loss": sums["loss_sum"] / total, "id_acc": sums["id_correct"] / total, "verif_acc": sums["verif_correct"] / (2 * total)}
 
 
-def epoch_loader(dataset, args, epoch, device, train, skip=0):
-    """The loader of one epoch. Its order and its workers' random numbers depend on the seed and
-    the epoch alone, so an epoch replays the same after a resume; `skip` drops batches already done."""
+def epoch_loader(dataset, args, epoch, device, train, skip=0, shard=None):
+    """The loader of one epoch. Its batches and its workers' random numbers depend on the seed and
+    the epoch alone, so an epoch replays the same after a resume; `skip` drops batches already
+    done. Under torchrun each process loads its slice of every batch."""
     generator = torch.Generator().manual_seed(args.seed * 1_000_003 + epoch)
-    order = torch.randperm(len(dataset), generator=generator)[skip * args.batchsize:].tolist() if train else None
-    return DataLoader(dataset, batch_size=args.batchsize, sampler=order, drop_last=train, num_workers=args.num_workers,
+    if not train:
+        return DataLoader(dataset, batch_size=args.batchsize, num_workers=args.num_workers,
+                          pin_memory=device.type == "cuda", generator=generator)
+    if args.sampler == "pk":
+        batches = pk_batches([label for _, label in dataset.samples], args.batchsize, args.instances, generator)
+    else:
+        batches = triplet_batches(len(dataset), args.batchsize, generator)
+    return DataLoader(dataset, batch_sampler=[shard.take(b) for b in batches[skip:]], num_workers=args.num_workers,
                       pin_memory=device.type == "cuda", generator=generator)
 
 
 # options that may differ when a run is resumed: they do not change what is trained
-RESUMABLE = {"gpu_ids", "num_workers", "resume", "overwrite", "epochs", "state_every"}
+RESUMABLE = {"gpu_ids", "num_workers", "resume", "overwrite", "epochs", "state_every", "precision", "channels_last", "compile"}
 
 
 def check_run_folder(folder, args):
@@ -271,13 +374,13 @@ def check_run_folder(folder, args):
     return None
 
 
-def save_state(folder, model, verif, optimizer, scheduler, epoch, sums, history):
+def save_state(folder, model, verif, optimizer, scheduler, scaler, epoch, sums, history):
     """Everything a resume needs, written atomically: `epoch` is the epoch in progress (0-based)
-    and sums its running totals (steps 0 at an epoch boundary)."""
+    and sums its running totals (None at an epoch boundary)."""
     save_checkpoint(os.path.join(folder, STATE), {
         "epoch": epoch, "sums": sums, "history": history,
         "model": model.state_dict(), "verif": verif.state_dict(),
-        "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+        "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
         "rng": torch.get_rng_state(), "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
     })
 
@@ -290,7 +393,10 @@ def training_data(args):
         sys.exit(f"error: {train_set.root} holds {len(train_set.classes)} identity; training needs at least two")
     if len(train_set) < args.batchsize:
         sys.exit(f"error: {train_set.root} holds {len(train_set)} images, fewer than --batchsize {args.batchsize}; lower --batchsize")
-    phases = {"train": VerificationTriplets(train_set.samples, train_set.samples, train_transform(args), train_set.loader)}
+    if args.sampler == "pk":
+        phases = {"train": LabelledImages(train_set.samples, train_transform(args), train_set.loader)}
+    else:
+        phases = {"train": VerificationTriplets(train_set.samples, train_set.samples, train_transform(args), train_set.loader)}
     retrieval = None
     if not args.train_all:
         val_set = image_folder(args.data_dir, "val", "--data_dir")
@@ -301,31 +407,43 @@ def training_data(args):
         phases["val"] = VerificationTriplets(val_samples, train_set.samples, test_transform(args.height, args.width), train_set.loader)
         # retrieval on val as test.py + evaluate.py do it, each epoch
         query, gallery = retrieval_split(val_samples, train_set.samples)
-        retrieval = {name: (DataLoader(Images(paths, test_transform(args.height, args.width), train_set.loader),
-                                       batch_size=args.batchsize, num_workers=args.num_workers), *parse_names(paths))
-                     for name, paths in (("query", query), ("gallery", gallery))}
+        retrieval = {name: (DataLoader(LabelledImages(samples, test_transform(args.height, args.width), train_set.loader),
+                                       batch_size=args.batchsize, num_workers=args.num_workers),
+                            *parse_names([path for path, _ in samples]))
+                     for name, samples in (("query", query), ("gallery", gallery))}
     return train_set, phases, retrieval
+
+
+def check_batches(args, shard):
+    if args.batchsize % shard.world:
+        sys.exit(f"error: --batchsize {args.batchsize} is the total over {shard.world} processes; make it a multiple of it")
+    if args.sampler == "pk" and (args.instances < 2 or (args.batchsize // args.instances) % shard.world
+                                 or args.batchsize % args.instances):
+        sys.exit(f"error: --sampler pk needs --instances of 2 or more dividing --batchsize {args.batchsize} into "
+                 f"identities that split evenly over {shard.world} process(es)")
 
 
 def main(argv=None):
     args = parse_args(argv)
+    shard, device = start_processes(args.gpu_ids)
+    check_batches(args, shard)
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
-    device = choose_device(args.gpu_ids)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     folder = run_dir(args.name)
     state = check_run_folder(folder, args)
-
     train_set, phases, retrieval = training_data(args)
 
     # model: new layers at lr, the backbone at 0.1 x lr when pretrained
     opts = dict(vars(args), nclasses=len(train_set.classes))
-    if not args.pretrained:
+    if not args.pretrained and shard.main:
         print("note: --no-pretrained: the backbone starts from random weights, not ImageNet", file=sys.stderr)
     model = build_model(opts, pretrained=args.pretrained and state is None).to(device)
     verif = verif_net().to(device)
+    if args.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     # a pretrained backbone is fine-tuned gently; one trained from scratch has nothing to preserve
     backbone_lr = 0.1 * args.lr if args.pretrained else args.lr
     optimizer = torch.optim.SGD([
@@ -334,62 +452,93 @@ def main(argv=None):
         {"params": verif.parameters(), "lr": args.lr},
     ], momentum=0.9, weight_decay=5e-4, nesterov=True)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=args.decay_epoch, gamma=0.1)
+    # fp16 gradients underflow without loss scaling; bf16 and fp32 need none (the scaler then does nothing)
+    scaler = torch.amp.GradScaler(device.type, enabled=args.precision == "fp16")
 
     history, first_epoch, sums = {"train": [], "val": []}, 0, None
     if state is None:
-        for path in run_files(folder):  # --overwrite: the old run goes only now that the new one can start
-            os.remove(path)
-        save_opts(folder, opts)
+        if shard.main:
+            for path in run_files(folder):  # --overwrite: the old run goes only now that the new one can start
+                os.remove(path)
+            save_opts(folder, opts)
     else:
         model.load_state_dict(state["model"])
         verif.load_state_dict(state["verif"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["rng"])
         if device.type == "cuda" and state["cuda_rng"]:
             torch.cuda.set_rng_state_all(state["cuda_rng"])
         history, first_epoch, sums = state["history"], state["epoch"], state["sums"]
-        save_opts(folder, dict(opts, epochs=args.epochs))
-        if first_epoch == args.epochs:
-            print(f"{folder} has finished its {args.epochs} epochs; nothing left to train (raise --epochs to train on)")
-        else:
-            print(f"resuming {folder} at epoch {first_epoch + 1}" + (f", step {sums['steps'] + 1}" if sums else ""))
+        if shard.main:
+            save_opts(folder, dict(opts, epochs=args.epochs))
+            if first_epoch == args.epochs:
+                print(f"{folder} has finished its {args.epochs} epochs; nothing left to train (raise --epochs to train on)")
+            else:
+                print(f"resuming {folder} at epoch {first_epoch + 1}" + (f", step {sums['steps'] + 1}" if sums else ""))
 
+    net = Verification(model, verif)
+    trained = torch.nn.parallel.DistributedDataParallel(net) if shard.world > 1 else net
+    trained = torch.compile(trained) if args.compile else trained
     with StopRequest() as stop:
-        print(f"training {args.name}: {len(train_set)} images of {opts['nclasses']} ids on {device}, {args.epochs} epochs")
+        if shard.main:
+            print(f"training {args.name}: {len(train_set)} images of {opts['nclasses']} ids on {device}"
+                  f"{f' x {shard.world} processes' if shard.world > 1 else ''}, {args.epochs} epochs")
         for epoch in range(first_epoch, args.epochs):
             start = time.time()
             line = f"epoch {epoch + 1}/{args.epochs}"
             for phase, dataset in phases.items():
                 training = phase == "train"
+                if not training and not shard.main:
+                    continue  # validation runs in the main process only
                 skip = sums["steps"] if training and sums else 0
-                loader = epoch_loader(dataset, args, epoch, device, training, skip)
-                totals = run_epoch(model, verif, loader, device, args.alpha, optimizer if training else None,
-                                   desc=f"{phase} {epoch + 1}/{args.epochs}", sums=sums if training else None, stop=stop)
+                loader = epoch_loader(dataset, args, epoch, device, training, skip, shard)
+                totals = run_epoch(trained if training else net, loader, device, args, optimizer if training else None,
+                                   scaler, f"{phase} {epoch + 1}/{args.epochs}", sums if training else None, stop, shard)
                 if training and stop.signum is not None:
-                    save_state(folder, model, verif, optimizer, scheduler, epoch, totals, history)
+                    if shard.main:
+                        save_state(folder, model, verif, optimizer, scheduler, scaler, epoch, totals, history)
                     stop.exit(folder, f"at epoch {epoch + 1} step {totals['steps']}")
                 stats = epoch_stats(totals)
                 line += f" | {phase} loss {stats['loss']:.4f} id acc {stats['id_acc']:.4f} verif acc {stats['verif_acc']:.4f}"
                 if phase == "val":
-                    stats.update(val_retrieval(model, retrieval, device))
+                    stats.update(val_retrieval(model, retrieval, device, args.precision))
                     line += f" Rank@1 {stats['Rank@1']:.4f} mAP {stats['mAP']:.4f}"
                 history[phase].append(dict(stats, epoch=epoch + 1))
             sums = None
             line += f" | lr {optimizer.param_groups[1]['lr']:g} | {time.time() - start:.1f}s"
             scheduler.step()
-            print(line)
-            with open(os.path.join(folder, "train.log"), "a") as log:
-                log.write(line + "\n")
-            draw_curves(os.path.join(folder, "train.png"), history)
-            if epoch % 10 == 9:
-                save_checkpoint(checkpoint_path(folder, epoch), model.state_dict())
-            if (epoch + 1) % args.state_every == 0 or epoch + 1 == args.epochs or stop.signum is not None:
-                save_state(folder, model, verif, optimizer, scheduler, epoch + 1, None, history)
+            if shard.main:
+                print(line)
+                with open(os.path.join(folder, "train.log"), "a") as log:
+                    log.write(line + "\n")
+                draw_curves(os.path.join(folder, "train.png"), history)
+                if epoch % 10 == 9:
+                    save_checkpoint(checkpoint_path(folder, epoch), model.state_dict())
+                if (epoch + 1) % args.state_every == 0 or epoch + 1 == args.epochs or stop.signum is not None:
+                    save_state(folder, model, verif, optimizer, scheduler, scaler, epoch + 1, None, history)
+            if shard.world > 1:
+                torch.distributed.barrier()  # the others wait while the main process validates and writes
             if stop.signum is not None:
                 stop.exit(folder, f"after epoch {epoch + 1}")
-    save_checkpoint(checkpoint_path(folder, "last"), model.state_dict())
-    print(f"saved {checkpoint_path(folder, 'last')}")
+    if shard.main:
+        save_checkpoint(checkpoint_path(folder, "last"), model.state_dict())
+        print(f"saved {checkpoint_path(folder, 'last')}")
+    if shard.world > 1:
+        check_in_sync(net, shard)
+        shard.finish()
+
+
+def check_in_sync(net, shard):
+    """DistributedDataParallel keeps every process's weights equal; say so, or stop if not."""
+    fingerprint = torch.stack([p.detach().double().sum() for p in net.parameters()])
+    everyone = [torch.zeros_like(fingerprint) for _ in range(shard.world)]
+    torch.distributed.all_gather(everyone, fingerprint)
+    if shard.main:
+        if not all(torch.equal(f, everyone[0]) for f in everyone):
+            sys.exit(f"error: the weights of the {shard.world} processes differ at the end of training")
+        print(f"weights identical on all {shard.world} processes")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,86 @@
+"""The P x K sampler with in-batch verification pairs, reduced precision, and training and
+feature extraction with DistributedDataParallel (2 CPU processes, gloo) under torchrun."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import scipy.io
+import torch
+
+import test as test_stage
+import train_new
+from conftest import TRAIN
+from train_new import in_batch_pairs, pk_batches
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_pk_batches_hold_p_identities_of_k_images():
+    labels = [i // 5 for i in range(40)] + [8, 9, 9]  # ids 0-7 with 5 images, 8 with 1, 9 with 2
+    batches = pk_batches(labels, 12, 3, torch.Generator().manual_seed(0))
+    assert batches
+    for batch in batches:
+        ids = [labels[i] for i in batch]
+        assert len(batch) == 12 and len(set(ids)) == 4
+        assert all(ids.count(label) == 3 for label in set(ids))
+    again = pk_batches(labels, 12, 3, torch.Generator().manual_seed(0))
+    assert again == batches                                   # the same epoch, the same batches
+    assert pk_batches(labels, 12, 3, torch.Generator().manual_seed(1)) != batches
+
+
+def test_in_batch_pairs():
+    torch.manual_seed(0)
+    labels = torch.tensor([3, 3, 5, 5, 5, 7])
+    for _ in range(20):
+        positive, negative = in_batch_pairs(labels)
+        for i in range(len(labels)):
+            if i == 5:
+                assert positive[i] == i                       # id 7 is alone: its own positive
+            else:
+                assert positive[i] != i and labels[positive[i]] == labels[i]
+            assert labels[negative[i]] != labels[i]
+
+
+# fp16 arithmetic is emulated on CPUs (minutes even at this size): checked where there is a GPU
+FP16 = pytest.param(["--precision", "fp16"], marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"))
+
+
+@pytest.mark.parametrize("extra", [["--sampler", "pk", "--instances", "2"], ["--precision", "bf16"], FP16])
+def test_other_training_modes_train(prepared_market, tmp_path, monkeypatch, capsys, extra):
+    monkeypatch.chdir(tmp_path)
+    train_new.main([*TRAIN, "--epochs", "1", "--name", "mode", "--data_dir", str(prepared_market), *extra])
+    assert "epoch 1/1 | train loss" in capsys.readouterr().out
+    state = torch.load(tmp_path / "model" / "mode" / "net_last.pth", weights_only=True)
+    assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
+
+
+def test_pk_needs_batches_that_split_into_identities(prepared_market, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit, match="--sampler pk needs --instances"):
+        train_new.main([*TRAIN, "--name", "x", "--data_dir", str(prepared_market), "--sampler", "pk", "--instances", "3"])
+
+
+def torchrun(script, *args, cwd):
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", os.path.join(REPO, script),
+                           *args], cwd=cwd, capture_output=True, text=True)
+
+
+def test_two_processes_train_in_step_and_write_once(prepared_market, tmp_path, monkeypatch):
+    out = torchrun("train_new.py", *TRAIN, "--epochs", "1", "--name", "ddp", "--data_dir", str(prepared_market), cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "x 2 processes" in out.stdout and "weights identical on all 2 processes" in out.stdout
+    run = tmp_path / "model" / "ddp"
+    assert sorted(os.listdir(run)) == ["net_last.pth", "opts.yaml", "state.pth", "train.log", "train.png"]
+    assert (run / "train.log").read_text().count("epoch 1/1") == 1  # written by one process only
+    # the checkpoint serves a single-process test.py, whose features torchrun's test.py reproduces
+    monkeypatch.chdir(tmp_path)
+    test_stage.main(["--gpu_ids", "-1", "--name", "ddp", "--test_dir", str(prepared_market), "--num_workers", "0",
+                     "--output", "single.mat"])
+    out = torchrun("test.py", "--gpu_ids", "-1", "--name", "ddp", "--test_dir", str(prepared_market), "--num_workers", "0",
+                   "--output", "shared.mat", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    single, shared = scipy.io.loadmat(tmp_path / "single.mat"), scipy.io.loadmat(tmp_path / "shared.mat")
+    for key in ("gallery_f", "query_f", "gallery_label", "gallery_cam", "query_label", "query_cam"):
+        np.testing.assert_allclose(shared[key], single[key], atol=1e-5)
