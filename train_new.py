@@ -493,6 +493,7 @@ def main(argv=None):
                 if not training and not shard.main:
                     continue  # validation runs in the main process only
                 skip = sums["steps"] if training and sums else 0
+                already, phase_start = sums["total"] if training and sums else 0, time.time()
                 loader = epoch_loader(dataset, args, epoch, device, training, skip, shard)
                 totals = run_epoch(trained if training else net, loader, device, args, optimizer if training else None,
                                    scaler, f"{phase} {epoch + 1}/{args.epochs}", sums if training else None, stop, shard)
@@ -502,6 +503,8 @@ def main(argv=None):
                     stop.exit(folder, f"at epoch {epoch + 1} step {totals['steps']}")
                 stats = epoch_stats(totals)
                 line += f" | {phase} loss {stats['loss']:.4f} id acc {stats['id_acc']:.4f} verif acc {stats['verif_acc']:.4f}"
+                if training:  # anchors (training items) per second, loading included, over all processes
+                    line += f" {(totals['total'] - already) / (time.time() - phase_start):.1f} samples/s"
                 if phase == "val":
                     stats.update(val_retrieval(model, retrieval, device, args.precision))
                     line += f" Rank@1 {stats['Rank@1']:.4f} mAP {stats['mAP']:.4f}"
