@@ -8,6 +8,7 @@ model/<name>/
                     verification head, optimizer, schedule, epoch and step, RNG state, curves
     train.png       loss and top-1 error per epoch (train and val), val retrieval Rank@1 and mAP
     train.log       one line per epoch
+    <name>.onnx     the feature extractor for a service (export.py; <name>_noflip.onnx with --no-flip)
 
 Every file is written to a temporary name in the same folder and renamed,
 so a killed process never leaves half a file behind under the real name.
@@ -37,6 +38,10 @@ def atomic_path(path):
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
     os.close(fd)
+    # mkstemp makes the file private (0600); the result should get the permissions of a plain open()
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
     try:
         yield tmp
         os.replace(tmp, path)
