@@ -42,9 +42,10 @@ def is_image(name):
     return name.lower().endswith(IMAGE_EXTENSIONS)
 
 
-def parse_name(name):
-    """Return (person id, camera) of an image file name; None if it does not parse."""
-    match = NAME_PATTERN.match(os.path.basename(name))
+def parse_name(name, pattern=NAME_PATTERN):
+    """Return (person id, camera) of an image file name; None if it does not parse.
+    prepare.py passes the pattern of a raw dataset whose names differ (groups pid and cam)."""
+    match = pattern.match(os.path.basename(name))
     if match is None or int(match["cam"]) < 1:
         return None
     return int(match["pid"]), int(match["cam"])

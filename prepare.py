@@ -1,48 +1,286 @@
-"""Stage 1: turn a raw Market-1501 / DukeMTMC-reID folder into the ImageFolder
-tree the other stages read, one folder per identity:
+"""Stage 1: turn a raw person re-identification dataset into the ImageFolder tree
+the other stages read, one folder per identity:
 
-    <download_path>/pytorch/train_all/<id>/   every bounding_box_train image
+    <download_path>/pytorch/train_all/<id>/   every training image
     <download_path>/pytorch/train/<id>/       train_all minus val
     <download_path>/pytorch/val/<id>/         the first image (sorted by name) of each
                                               training id that has two or more images
     <download_path>/pytorch/query/<id>/       query
-    <download_path>/pytorch/gallery/<id>/     bounding_box_test (junk in -1/, distractors in 0000/)
+    <download_path>/pytorch/gallery/<id>/     gallery (junk in -1/, distractors in 0000/)
     <download_path>/pytorch/multi-query/<id>/ gt_bbox, where the dataset has it (Market-1501)
+    <download_path>/pytorch/identities.csv    id,name: custom data whose identity folders
+                                              are names, not numbers
+
+--dataset names the raw layout --download_path holds (one entry of DATASETS each):
+    market, duke  bounding_box_train -> train_all, query -> query,
+                  bounding_box_test -> gallery, gt_bbox -> multi-query (when present)
+    cuhk03        CUHK03-NP's labeled/ or detected/ folder: the same three folders
+    msmt17        MSMT17_V1 (train/, test/) or MSMT17_V2 (mask_train_v2/, mask_test_v2/):
+                  list_train.txt + list_val.txt -> train_all, list_query.txt -> query,
+                  list_gallery.txt -> gallery
+    custom        train/, query/, gallery/, each holding <identity>/<images>; cameras from
+                  cameras.csv (path,camera) or from c<n> / cam<n> in the file names
+
+The later stages read id and camera from file names (data.parse_name), whatever the
+dataset: a prepared file keeps its raw name when that name already reads as its id
+and camera, and is named <id>_c<camera>_<raw name> otherwise. After preparing, each
+split's image and identity counts are compared with the dataset's published ones.
 
 Files are hard links to the raw images (a copy where links are impossible);
 nothing under the raw folders is written, moved or deleted, and running it
 again gives the same tree.
 """
 import argparse
+import collections
+import csv
 import os
+import re
 import shutil
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 
 from tqdm import tqdm
 
-from data import NAME_HELP, UnreadableImage, is_image, load_image, parse_name
+from data import NAME_HELP, NAME_PATTERN, UnreadableImage, is_image, load_image, parse_name
 from runs import atomic_path
-
-# raw folder -> prepared split(s); gt_bbox is optional (DukeMTMC-reID has none)
-SOURCES = {"query": "query", "bounding_box_test": "gallery", "bounding_box_train": "train_all", "gt_bbox": "multi-query"}
-REQUIRED = ("bounding_box_train", "bounding_box_test", "query")
+from synthetic import MARKER
 
 
-def list_images(folder):
-    """Sorted image names of a raw folder, with their ids; exit naming any name that does not parse."""
-    names = sorted(n for n in os.listdir(folder) if is_image(n))
-    parsed = [parse_name(n) for n in names]
-    bad = [n for n, p in zip(names, parsed) if p is None]
+@dataclass(frozen=True)
+class Source:
+    """Raw images feeding one prepared split: a folder of images, or a list file whose
+    lines (`<path> <id>`) name images under the folder `images`."""
+    split: str
+    path: str  # relative to --download_path
+    images: str = ""
+    optional: bool = False
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """What preparing one raw dataset needs to know. pattern reads a raw file name's id and
+    camera (named groups pid and cam); without one, ids come from identity folders (custom)."""
+    title: str
+    sources: tuple
+    pattern: re.Pattern = None
+    name_help: str = NAME_HELP
+    # split -> (images, ids) as published, counted as in the prepared tree: every file,
+    # and every id folder, junk (-1/) and distractors (0000/) included
+    published: dict = field(default_factory=dict)
+    # variants sharing one layout (CUHK03-NP's labeled and detected) are told apart by the folder's name
+    folder_name: str = ""
+    layout_note: str = ""
+
+    def required(self):
+        """What must exist under --download_path: folders end with a slash."""
+        names = [s.path if s.images else s.path + "/" for s in self.sources if not s.optional]
+        names += [s.images + "/" for s in self.sources if s.images]
+        return list(dict.fromkeys(names))
+
+    def fits(self, root):
+        if self.folder_name:
+            return self.folder_name in os.path.basename(os.path.abspath(root)).lower()
+        return any(os.path.isdir(os.path.join(root, s.images)) for s in self.sources)
+
+    def looks(self):
+        if self.folder_name:
+            return f"a folder named {self.folder_name}"
+        return "a folder holding " + " and ".join(dict.fromkeys(s.images + "/" for s in self.sources))
+
+
+MARKET_SOURCES = (Source("train_all", "bounding_box_train"), Source("query", "query"),
+                  Source("gallery", "bounding_box_test"), Source("multi-query", "gt_bbox", optional=True))
+# MSMT17 names: <id>_<index>_<camera>_<date><time>_<frame>_<n>[_ex].jpg; cameras 01-15
+MSMT17_PATTERN = re.compile(r"^(?P<pid>\d+)_\d+_(?P<cam>\d+)_[^/\\]*$")
+MSMT17_HELP = "<id>_<index>_<camera>_<date><time>_..., e.g. 0000_000_01_0303morning_0015_0.jpg (MSMT17)"
+MSMT17_PUBLISHED = {"train_all": (32621, 1041), "query": (11659, 3060), "gallery": (82161, 3060)}
+CUHK03_HELP = "<id>_c<camera>_<n>.png, e.g. 0001_c1_1.png (CUHK03-NP)"
+
+
+def msmt17(version, train, test):
+    # The standard train set is list_train plus list_val (32,621 images); lists give paths under train/test.
+    return Dataset(f"MSMT17_{version}", (Source("train_all", "list_train.txt", train),
+                                         Source("train_all", "list_val.txt", train),
+                                         Source("query", "list_query.txt", test),
+                                         Source("gallery", "list_gallery.txt", test)),
+                   MSMT17_PATTERN, MSMT17_HELP, MSMT17_PUBLISHED)
+
+
+# --dataset -> its variants; the one that fits --download_path is used
+DATASETS = {
+    # gallery ids: 750 people, the distractors (0000/) and the junk (-1/)
+    "market": (Dataset("Market-1501", MARKET_SOURCES, NAME_PATTERN, published={
+        "train_all": (12936, 751), "query": (3368, 750), "gallery": (19732, 752)}),),
+    # gallery ids: 702 people and 408 distractors, each seen by one camera only
+    "duke": (Dataset("DukeMTMC-reID", MARKET_SOURCES, NAME_PATTERN, published={
+        "train_all": (16522, 702), "query": (2228, 702), "gallery": (17661, 1110)}),),
+    "cuhk03": tuple(Dataset(f"CUHK03-NP {kind}", MARKET_SOURCES[:3], NAME_PATTERN, CUHK03_HELP,
+                            {"train_all": (train, 767), "query": (1400, 700), "gallery": (gallery, 700)},
+                            folder_name=kind)
+                    for kind, train, gallery in (("labeled", 7368, 5328), ("detected", 7365, 5332))),
+    "msmt17": (msmt17("V1", "train", "test"), msmt17("V2", "mask_train_v2", "mask_test_v2")),
+    "custom": (Dataset("custom", (Source("train_all", "train"), Source("query", "query"), Source("gallery", "gallery")),
+                       layout_note="; each as <identity>/<images>"),),
+}
+# Identity folder names kept as numbers (Market-1501's: -1 junk, 0 distractors)
+INTEGER = re.compile(r"-1|\d+")
+# A camera in a custom file name: c<n> or cam<n> between the ends of the name and _ - .
+CAMERA_TOKEN = re.compile(r"(?:^|[_.-])c(?:am)?(?P<cam>\d+)(?=$|[_.-])", re.IGNORECASE)
+CAMERAS_CSV = "cameras.csv"
+IDENTITIES_CSV = "identities.csv"
+
+
+def shorten(items, shown=5):
+    return ", ".join(items[:shown]) + (f" and {len(items) - shown} more" if len(items) > shown else "")
+
+
+def choose(root, variants):
+    """The variant of a dataset that --download_path holds, or exit saying what to pass."""
+    fitting = [v for v in variants if len(variants) == 1 or v.fits(root)]
+    if fitting:
+        return fitting[0]
+    inner = [v.folder_name for v in variants if v.folder_name and os.path.isdir(os.path.join(root, v.folder_name))]
+    if inner:
+        sys.exit(f"error: {root} holds {' and '.join(f + '/' for f in inner)}; pass one of them, e.g. "
+                 f"--download_path {os.path.join(root, inner[0])}")
+    sys.exit(f"error: {root} is none of " + "; ".join(f"{v.title} ({v.looks()})" for v in variants)
+             + "; pass the folder of one of them")
+
+
+def check_layout(root, dataset):
+    missing = [n for n in dataset.required() if not os.path.exists(os.path.join(root, n))]
+    # a prepared tree can hold what a custom dataset needs (train/, query/, gallery/)
+    prepared = os.path.isdir(os.path.join(root, "train_all"))
+    if missing or prepared:
+        sys.exit(f"error: {root} " + (f"lacks {', '.join(missing)}" if missing else "is a prepared tree")
+                 + f"; --download_path must be the raw {dataset.title} folder (holding "
+                 f"{', '.join(dataset.required())}{dataset.layout_note})" + (", not its pytorch/ tree" if prepared else ""))
+
+
+def parse_all(paths, dataset, where):
+    """(path, id, camera) of each image, read from its name; exit naming any name that does not parse."""
+    parsed = [parse_name(p, dataset.pattern) for p in paths]
+    bad = [os.path.basename(p) for p, r in zip(paths, parsed) if r is None]
     if bad:
-        sys.exit(f"error: {len(bad)} file name(s) in {folder} do not parse, e.g. {', '.join(bad[:3])}; "
-                 f"expected {NAME_HELP}")
-    return [(n, p[0]) for n, p in zip(names, parsed)]
+        sys.exit(f"error: {len(bad)} file name(s) in {where} do not parse, e.g. {', '.join(bad[:3])}; "
+                 f"expected {dataset.name_help}")
+    return [(p, pid, cam) for p, (pid, cam) in zip(paths, parsed)]
+
+
+def read_list(root, source, dataset):
+    """The images a list file names (`<path under source.images> <id>` per line), checked against the disk
+    and against the ids in their names."""
+    list_file, folder = os.path.join(root, source.path), os.path.join(root, source.images)
+    lines = []
+    with open(list_file, encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            fields = line.rsplit(None, 1)
+            if not fields:
+                continue
+            if len(fields) != 2 or not INTEGER.fullmatch(fields[1]):
+                sys.exit(f"error: {list_file} line {number} is {line.strip()!r}, not '<image path> <id>'; "
+                         f"restore the file from the {dataset.title} download")
+            lines.append((os.path.join(folder, fields[0]), int(fields[1])))
+    missing = [p for p, _ in lines if not os.path.isfile(p)]
+    if missing:
+        sys.exit(f"error: {len(missing)} image(s) that {list_file} names are missing: {shorten(missing)}; "
+                 f"the list files and {source.images}/ must come from the same {dataset.title} download")
+    images = parse_all([p for p, _ in lines], dataset, list_file)
+    wrong = [f"{os.path.relpath(p, folder)} {label}" for (p, label), (_, pid, _) in zip(lines, images) if label != pid]
+    if wrong:
+        sys.exit(f"error: {len(wrong)} line(s) of {list_file} give an id other than their file name's: "
+                 f"{shorten(wrong)}; restore the file from the {dataset.title} download")
+    return images
+
+
+def read_folder(root, source, dataset):
+    folder = os.path.join(root, source.path)
+    return parse_all([os.path.join(folder, n) for n in sorted(os.listdir(folder)) if is_image(n)], dataset, folder)
+
+
+def number_identities(names):
+    """Id of each identity folder name, and whether they had to be numbered: integer names keep their
+    number; otherwise the names are numbered 1..N in sorted order (-1 and 0 still mean junk and
+    distractors), over all splits at once so that a person keeps one id in query and gallery."""
+    if all(INTEGER.fullmatch(n) for n in names):
+        return {n: int(n) for n in names}, False
+    reserved = {n: int(n) for n in names if INTEGER.fullmatch(n) and int(n) in (-1, 0)}
+    return {**reserved, **{n: i for i, n in enumerate(sorted(set(names) - set(reserved)), 1)}}, True
+
+
+def read_cameras(root):
+    """cameras.csv as {normalised path relative to --download_path: camera}; {} without the file."""
+    path = os.path.join(root, CAMERAS_CSV)
+    if not os.path.isfile(path):
+        return {}
+    with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: spreadsheets often start with a BOM
+        rows = list(csv.reader(f))
+    if not rows or [c.strip() for c in rows[0]] != ["path", "camera"]:
+        sys.exit(f"error: {path} must start with the header line path,camera")
+    cameras = {}
+    for number, row in enumerate(rows[1:], 2):
+        if not row:
+            continue
+        if len(row) != 2 or not row[1].strip().isdigit() or int(row[1]) < 1:
+            sys.exit(f"error: {path} line {number} is {','.join(row)!r}, not <image path>,<camera number from 1>")
+        cameras[os.path.normpath(row[0].strip())] = int(row[1])
+    return cameras
+
+
+def name_camera(name):
+    match = CAMERA_TOKEN.search(name)
+    return int(match["cam"]) if match and int(match["cam"]) >= 1 else None
+
+
+def read_identities(root, dataset):
+    """(images as (path, split, id, camera), {id: name} when names were numbered) of a custom dataset:
+    the id from the identity folder, the camera from cameras.csv, else from the file name."""
+    found = []  # (split, identity folder, path)
+    for source in dataset.sources:
+        folder = os.path.join(root, source.path)
+        loose = sorted(n for n in os.listdir(folder) if is_image(n))
+        if loose:
+            sys.exit(f"error: {folder} holds images outside identity folders ({shorten(loose)}); "
+                     f"move each into {source.path}/<identity>/")
+        for identity in sorted(d for d in os.listdir(folder) if os.path.isdir(os.path.join(folder, d))):
+            found += [(source.split, identity, os.path.join(folder, identity, n))
+                      for n in sorted(os.listdir(os.path.join(folder, identity))) if is_image(n)]
+    ids, numbered = number_identities({identity for _, identity, _ in found})
+    listed = read_cameras(root)
+    cameras = [listed.get(os.path.normpath(os.path.relpath(p, root))) or name_camera(os.path.basename(p))
+               for _, _, p in found]
+    lacking = [os.path.relpath(p, root) for (_, _, p), cam in zip(found, cameras) if cam is None]
+    if lacking:
+        sys.exit(f"error: {len(lacking)} image(s) carry no camera: {shorten(lacking, 3)}; put the camera in each "
+                 f"name as _c<camera>_ (e.g. alice_c2_001.jpg, cameras numbered from 1) or list them in "
+                 f"{os.path.join(root, CAMERAS_CSV)} (header path,camera; paths relative to {root})")
+    images = [(p, split, ids[identity], cam) for (split, identity, p), cam in zip(found, cameras)]
+    return images, ({pid: name for name, pid in ids.items()} if numbered else None)
+
+
+def read_images(root, dataset):
+    """(images as (path, split, id, camera), {id: name} or None) of a raw dataset, or exit naming what is wrong."""
+    check_layout(root, dataset)
+    if dataset.pattern is None:
+        return read_identities(root, dataset)
+    images = []
+    for source in dataset.sources:
+        if os.path.exists(os.path.join(root, source.path)):
+            read = read_list if source.images else read_folder
+            images += [(p, source.split, pid, cam) for p, pid, cam in read(root, source, dataset)]
+    return images, None
 
 
 def id_folder(pid):
     # Market-1501 names carry 4-digit ids; keeping that spelling keeps folders sorted numerically.
     return "-1" if pid == -1 else f"{pid:04d}"
+
+
+def prepared_name(path, pid, cam):
+    """The raw name when data.parse_name reads this id and camera from it, else <id>_c<camera>_<raw name>."""
+    name = os.path.basename(path)
+    return name if parse_name(name) == (pid, cam) else f"{id_folder(pid)}_c{cam}_{name}"
 
 
 def link(src, dst):
@@ -73,69 +311,89 @@ def unreadable(paths):
         return [p for p in tqdm(pool.map(check, paths), total=len(paths), desc="checking images", unit="img", leave=False) if p]
 
 
-def plan(sources, bad):
-    """(source file, split, id folder, name) for every file of the prepared tree.
-    sources: raw folder -> its (name, id) list; files in `bad` are left out."""
-    entries = []
-    for raw, images in sources.items():
-        split = SOURCES[os.path.basename(raw)]
-        images = [(n, pid) for n, pid in images if os.path.join(raw, n) not in bad]
-        entries += [(os.path.join(raw, n), split, id_folder(pid), n) for n, pid in images]
-        if split == "train_all":
-            by_id = {}
-            for n, pid in images:
-                by_id.setdefault(pid, []).append(n)
-            val = {names[0] for names in by_id.values() if len(names) > 1}
-            entries += [(os.path.join(raw, n), "val" if n in val else "train", id_folder(pid), n) for n, pid in images]
+def plan(images, bad):
+    """(source file, split, id folder, name) for every file of the prepared tree; images are
+    (path, split, id, camera), those in `bad` left out. Exits if two would land on one name."""
+    entries = [(p, split, id_folder(pid), prepared_name(p, pid, cam)) for p, split, pid, cam in images if p not in bad]
+    by_id = {}
+    for entry in entries:
+        if entry[1] == "train_all":
+            by_id.setdefault(entry[2], []).append(entry)
+    for files in by_id.values():
+        first = min(name for _, _, _, name in files) if len(files) > 1 else None
+        entries += [(p, "val" if name == first else "train", pid, name) for p, _, pid, name in files]
+    targets = collections.Counter(os.path.join(split, pid, name) for _, split, pid, name in entries)
+    twice = sorted(t for t, n in targets.items() if n > 1)
+    if twice:
+        sys.exit(f"error: {len(twice)} prepared file(s) would each come from two raw images: {shorten(twice, 3)}; "
+                 f"an identity holds two images of one name, or a list names an image twice")
     return entries
 
 
-def shorten(items, shown=5):
-    return ", ".join(items[:shown]) + (f" and {len(items) - shown} more" if len(items) > shown else "")
+def write_identities(path, names):
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f, lineterminator="\n")
+            writer.writerow(["id", "name"])
+            writer.writerows(sorted(names.items()))
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--download_path", default="../Market",
-                        help="raw dataset folder, the one holding bounding_box_train, bounding_box_test and query")
-    parser.add_argument("--dataset", choices=["market", "duke"], default="market",
-                        help="which dataset the folder holds (both share the same layout and name scheme)")
+                        help="raw dataset folder: for market, duke and cuhk03 the one holding bounding_box_train, "
+                             "bounding_box_test and query (for cuhk03, CUHK03-NP's labeled/ or detected/); for msmt17 "
+                             "MSMT17_V1 or MSMT17_V2; for custom the one holding train, query and gallery")
+    parser.add_argument("--dataset", choices=list(DATASETS), default="market",
+                        help="which raw layout the folder holds (see above); it also gives the published counts "
+                             "the prepared splits are compared with")
     parser.add_argument("--skip_check", action="store_true",
                         help="do not decode every image first (faster; a broken file then stops training instead)")
     parser.add_argument("--skip_unreadable", action="store_true",
                         help="leave images that cannot be decoded out of the prepared tree instead of stopping")
     args = parser.parse_args(argv)
 
-    if not os.path.isdir(args.download_path):
-        sys.exit(f"error: --download_path {args.download_path} does not exist; pass the folder of the raw {args.dataset} dataset")
-    missing = [f for f in REQUIRED if not os.path.isdir(os.path.join(args.download_path, f))]
-    if missing:
-        sys.exit(f"error: {args.download_path} lacks {', '.join(missing)}; --download_path must be the raw dataset "
-                 f"folder (holding {', '.join(REQUIRED)}), not its pytorch/ tree")
-    out = os.path.join(args.download_path, "pytorch")
+    root = args.download_path
+    if not os.path.isdir(root):
+        sys.exit(f"error: --download_path {root} does not exist; pass the folder of the raw {args.dataset} dataset")
+    dataset = choose(root, DATASETS[args.dataset])
+    images, names = read_images(root, dataset)
+    out = os.path.join(root, "pytorch")
 
-    sources = {os.path.join(args.download_path, raw): list_images(os.path.join(args.download_path, raw))
-               for raw in SOURCES if os.path.isdir(os.path.join(args.download_path, raw))}
-    bad = [] if args.skip_check else unreadable([os.path.join(raw, n) for raw, images in sources.items() for n, _ in images])
+    bad = [] if args.skip_check else unreadable([p for p, *_ in images])
     if bad and not args.skip_unreadable:
         sys.exit(f"error: {len(bad)} image(s) cannot be decoded: {shorten(bad)}; replace them (nothing under "
-                 f"{args.download_path} was changed), or pass --skip_unreadable to prepare without them")
+                 f"{root} was changed), or pass --skip_unreadable to prepare without them")
     if bad:
         print(f"warning: left out {len(bad)} image(s) that cannot be decoded: {shorten(bad)}", file=sys.stderr)
 
-    entries = plan(sources, set(bad))
+    entries = plan(images, set(bad))
     for src, split, pid, name in tqdm(entries, desc="linking", unit="img", leave=False):
         link(src, os.path.join(out, split, pid, name))
+    if names:
+        write_identities(os.path.join(out, IDENTITIES_CSV), names)
 
     print(f"wrote {out}")
+    counts = {}
     for split in ("train_all", "train", "val", "query", "gallery", "multi-query"):
         files = [e for e in entries if e[1] == split]
+        counts[split] = (len(files), len({e[2] for e in files}))
         if files:
-            print(f"  {split:<12} {len(files):6d} images {len({e[2] for e in files}):5d} ids")
+            print(f"  {split:<12} {counts[split][0]:6d} images {counts[split][1]:5d} ids")
+    if names:
+        print(f"  {IDENTITIES_CSV}  names of the {len(names)} ids")
     lonely = sorted({e[2] for e in entries if e[1] == "query"} - {e[2] for e in entries if e[1] == "gallery"})
     if lonely:
         print(f"warning: {len(lonely)} query id(s) have no gallery image ({shorten(lonely)}); evaluation will skip "
               f"their queries", file=sys.stderr)
+    # A tree drawn by synthetic.py is small on purpose: comparing it with the real dataset says nothing.
+    if not os.path.exists(os.path.join(root, MARKER)):
+        for split, (n_images, n_ids) in dataset.published.items():
+            if counts[split] != (n_images, n_ids):
+                print(f"warning: {split} holds {counts[split][0]} images of {counts[split][1]} ids; {dataset.title} "
+                      f"as published has {n_images} images of {n_ids} ids "
+                      f"({'incomplete download?' if counts[split][0] < n_images else 'files added or changed?'})",
+                      file=sys.stderr)
 
 
 if __name__ == "__main__":
