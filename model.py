@@ -13,6 +13,8 @@ import torch.nn.functional as F
 from torchvision import models
 from tqdm import tqdm
 
+from runs import load_checkpoint, load_opts
+
 FEATURE_DIM = 512
 
 
@@ -101,26 +103,45 @@ class verif_net(nn.Module):
         return self.classifier(f1 * f2)
 
 
+class Descriptor(nn.Module):
+    """The test-time descriptor of a batch of (ImageNet-normalised) images, N x 512, L2-normalised:
+    the normalised bottleneck features of each image and of its horizontal flip, summed, normalised
+    again; the image and its flip go through the network in one batch. With flip=False, the image's
+    normalised feature alone (one pass, half the compute). Used by test.py and export.py alike."""
+
+    def __init__(self, net, flip=True):
+        super().__init__()
+        self.net = net
+        self.flip = flip
+
+    def forward(self, images):
+        if not self.flip:
+            return self.net(images)[1].float()
+        n = images.shape[0]
+        # under autocast the features come back in bf16 or fp16; sum and normalise them in fp32
+        f = self.net(torch.cat([images, images.flip(3)]))[1].float()
+        return F.normalize(f[:n] + f[n:], p=2, dim=1)
+
+
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-# CPU convolutions run fastest a few images at a time (the activations stay in cache)
+# CPU convolutions run fastest a few images at a time (the activations stay in cache):
+# CPU_MICRO_BATCH // 2 images and their flips per forward pass
 CPU_MICRO_BATCH = 8
 
 
 @torch.inference_mode()
 def descriptors(model, loader, device, desc="", precision="fp32"):
-    """The test-time descriptor of every image of `loader` (batches of (images, anything)):
-    the normalised features of the image and of its horizontal flip, summed, normalised again.
-    Image and flip go through the network in one batch, channels-last; bf16 and fp16 through
-    autocast. The model's own memory format is left as it is."""
+    """The Descriptor of every image of `loader` (batches of (images, anything)), as float32 numpy.
+    Images go through the network channels-last; bf16 and fp16 through autocast. The model's own
+    memory format is left as it is."""
     model.eval()
+    descriptor = Descriptor(model)
     features = []
     for images, _ in tqdm(loader, desc=desc, unit="batch", leave=False):
-        images = images.to(device, non_blocking=True)
-        both = torch.cat([images, images.flip(3)]).contiguous(memory_format=torch.channels_last)
-        parts = both.split(CPU_MICRO_BATCH) if device.type == "cpu" else [both]
+        images = images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+        chunks = images.split(CPU_MICRO_BATCH // 2) if device.type == "cpu" else [images]
         with torch.autocast(device.type, dtype=PRECISIONS[precision], enabled=precision != "fp32"):
-            f = torch.cat([model(part)[1] for part in parts]).float()
-        features.append(F.normalize(f[:len(images)] + f[len(images):], p=2, dim=1).cpu())
+            features.append(torch.cat([descriptor(chunk) for chunk in chunks]).cpu())
     return torch.cat(features).numpy().astype(np.float32)
 
 
@@ -128,3 +149,18 @@ def build_model(opts, pretrained=False):
     """The identity network described by a run's options (opts.yaml)."""
     net = ft_net_dense if opts.get("use_dense") else ft_net
     return net(int(opts["nclasses"]), pretrained=pretrained)
+
+
+def load_trained(folder, which_epoch="last"):
+    """(network, options) of a trained run: rebuilt from folder/opts.yaml alone and loaded with
+    net_<which_epoch>.pth, on the CPU; exits with one line when the two do not fit."""
+    opts = load_opts(folder)
+    net = build_model(opts)
+    try:
+        net.load_state_dict(load_checkpoint(folder, which_epoch))
+    except RuntimeError as e:
+        # torch's message: a header line, then one line per mismatch; the first mismatch says enough
+        details = [line.strip() for line in str(e).splitlines()[1:] if line.strip()]
+        sys.exit(f"error: net_{which_epoch}.pth does not fit the network of {folder}/opts.yaml "
+                 f"({(details or [str(e)])[0][:300]}); was it trained with other options?")
+    return net, opts

@@ -8,14 +8,13 @@ L2-normalised again.
 """
 import argparse
 import os
-import sys
 
 import torch
 from torch.utils.data import DataLoader, Subset
 
 from data import image_folder, parse_names, run_main, save_features, test_transform
-from model import build_model, descriptors
-from runs import load_checkpoint, load_opts, run_dir, start_processes
+from model import descriptors, load_trained
+from runs import run_dir, start_processes
 
 
 def parse_args(argv=None):
@@ -49,16 +48,7 @@ def main(argv=None):
     args = parse_args(argv)
     shard, device = start_processes(args.gpu_ids)
     folder = run_dir(args.name)
-    opts = load_opts(folder)
-    model = build_model(opts)
-    state = load_checkpoint(folder, args.which_epoch)
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as e:
-        # torch's message: a header line, then one line per mismatch; the first mismatch says enough
-        details = [line.strip() for line in str(e).splitlines()[1:] if line.strip()]
-        sys.exit(f"error: net_{args.which_epoch}.pth does not fit the network of {folder}/opts.yaml "
-                 f"({(details or [str(e)])[0][:300]}); was it trained with other options?")
+    model, opts = load_trained(folder, args.which_epoch)
     model = model.to(device, memory_format=torch.channels_last).eval()
     transform = test_transform(opts["height"], opts["width"])
 

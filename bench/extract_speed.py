@@ -22,8 +22,8 @@ from torch.utils.data import DataLoader, Subset
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from data import image_folder, parse_names, test_transform  # noqa: E402
 from metrics import rank_queries, summarize  # noqa: E402
-from model import build_model, descriptors, ft_net  # noqa: E402
-from runs import load_checkpoint, load_opts, run_dir  # noqa: E402
+from model import descriptors, ft_net, load_trained  # noqa: E402
+from runs import run_dir  # noqa: E402
 
 
 @torch.no_grad()
@@ -80,9 +80,7 @@ def main():
     if not os.path.isfile(os.path.join(folder, "opts.yaml")):
         print(f"(no {folder}/opts.yaml: run bash demo.sh to compare the accuracy of fp32 and bf16 features)")
         return
-    opts = load_opts(folder)
-    trained = build_model(opts)
-    trained.load_state_dict(load_checkpoint(folder, "last"))
+    trained, opts = load_trained(folder)
     trained = trained.to(memory_format=torch.channels_last)
     transform = test_transform(opts["height"], opts["width"])
     splits = {s: image_folder(args.test_dir, s, "--test_dir", transform) for s in ("query", "gallery")}
