@@ -35,6 +35,14 @@ def test_training_writes_the_run_folder(run, prepared_market):
     assert "epoch 1/1 | train loss" in (folder / "train.log").read_text()
 
 
+def test_written_files_are_readable_like_any_other(run):
+    """Files are written to a private temporary name first; the result must not stay private."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in ("pytorch_result.mat", "model/tiny/net_last.pth", "model/tiny/opts.yaml", "model/tiny/train.png"):
+        assert os.stat(run / path).st_mode & 0o777 == 0o666 & ~umask, path
+
+
 def test_features_file_for_evaluate(run, prepared_market):
     result = load_features(str(run / "pytorch_result.mat"), RESULT_KEYS)
     for side, split in (("query", "query"), ("gallery", "gallery")):
