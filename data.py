@@ -87,12 +87,17 @@ def load_image(path):
 
 
 def run_main(main):
-    """Run a script's main(); an unreadable image ends it with one line instead of a traceback."""
+    """Run a script's main(); an unreadable image ends it with one line instead of a traceback,
+    and so does a reader that stops early (python evaluate.py | head -1), silently."""
     try:
         main()
     except UnreadableImage as e:
         # raised in a DataLoader worker, the message holds the worker's traceback: ours is its last line
         sys.exit("error: " + str(e).strip().splitlines()[-1].split("UnreadableImage: ", 1)[-1])
+    except BrokenPipeError:
+        # what the Python docs advise: point stdout at devnull so that the exit flush cannot fail again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)
 
 
 def image_folder(root, split, hint, transform=None):

@@ -10,7 +10,7 @@ import sys
 
 import numpy as np
 
-from data import MULTI_KEYS, RESULT_KEYS, load_features
+from data import MULTI_KEYS, RESULT_KEYS, load_features, run_main
 from metrics import format_lines, k_reciprocal_scores, multi_query_features, rank_queries, summarize
 
 
@@ -75,4 +75,4 @@ def main(argv=None, device="cpu"):
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

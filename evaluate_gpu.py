@@ -5,8 +5,9 @@ import sys
 import torch
 
 import evaluate
+from data import run_main
 
 if __name__ == "__main__":
     if not torch.cuda.is_available():
         print("note: CUDA is not available; evaluating on the CPU", file=sys.stderr)
-    evaluate.main(device="cuda" if torch.cuda.is_available() else "cpu")
+    run_main(lambda: evaluate.main(device="cuda" if torch.cuda.is_available() else "cpu"))

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from data import IMAGENET_MEAN, IMAGENET_STD
+from data import IMAGENET_MEAN, IMAGENET_STD, run_main
 from model import Descriptor, load_trained
 from runs import atomic_path, run_dir
 
@@ -119,4 +119,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

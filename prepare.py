@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 
 from tqdm import tqdm
 
-from data import NAME_HELP, NAME_PATTERN, UnreadableImage, is_image, load_image, parse_name
+from data import NAME_HELP, NAME_PATTERN, UnreadableImage, is_image, load_image, parse_name, run_main
 from runs import atomic_path
 from synthetic import MARKER
 
@@ -397,4 +397,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

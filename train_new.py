@@ -62,7 +62,9 @@ def parse_args(argv=None):
     p.add_argument("--sampler", default="triplet", choices=["triplet", "pk"],
                    help="triplet: a positive and a negative loaded per anchor (the original); "
                         "pk: P identities x K images per batch, pairs formed inside it (one forward pass)")
-    p.add_argument("--instances", default=4, type=int, help="--sampler pk: images per identity in a batch (K)")
+    p.add_argument("--instances", default=2, type=int,
+                   help="--sampler pk: images per identity in a batch (K); 2 gives each anchor one positive "
+                        "and the batch the most identities")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"],
                    help="arithmetic of forward and backward: fp32, or bf16/fp16 through autocast (fp16 with loss scaling)")
     p.add_argument("--channels_last", action=argparse.BooleanOptionalAction, default=True,
@@ -224,9 +226,10 @@ class StopRequest:
             raise KeyboardInterrupt
         self.signum = signum
 
-    def exit(self, folder, where):
-        print(f"stopped by {signal.Signals(self.signum).name} {where}; state saved in {os.path.join(folder, STATE)}; "
-              f"continue with the same command and --resume", file=sys.stderr)
+    def exit(self, folder, where, announce=True):
+        if announce:  # under torchrun, the main process speaks for all
+            print(f"stopped by {signal.Signals(self.signum).name} {where}; state saved in {os.path.join(folder, STATE)}; "
+                  f"continue with the same command and --resume", file=sys.stderr)
         sys.exit(128 + self.signum)
 
 
@@ -500,7 +503,7 @@ def main(argv=None):
                 if training and stop.signum is not None:
                     if shard.main:
                         save_state(folder, model, verif, optimizer, scheduler, scaler, epoch, totals, history)
-                    stop.exit(folder, f"at epoch {epoch + 1} step {totals['steps']}")
+                    stop.exit(folder, f"at epoch {epoch + 1} step {totals['steps']}", shard.main)
                 stats = epoch_stats(totals)
                 line += f" | {phase} loss {stats['loss']:.4f} id acc {stats['id_acc']:.4f} verif acc {stats['verif_acc']:.4f}"
                 if training:  # anchors (training items) per second, loading included, over all processes
@@ -524,7 +527,7 @@ def main(argv=None):
             if shard.world > 1:
                 torch.distributed.barrier()  # the others wait while the main process validates and writes
             if stop.signum is not None:
-                stop.exit(folder, f"after epoch {epoch + 1}")
+                stop.exit(folder, f"after epoch {epoch + 1}", shard.main)
     if shard.main:
         save_checkpoint(checkpoint_path(folder, "last"), model.state_dict())
         print(f"saved {checkpoint_path(folder, 'last')}")

@@ -6,6 +6,7 @@ decoded by the same DataLoader, in the same run:
     original   float32, channels-first, the image and its flip in two forward passes
     this repo  model.descriptors: channels-last, image and flip in one pass, at
                --precision fp32, bf16 and fp16 (autocast)
+The GPU is used when CUDA is available, the CPU otherwise.
 Accuracy: a trained run's query and gallery features at fp32 and at bf16, evaluated
 by the protocol; needs the demo run (bash demo.sh) or --name/--test_dir of another.
 
@@ -27,13 +28,14 @@ from runs import run_dir  # noqa: E402
 
 
 @torch.no_grad()
-def original_way(model, loader):
+def original_way(model, loader, device):
     """As the original test.py: float32, channels-first, a second forward pass for the flip."""
     model.eval()
     out = []
     for images, _ in loader:
+        images = images.to(device)
         f = model(images)[1] + model(torch.flip(images, dims=[3]))[1]
-        out.append(torch.nn.functional.normalize(f, dim=1))
+        out.append(torch.nn.functional.normalize(f, dim=1).cpu())  # .cpu() waits for a GPU to finish
     return torch.cat(out)
 
 
@@ -58,20 +60,20 @@ def main():
     images = Subset(gallery, range(min(args.images, len(gallery))))
     loader = DataLoader(images, batch_size=args.batchsize, num_workers=args.num_workers)
     torch.manual_seed(0)
-    model = ft_net(751, pretrained=False).eval()
-    cpu = torch.device("cpu")
-    print(f"{len(images)} images at 256 x 128, ResNet-50 (ft_net), batch {args.batchsize}, "
-          f"{torch.get_num_threads()} threads, torch {torch.__version__}")
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model = ft_net(751, pretrained=False).eval().to(device)
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    print(f"{len(images)} images at 256 x 128, ResNet-50 (ft_net), batch {args.batchsize}, {where}, torch {torch.__version__}")
 
-    original_way(model, DataLoader(Subset(images, range(8)), batch_size=8))  # warm-up
-    base = len(images) / timed(lambda: original_way(model, loader))
+    original_way(model, DataLoader(Subset(images, range(8)), batch_size=8), device)  # warm-up
+    base = len(images) / timed(lambda: original_way(model, loader, device))
     print(f"  original (fp32, channels-first, 2 passes)  {base:6.1f} images/s")
-    reference = descriptors(model, loader, cpu)
+    reference = descriptors(model, loader, device)
     channels_last = model.to(memory_format=torch.channels_last)
     for precision in ("fp32", "bf16", "fp16"):
-        descriptors(channels_last, DataLoader(Subset(images, range(8)), batch_size=8), cpu, precision=precision)
-        speed = len(images) / timed(lambda: descriptors(channels_last, loader, cpu, precision=precision))
-        f = descriptors(channels_last, loader, cpu, precision=precision)
+        descriptors(channels_last, DataLoader(Subset(images, range(8)), batch_size=8), device, precision=precision)
+        speed = len(images) / timed(lambda: descriptors(channels_last, loader, device, precision=precision))
+        f = descriptors(channels_last, loader, device, precision=precision)
         drift = float((torch.from_numpy(f) - torch.from_numpy(reference)).norm(dim=1).max())
         print(f"  this repo, {precision}                      {speed:6.1f} images/s  {speed / base:4.2f}x   "
               f"largest feature change vs fp32 {drift:.1e}")
@@ -81,12 +83,12 @@ def main():
         print(f"(no {folder}/opts.yaml: run bash demo.sh to compare the accuracy of fp32 and bf16 features)")
         return
     trained, opts = load_trained(folder)
-    trained = trained.to(memory_format=torch.channels_last)
+    trained = trained.to(device, memory_format=torch.channels_last)
     transform = test_transform(opts["height"], opts["width"])
     splits = {s: image_folder(args.test_dir, s, "--test_dir", transform) for s in ("query", "gallery")}
     for precision in ("fp32", "bf16"):
         (qf, ql, qc), (gf, gl, gc) = ((descriptors(trained, DataLoader(d, batch_size=args.batchsize,
-                                                                      num_workers=args.num_workers), cpu, precision=precision),
+                                                                      num_workers=args.num_workers), device, precision=precision),
                                        *parse_names([path for path, _ in d.samples])) for d in splits.values())
         r = summarize(rank_queries(qf, ql, qc, gf, gl, gc))
         print(f"  {args.name} run, {precision} features: Rank@1 {r['Rank@1']:.4f} mAP {r['mAP']:.4f}")

@@ -12,7 +12,7 @@ data from scratch in a temporary folder; test.py and evaluate.py then give Rank@
 samples/s is read from train.log (loading included), the median over the epochs.
 
     python bench/train_speed.py                     # the demo's sizes: about 12 minutes on 2 cores
-    python bench/train_speed.py --epochs 2 --height 256 --width 128 -- --channels_last   # e.g. on a GPU
+    python bench/train_speed.py --height 256 --width 128 -- --lr 0.02 --no-pretrained --precision bf16   # a GPU
 """
 import argparse
 import glob
@@ -23,6 +23,8 @@ import statistics
 import subprocess
 import sys
 import tempfile
+
+import torch
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RATE = re.compile(r"\| train .* ([\d.]+) samples/s")
@@ -42,7 +44,7 @@ def main():
     p.add_argument("--epochs", type=int, default=8, help="epochs each sampler trains (the demo's 8)")
     p.add_argument("--decay_epoch", type=int, default=6, help="lr x 0.1 after this epoch (the demo's 6)")
     p.add_argument("--batchsize", type=int, default=32, help="anchors per batch, the same for both samplers")
-    p.add_argument("--instances", type=int, default=4, help="K, images per identity in a pk batch")
+    p.add_argument("--instances", type=int, default=2, help="K, images per identity in a pk batch (train_new.py's default)")
     p.add_argument("--height", type=int, default=64, help="training and test image height (the demo's 64)")
     p.add_argument("--width", type=int, default=32, help="training and test image width (the demo's 32)")
     p.add_argument("--data_dir", help="a prepared tree to train on instead of the demo's synthetic data")
@@ -60,7 +62,8 @@ def main():
             run(work, "synthetic.py", "--out", "raw", "--seed", "0", "--train_ids", "100", "--test_ids", "50")
             run(work, "prepare.py", "--download_path", "raw")
             data = os.path.join(work, "raw", "pytorch")
-        print(f"{args.epochs} epochs, batch {args.batchsize}, {args.height} x {args.width}, {os.cpu_count()} CPU cores; "
+        where = torch.cuda.get_device_name() if torch.cuda.is_available() else f"{os.cpu_count()} CPU cores"
+        print(f"{args.epochs} epochs, batch {args.batchsize}, {args.height} x {args.width}, {where}; "
               f"train_new.py flags {' '.join(extra)}")
         found = {}
         for sampler in ("triplet", "pk"):

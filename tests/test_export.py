@@ -13,8 +13,8 @@ from torchvision import transforms
 
 import export
 from data import IMAGENET_MEAN, IMAGENET_STD, RESULT_KEYS, image_folder, load_features
-from model import build_model, descriptors
-from runs import load_checkpoint, load_opts, run_dir
+from model import descriptors, load_trained
+from runs import run_dir
 
 HEIGHT, WIDTH = 64, 32  # the tiny run's (conftest.TRAIN)
 
@@ -37,8 +37,7 @@ def exported(tiny_run, tmp_path_factory):
     with working_dir(tiny_run):
         for flip, path in paths.items():
             export.main(["--name", "tiny", "--output", str(path), "--flip" if flip else "--no-flip"])
-        net = build_model(load_opts(run_dir("tiny")))
-        net.load_state_dict(load_checkpoint(run_dir("tiny"), "last"))
+        net, _ = load_trained(run_dir("tiny"))
     return paths, net.eval()
 
 

@@ -124,3 +124,13 @@ def test_rerank_flag(run, capsys):
     assert "re-ranking, k1=5 k2=2 lambda=0.3" in captured.err
     with pytest.raises(SystemExit, match="--k1 and --k2"):
         evaluate.main(["--result", str(run / "pytorch_result.mat"), "--rerank", "--k1", "0"])
+
+
+def test_reader_that_stops_early_gets_no_traceback(run):
+    """python evaluate.py | head -1: the pipe closes before evaluate.py prints."""
+    child = subprocess.Popen([sys.executable, os.path.join(REPO, "evaluate.py"), "--result", "pytorch_result.mat"],
+                             cwd=run, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    child.stdout.close()  # long before the child has imported torch and computed anything
+    stderr = child.stderr.read().decode()
+    assert child.wait() == 1
+    assert "Traceback" not in stderr and "BrokenPipeError" not in stderr
