@@ -7,7 +7,6 @@ wall time, the peak memory of its largest process and the metrics it reached.
 import argparse
 import glob
 import os
-import re
 import resource
 import shutil
 import subprocess
@@ -15,8 +14,7 @@ import sys
 import tempfile
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-LINE = re.compile(r"^(multi )?Rank@1:(\S+) Rank@5:(\S+) Rank@10:(\S+) mAP:(\S+)$", re.M)
+from stages import REPO, RESULT_LINE
 
 
 def main():
@@ -38,7 +36,7 @@ def main():
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     print(f"demo{' --tiny' if args.tiny else ''}: wall {wall:.1f} s, peak memory {peak:.0f} MiB "
           f"(largest process), {os.cpu_count()} CPU cores")
-    for prefix, r1, r5, r10, mean_ap in LINE.findall(out.stdout):
+    for prefix, r1, r5, r10, mean_ap in RESULT_LINE.findall(out.stdout):
         print(f"  {prefix or 'single '}query: Rank@1 {r1} Rank@5 {r5} Rank@10 {r10} mAP {mean_ap}")
 
 

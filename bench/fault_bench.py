@@ -20,11 +20,7 @@ import time
 
 import torch
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def python(*args, cwd):
-    return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True)
+from stages import REPO, run_stage
 
 
 def main():
@@ -38,20 +34,15 @@ def main():
 
     with tempfile.TemporaryDirectory(prefix="fault_bench_") as work:
         data = os.path.join(work, "Market")
-        for step in ([os.path.join(REPO, "synthetic.py"), "--out", data, "--train_ids", "20", "--test_ids", "10",
-                      "--images_per_camera", "3", "--height", "64", "--width", "32"],
-                     [os.path.join(REPO, "prepare.py"), "--download_path", data]):
-            out = python(*step, cwd=work)
-            if out.returncode:
-                sys.exit(out.stderr)
-        train = [os.path.join(REPO, "train_new.py"), "--gpu_ids", "-1", "--data_dir", os.path.join(data, "pytorch"),
-                 "--batchsize", "16", "--height", "64", "--width", "32", "--no-pretrained", "--lr", "0.02",
-                 "--epochs", str(args.epochs), "--num_workers", str(args.num_workers)]
+        run_stage("synthetic.py", "--out", data, "--train_ids", "20", "--test_ids", "10", "--images_per_camera", "3",
+                  "--height", "64", "--width", "32", cwd=work)
+        run_stage("prepare.py", "--download_path", data, cwd=work)
+        train = ["--gpu_ids", "-1", "--data_dir", os.path.join(data, "pytorch"), "--batchsize", "16", "--height", "64",
+                 "--width", "32", "--no-pretrained", "--lr", "0.02", "--epochs", str(args.epochs),
+                 "--num_workers", str(args.num_workers)]
 
         start = time.perf_counter()
-        out = python(*train, "--name", "reference", cwd=work)
-        if out.returncode:
-            sys.exit(out.stderr)
+        run_stage("train_new.py", *train, "--name", "reference", cwd=work)
         duration = time.perf_counter() - start
         print(f"uninterrupted run: {duration:.1f} s for {args.epochs} epochs")
 
@@ -60,8 +51,8 @@ def main():
         while True:
             resume = ["--resume"] if os.path.exists(state) else ["--overwrite"]
             restarts += resume == ["--overwrite"] and kills > 0
-            proc = subprocess.Popen([sys.executable, *train, "--name", "faulty", *resume], cwd=work,
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            proc = subprocess.Popen([sys.executable, os.path.join(REPO, "train_new.py"), *train, "--name", "faulty",
+                                     *resume], cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
             # anywhere in the first half of a run: during start-up, mid-epoch, or while writing files
             delay = moments.uniform(1.0, duration / 2) if kills < args.kills else None
             try:

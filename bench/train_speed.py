@@ -15,28 +15,16 @@ samples/s is read from train.log (loading included), the median over the epochs.
     python bench/train_speed.py --height 256 --width 128 -- --lr 0.02 --no-pretrained --precision bf16   # a GPU
 """
 import argparse
-import glob
 import os
 import re
-import shutil
 import statistics
-import subprocess
-import sys
 import tempfile
 
 import torch
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from stages import RESULT_LINE, run_stage
+
 RATE = re.compile(r"\| train .* ([\d.]+) samples/s")
-RESULT = re.compile(r"^Rank@1:(\S+) Rank@5:\S+ Rank@10:\S+ mAP:(\S+)$", re.M)
-
-
-def run(work, *command):
-    """One stage's command line in `work`; its output, or a stop naming the stage that failed."""
-    out = subprocess.run([sys.executable, *command], cwd=work, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    if out.returncode != 0:
-        sys.exit(f"error: {' '.join(command[:1])} failed ({out.returncode}): {out.stderr.strip().splitlines()[-1:]}")
-    return out.stdout
 
 
 def main():
@@ -55,12 +43,10 @@ def main():
     extra = [a for a in args.train_args if a != "--"] or ["--lr", "0.02", "--no-pretrained", "--no-channels_last"]
 
     with tempfile.TemporaryDirectory(prefix="train_speed_") as work:
-        for path in glob.glob(os.path.join(REPO, "*.py")):
-            shutil.copy(path, work)
         data = args.data_dir and os.path.abspath(args.data_dir)
         if data is None:  # the demo's dataset (demo.sh)
-            run(work, "synthetic.py", "--out", "raw", "--seed", "0", "--train_ids", "100", "--test_ids", "50")
-            run(work, "prepare.py", "--download_path", "raw")
+            run_stage("synthetic.py", "--out", "raw", "--seed", "0", "--train_ids", "100", "--test_ids", "50", cwd=work)
+            run_stage("prepare.py", "--download_path", "raw", cwd=work)
             data = os.path.join(work, "raw", "pytorch")
         where = torch.cuda.get_device_name() if torch.cuda.is_available() else f"{os.cpu_count()} CPU cores"
         print(f"{args.epochs} epochs, batch {args.batchsize}, {args.height} x {args.width}, {where}; "
@@ -68,14 +54,16 @@ def main():
         found = {}
         for sampler in ("triplet", "pk"):
             name = f"bench_{sampler}"
-            run(work, "train_new.py", "--name", name, "--data_dir", data, "--sampler", sampler,
-                "--instances", str(args.instances), "--epochs", str(args.epochs), "--decay_epoch", str(args.decay_epoch),
-                "--batchsize", str(args.batchsize), "--height", str(args.height), "--width", str(args.width), *extra)
+            run_stage("train_new.py", "--name", name, "--data_dir", data, "--sampler", sampler,
+                      "--instances", str(args.instances), "--epochs", str(args.epochs), "--decay_epoch",
+                      str(args.decay_epoch), "--batchsize", str(args.batchsize), "--height", str(args.height),
+                      "--width", str(args.width), *extra, cwd=work)
             with open(os.path.join(work, "model", name, "train.log")) as log:
                 rates = [float(m.group(1)) for m in RATE.finditer(log.read())]
             result = os.path.join("model", name, "pytorch_result.mat")
-            run(work, "test.py", "--name", name, "--test_dir", data, "--output", result)
-            rank1, mean_ap = map(float, RESULT.search(run(work, "evaluate.py", "--result", result)).groups())
+            run_stage("test.py", "--name", name, "--test_dir", data, "--output", result, cwd=work)
+            _, rank1, _, _, mean_ap = RESULT_LINE.search(run_stage("evaluate.py", "--result", result, cwd=work)).groups()
+            rank1, mean_ap = float(rank1), float(mean_ap)
             found[sampler] = statistics.median(rates), rank1, mean_ap
             print(f"  {sampler:8s} {found[sampler][0]:7.1f} samples/s (median of {len(rates)} epochs)   "
                   f"Rank@1 {rank1:.4f}  mAP {mean_ap:.4f}", flush=True)
