@@ -20,8 +20,8 @@ import sys
 import numpy as np
 import scipy.io
 from PIL import Image
-from torchvision import datasets, transforms
 
+from cli import UserError, shorten
 from runs import atomic_path
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
@@ -30,7 +30,10 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 NAME_PATTERN = re.compile(r"^(?P<pid>-1|\d+)_c(?P<cam>\d+)(?:s\d+)?_[^/\\]*$")
 NAME_HELP = "<id>_c<camera>..., e.g. 0002_c1s1_000451_03.jpg (Market-1501) or 0001_c2_f0046182.jpg (DukeMTMC-reID)"
 
-SPLITS = ("train", "val", "train_all", "query", "gallery", "multi-query")
+# the splits of a prepared tree (prepare.py), in the order prepare.py lists them
+SPLITS = ("train_all", "train", "val", "query", "gallery", "multi-query")
+# A tree drawn by synthetic.py holds this file (its parameters); prepare.py compares no counts for it
+SYNTHETIC_MARKER = "SYNTHETIC"
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
 
@@ -51,13 +54,13 @@ def parse_name(name, pattern=NAME_PATTERN):
     return int(match["pid"]), int(match["cam"])
 
 
-def parse_names(paths):
-    """Ids and cameras of many files, or exit naming the ones that do not parse."""
-    parsed = [parse_name(p) for p in paths]
-    bad = [p for p, r in zip(paths, parsed) if r is None]
+def parse_names(paths, pattern=NAME_PATTERN, name_help=NAME_HELP, where=""):
+    """Ids and cameras of many files as two int arrays, or exit naming the ones that do not parse."""
+    parsed = [parse_name(p, pattern) for p in paths]
+    bad = [os.path.basename(p) for p, r in zip(paths, parsed) if r is None]
     if bad:
-        shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
-        sys.exit(f"error: {len(bad)} file name(s) do not parse: {shown}; expected {NAME_HELP}")
+        sys.exit(f"error: {len(bad)} file name(s){' in ' + where if where else ''} do not parse: {shorten(bad)}; "
+                 f"expected {name_help}")
     labels = np.array([r[0] for r in parsed], dtype=np.int64)
     cams = np.array([r[1] for r in parsed], dtype=np.int64)
     return labels, cams
@@ -65,6 +68,7 @@ def parse_names(paths):
 
 def test_transform(height, width):
     """The deterministic transform of evaluation: resize, tensor, ImageNet normalisation."""
+    from torchvision import transforms  # here: evaluate.py imports this module, and torchvision takes a second
     return transforms.Compose([
         transforms.Resize((height, width), interpolation=transforms.InterpolationMode.BICUBIC),
         transforms.ToTensor(),
@@ -72,7 +76,7 @@ def test_transform(height, width):
     ])
 
 
-class UnreadableImage(Exception):
+class UnreadableImage(UserError):
     """An image file that cannot be decoded; its message names the file and the fix."""
 
 
@@ -86,23 +90,11 @@ def load_image(path):
                               f"then run prepare.py again") from None
 
 
-def run_main(main):
-    """Run a script's main(); an unreadable image ends it with one line instead of a traceback,
-    and so does a reader that stops early (python evaluate.py | head -1), silently."""
-    try:
-        main()
-    except UnreadableImage as e:
-        # raised in a DataLoader worker, the message holds the worker's traceback: ours is its last line
-        sys.exit("error: " + str(e).strip().splitlines()[-1].split("UnreadableImage: ", 1)[-1])
-    except BrokenPipeError:
-        # what the Python docs advise: point stdout at devnull so that the exit flush cannot fail again
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        sys.exit(1)
-
-
 def image_folder(root, split, hint, transform=None):
     """One split of a prepared tree as a torchvision ImageFolder (images sorted by id folder,
     then name: the order of the rows of the feature files), or exit saying how to make it."""
+    from torchvision import datasets  # here, as in test_transform
+
     path = os.path.join(root, split)
     if os.path.isdir(os.path.join(root, "bounding_box_train")):
         sys.exit(f"error: {hint} {root} is a raw dataset folder; run python prepare.py --download_path {root} "
@@ -114,6 +106,20 @@ def image_folder(root, split, hint, transform=None):
         return datasets.ImageFolder(path, transform=transform, loader=load_image)
     except (FileNotFoundError, RuntimeError) as e:
         sys.exit(f"error: {path} holds no images in <id>/ folders ({e}); rerun prepare.py or fix {hint}")
+
+
+class LabelledImages:
+    """A dataset (for DataLoader) of (image, label) from (path, label) samples."""
+
+    def __init__(self, samples, transform, loader):
+        self.samples, self.transform, self.loader = samples, transform, loader
+
+    def __len__(self):
+        return len(self.samples)
+
+    def __getitem__(self, index):
+        path, label = self.samples[index]
+        return self.transform(self.loader(path)), label
 
 
 def save_features(path, arrays):

@@ -1,11 +1,11 @@
 """Picture of one query's ranking: the query, then its top gallery images, each
 with its rank and a border saying what the protocol makes of it:
 green = same person (other camera), red = another person, grey = junk (same
-person in the query's camera, or id -1), which evaluation removes.
+person in the query's camera, or id -1), which evaluation removes: junk is
+labelled "junk" and takes no rank, so the ranks are those Rank@k counts.
 
     python demo.py --query_index 7 --test_dir ../Market/pytorch   # reads pytorch_result.mat, writes show.png
 """
-import argparse
 import sys
 
 import matplotlib
@@ -13,15 +13,16 @@ matplotlib.use("Agg")  # the picture goes to a file; no screen is needed
 import matplotlib.pyplot as plt
 import torch
 
-from data import RESULT_KEYS, image_folder, load_features, load_image, run_main
-from metrics import match_masks, rank_queries, ranking
+import cli
+from data import RESULT_KEYS, image_folder, load_features, load_image
+from metrics import good_and_junk, rank_queries, ranking
 from runs import atomic_path
 
 COLOURS = {"good": "#1a9850", "other": "#d73027", "junk": "#969696"}
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli.parser(__doc__)
     p.add_argument("--query_index", default=0, type=int, help="row of the query in pytorch_result.mat (0-based)")
     p.add_argument("--test_dir", default="../Market/pytorch", help="the pytorch/ folder the features were extracted from")
     p.add_argument("--result", default="pytorch_result.mat", help="feature file written by test.py")
@@ -41,15 +42,17 @@ def main(argv=None):
     ql, qc = torch.as_tensor(r["query_label"][i:i + 1]), torch.as_tensor(r["query_cam"][i:i + 1])
     gl, gc = torch.as_tensor(r["gallery_label"]), torch.as_tensor(r["gallery_cam"])
     order = ranking(torch.as_tensor(r["query_f"][i:i + 1]), torch.as_tensor(r["gallery_f"]))[0][: args.topk]
-    good, junk = (m[0] for m in match_masks(ql, qc, gl, gc))
+    good, junk = good_and_junk(ql, qc, gl[order], gc[order])
+    # the protocol's rank: junk is removed from the ranking, so it takes no rank
+    ranks_shown = torch.cumsum(~junk, 0)
     ranks = rank_queries(r["query_f"][i:i + 1], r["query_label"][i:i + 1], r["query_cam"][i:i + 1],
                          r["gallery_f"], r["gallery_label"], r["gallery_cam"])
 
     fig, axes = plt.subplots(1, len(order) + 1, figsize=(1.3 * (len(order) + 1), 3.2))
     shown = [(query.samples[i][0], f"query\nid {int(ql)} cam {int(qc)}", "black")]
-    for rank, j in enumerate(order.tolist(), 1):
-        kind = "junk" if junk[j] else "good" if good[j] else "other"
-        label = f"{rank}{' junk' if kind == 'junk' else ''}\nid {int(gl[j])} cam {int(gc[j])}"
+    for k, j in enumerate(order.tolist()):
+        kind = "junk" if junk[k] else "good" if good[k] else "other"
+        label = f"{'junk' if kind == 'junk' else int(ranks_shown[k])}\nid {int(gl[j])} cam {int(gc[j])}"
         shown.append((gallery.samples[j][0], label, COLOURS[kind]))
     for ax, (path, label, colour) in zip(axes, shown):
         ax.imshow(load_image(path))
@@ -70,4 +73,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    run_main(main)
+    cli.run_main(main)

@@ -4,13 +4,13 @@ multi_query.mat lies beside it. Each result is two lines: the original's
 (trapezoid AP), then the non-interpolated mAP and mINP of torchreid and
 fast-reid. evaluate_gpu.py is the same on CUDA.
 """
-import argparse
 import os
 import sys
 
 import numpy as np
 
-from data import MULTI_KEYS, RESULT_KEYS, load_features, run_main
+import cli
+from data import MULTI_KEYS, RESULT_KEYS, load_features
 from metrics import format_lines, k_reciprocal_scores, multi_query_features, rank_queries, summarize
 
 
@@ -47,7 +47,7 @@ def report(result, path, device, args, prefix=""):
 
 
 def main(argv=None, device="cpu"):
-    p = argparse.ArgumentParser(description=__doc__)
+    p = cli.parser(__doc__)
     p.add_argument("--result", default="pytorch_result.mat", help="feature file written by test.py")
     p.add_argument("--rerank", action="store_true",
                    help="rank by the k-reciprocal re-ranked distance (Zhong et al., CVPR 2017) instead of cosine")
@@ -75,4 +75,4 @@ def main(argv=None, device="cpu"):
 
 
 if __name__ == "__main__":
-    run_main(main)
+    cli.run_main(main)

@@ -21,7 +21,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from data import IMAGENET_MEAN, IMAGENET_STD, run_main
+import cli
+from data import IMAGENET_MEAN, IMAGENET_STD
 from model import Descriptor, load_trained
 from runs import atomic_path, run_dir
 
@@ -37,9 +38,8 @@ EXPORT_BATCH, CHECK_BATCH = 2, 3
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--name", default="ft_ResNet50", help="run to export: the folder model/<name>/")
-    p.add_argument("--which_epoch", default="last", help="checkpoint to use: last, or an epoch such as 59 (net_59.pth)")
+    p = cli.parser(__doc__)
+    cli.add_run_flags(p, "to export")
     p.add_argument("--format", default="onnx", choices=["onnx"], help="file format of the exported model")
     p.add_argument("--output", default=None,
                    help="where to write it (default model/<name>/<name>.onnx, or <name>_noflip.onnx with --no-flip)")
@@ -119,4 +119,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    run_main(main)
+    cli.run_main(main)

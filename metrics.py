@@ -22,6 +22,7 @@ the CPU) and the good matches' scores are looked up in it by binary search.
 Rows where a good match's score ties with another image fall back to a
 stable full sort, which applies the gallery-order rule.
 """
+import re
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -34,13 +35,12 @@ BLOCK_ELEMENTS = 1 << 24
 METRICS = ("first", "ap", "ap_standard", "inp")
 
 
-def match_masks(ql, qc, gl, gc):
-    """(good, junk) boolean matrices, queries x gallery, by the rules above (torch tensors)."""
-    same_id = ql[:, None] == gl[None, :]
-    same_cam = qc[:, None] == gc[None, :]
-    good = same_id & ~same_cam & (gl[None, :] != -1)
-    junk = (same_id & same_cam) | (gl[None, :] == -1)
-    return good, junk
+def good_and_junk(ql, qc, gl, gc):
+    """The rule above: (good, junk) masks of gallery images (ids gl, cameras gc) for queries
+    (ql, qc), element by element (tensors or arrays that broadcast)."""
+    same_id = ql == gl
+    junk = (same_id & (qc == gc)) | (gl == -1)
+    return same_id & ~junk, junk
 
 
 def ranking(qf, gf):
@@ -81,9 +81,9 @@ def rank_queries(qf, ql, qc, gf, gl, gc, device="cpu", score_block=None):
         n_same = torch.where(ids[found] == ql[start:end], counts[found], 0)
         slot = torch.arange(int(n_same.max()))
         same = by_id[(starts[found][:, None] + slot).clamp(max=len(by_id) - 1)]
-        same_cam = gc[same] == qc[start:end, None]
         valid = slot[None, :] < n_same[:, None]
-        good, junk = valid & ~same_cam, valid & same_cam
+        good, junk = good_and_junk(ql[start:end, None], qc[start:end, None], gl[same], gc[same])
+        good, junk = good & valid, junk & valid
         if not good.any():
             continue
         position = _good_positions(scores(start, end), same.to(device), good.to(device), junk.to(device))
@@ -164,6 +164,10 @@ def summarize(ranks, cmc=(1, 5, 10)):
     out["mAP_standard"] = float(np.mean(ranks["ap_standard"][valid]))
     out["mINP"] = float(np.mean(ranks["inp"][valid]))
     return out
+
+
+# the original's result line as format_lines writes it ("multi " first for multi-query)
+RESULT_LINE = re.compile(r"^(multi )?Rank@1:(\d\.\d{6}) Rank@5:(\d\.\d{6}) Rank@10:(\d\.\d{6}) mAP:(\d\.\d{6})$", re.M)
 
 
 def format_lines(summary, prefix=""):

@@ -1,8 +1,18 @@
-"""The networks of "A Discriminatively Learned CNN Embedding for Person
-Re-identification": an ImageNet backbone, a 512-d bottleneck whose
-L2-normalised output is the descriptor, an identity classifier on it, and a
-verification head that classifies a pair from the product of two descriptors.
-build_model() is the only place that turns saved options into a network.
+"""The method of "A Discriminatively Learned CNN Embedding for Person Re-identification"
+(Zheng, Zheng and Yang, TOMM 2017), all in this file:
+
+    ft_net        an ImageNet backbone (ResNet-50; DenseNet-121 with --use_dense), pooled, then a
+                  512-d bottleneck (Linear + BatchNorm) whose L2-normalised output f is the descriptor,
+                  and an identity classifier on the bottleneck
+    verif_net     the verification head: Linear(512, 2) on f1 * f2 (the "square layer"), same/different
+    Verification  both as one module: a batch in, identity logits and the scores of each anchor's
+                  pair with a positive (same person) and with a negative (another person) out
+    objective     loss = identity loss + alpha * verification loss:
+                      loss_id    = CE(logits, identity)
+                      loss_verif = alpha * 0.5 * (CE(verif(f * f_pos), SAME) + CE(verif(f * f_neg), DIFFERENT))
+    Descriptor    the test-time descriptor: f of the image and of its horizontal flip, summed, normalised
+
+build_model() is the only place that turns a run's saved options into a network.
 """
 import sys
 
@@ -10,12 +20,15 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.data import Dataset
 from torchvision import models
 from tqdm import tqdm
 
+from devices import autocast
 from runs import load_checkpoint, load_opts
 
 FEATURE_DIM = 512
+SAME, DIFFERENT = 1, 0  # the verification head's classes (the original code numbers them the other way)
 
 
 def init_kaiming(m):
@@ -103,6 +116,83 @@ class verif_net(nn.Module):
         return self.classifier(f1 * f2)
 
 
+class VerificationTriplets(Dataset):
+    """The original's training items (--sampler triplet): an anchor from `anchors` with a positive
+    (another image of its identity) and a negative (an image of another identity) drawn at random
+    from `pool` (the training images), so that val anchors are compared with training images.
+    A person with a single image is its own positive."""
+
+    def __init__(self, anchors, pool, transform, loader):
+        self.anchors, self.pool, self.transform, self.loader = anchors, pool, transform, loader
+        self.pool_labels = torch.tensor([label for _, label in pool])
+        self.by_label = {}
+        for i, (_, label) in enumerate(pool):
+            self.by_label.setdefault(label, []).append(i)
+
+    def __len__(self):
+        return len(self.anchors)
+
+    def image(self, path):
+        return self.transform(self.loader(path))
+
+    def __getitem__(self, index):
+        path, label = self.anchors[index]
+        same = [i for i in self.by_label[label] if self.pool[i][0] != path] or self.by_label[label]
+        positive = same[int(torch.randint(len(same), (1,)))]
+        negative = int(torch.randint(len(self.pool), (1,)))
+        while self.pool_labels[negative] == label:
+            negative = int(torch.randint(len(self.pool), (1,)))
+        return self.image(path), label, self.image(self.pool[positive][0]), self.image(self.pool[negative][0])
+
+
+def in_batch_pairs(labels):
+    """For each image of a P x K batch (--sampler pk), a random other image of the same identity
+    (itself when it has none) and a random image of another identity, as batch indices."""
+    same = labels[:, None] == labels[None, :]
+    others = same & ~torch.eye(len(labels), dtype=torch.bool, device=labels.device)
+    noise = torch.rand(same.shape, device=labels.device)
+    positive = torch.where(others, noise, -1.0).argmax(1)
+    positive = torch.where(others.any(1), positive, torch.arange(len(labels), device=labels.device))
+    negative = torch.where(~same, noise, -1.0).argmax(1)
+    return positive, negative
+
+
+class Verification(nn.Module):
+    """The identity network and the verification head as one module (one DistributedDataParallel
+    unit). A batch is (anchor, label, positive, negative) images as the original loads them
+    (--sampler triplet: three forward passes), or (images, label) of P identities x K images
+    (--sampler pk: one pass, each image's pairs drawn from the batch by in_batch_pairs).
+    Returns identity logits, labels, and the verification scores of (anchor, positive) and
+    (anchor, negative)."""
+
+    def __init__(self, model, verif):
+        super().__init__()
+        self.model, self.verif = model, verif
+
+    def forward(self, batch):
+        if len(batch) == 4:
+            anchor, label, positive, negative = batch
+            logits, f = self.model(anchor)
+            _, f_pos = self.model(positive)
+            _, f_neg = self.model(negative)
+        else:
+            images, label = batch
+            logits, f = self.model(images)
+            positive, negative = in_batch_pairs(label)
+            f_pos, f_neg = f[positive], f[negative]
+        return logits, label, self.verif(f, f_pos), self.verif(f, f_neg)
+
+
+def objective(logits, label, pos_score, neg_score, alpha):
+    """The paper's loss in its two parts, (loss_id, loss_verif); the loss is their sum.
+    loss_verif carries alpha, as the verification loss the original code prints."""
+    loss_id = F.cross_entropy(logits, label)
+    same = torch.full_like(label, SAME)
+    different = torch.full_like(label, DIFFERENT)
+    loss_verif = alpha * 0.5 * (F.cross_entropy(pos_score, same) + F.cross_entropy(neg_score, different))
+    return loss_id, loss_verif
+
+
 class Descriptor(nn.Module):
     """The test-time descriptor of a batch of (ImageNet-normalised) images, N x 512, L2-normalised:
     the normalised bottleneck features of each image and of its horizontal flip, summed, normalised
@@ -123,7 +213,6 @@ class Descriptor(nn.Module):
         return F.normalize(f[:n] + f[n:], p=2, dim=1)
 
 
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 # CPU convolutions run fastest a few images at a time (the activations stay in cache):
 # CPU_MICRO_BATCH // 2 images and their flips per forward pass
 CPU_MICRO_BATCH = 8
@@ -140,7 +229,7 @@ def descriptors(model, loader, device, desc="", precision="fp32"):
     for images, _ in tqdm(loader, desc=desc, unit="batch", leave=False):
         images = images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
         chunks = images.split(CPU_MICRO_BATCH // 2) if device.type == "cpu" else [images]
-        with torch.autocast(device.type, dtype=PRECISIONS[precision], enabled=precision != "fp32"):
+        with autocast(device, precision):
             features.append(torch.cat([descriptor(chunk) for chunk in chunks]).cpu())
     return torch.cat(features).numpy().astype(np.float32)
 

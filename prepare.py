@@ -42,9 +42,10 @@ from dataclasses import dataclass, field
 
 from tqdm import tqdm
 
-from data import NAME_HELP, NAME_PATTERN, UnreadableImage, is_image, load_image, parse_name, run_main
+from cli import run_main, shorten
+from data import (NAME_HELP, NAME_PATTERN, SPLITS, SYNTHETIC_MARKER, UnreadableImage, is_image, load_image, parse_name,
+                  parse_names)
 from runs import atomic_path
-from synthetic import MARKER
 
 
 @dataclass(frozen=True)
@@ -131,10 +132,6 @@ CAMERAS_CSV = "cameras.csv"
 IDENTITIES_CSV = "identities.csv"
 
 
-def shorten(items, shown=5):
-    return ", ".join(items[:shown]) + (f" and {len(items) - shown} more" if len(items) > shown else "")
-
-
 def choose(root, variants):
     """The variant of a dataset that --download_path holds, or exit saying what to pass."""
     fitting = [v for v in variants if len(variants) == 1 or v.fits(root)]
@@ -160,12 +157,8 @@ def check_layout(root, dataset):
 
 def parse_all(paths, dataset, where):
     """(path, id, camera) of each image, read from its name; exit naming any name that does not parse."""
-    parsed = [parse_name(p, dataset.pattern) for p in paths]
-    bad = [os.path.basename(p) for p, r in zip(paths, parsed) if r is None]
-    if bad:
-        sys.exit(f"error: {len(bad)} file name(s) in {where} do not parse, e.g. {', '.join(bad[:3])}; "
-                 f"expected {dataset.name_help}")
-    return [(p, pid, cam) for p, (pid, cam) in zip(paths, parsed)]
+    pids, cams = parse_names(paths, dataset.pattern, dataset.name_help, where)
+    return [(p, int(pid), int(cam)) for p, pid, cam in zip(paths, pids, cams)]
 
 
 def read_list(root, source, dataset):
@@ -375,7 +368,7 @@ def main(argv=None):
 
     print(f"wrote {out}")
     counts = {}
-    for split in ("train_all", "train", "val", "query", "gallery", "multi-query"):
+    for split in SPLITS:
         files = [e for e in entries if e[1] == split]
         counts[split] = (len(files), len({e[2] for e in files}))
         if files:
@@ -387,7 +380,7 @@ def main(argv=None):
         print(f"warning: {len(lonely)} query id(s) have no gallery image ({shorten(lonely)}); evaluation will skip "
               f"their queries", file=sys.stderr)
     # A tree drawn by synthetic.py is small on purpose: comparing it with the real dataset says nothing.
-    if not os.path.exists(os.path.join(root, MARKER)):
+    if not os.path.exists(os.path.join(root, SYNTHETIC_MARKER)):
         for split, (n_images, n_ids) in dataset.published.items():
             if counts[split] != (n_images, n_ids):
                 print(f"warning: {split} holds {counts[split][0]} images of {counts[split][1]} ids; {dataset.title} "

@@ -1,4 +1,6 @@
-"""Where a training run lives and how its files are written and read.
+"""Where a training run lives, how its files are written and read, and its life: refusing to
+mix two runs in one folder, saving the full training state, resuming from it, and stopping
+cleanly on Ctrl-C or SIGTERM.
 
 model/<name>/
     opts.yaml       every training option plus nclasses; test.py rebuilds the network from it alone
@@ -16,10 +18,10 @@ so a killed process never leaves half a file behind under the real name.
 import contextlib
 import os
 import pickle
+import signal
 import sys
 import tempfile
 
-import numpy as np
 import torch
 import yaml
 
@@ -59,7 +61,9 @@ def save_opts(folder, opts):
 def load_opts(folder):
     path = os.path.join(folder, "opts.yaml")
     if not os.path.isfile(path):
-        sys.exit(f"error: {path} not found; check --name (runs are folders under {MODEL_ROOT}/) or train first")
+        sys.exit(f"error: {os.path.abspath(path)} not found; check --name, or train first (runs are folders "
+                 f"under {MODEL_ROOT}/ in the current folder: run from the folder that holds {MODEL_ROOT}/, "
+                 f"the repository root)")
     try:
         with open(path) as f:
             opts = yaml.safe_load(f)
@@ -108,63 +112,92 @@ def run_files(folder):
             if f in ("opts.yaml", STATE, "train.log", "train.png") or (f.startswith("net_") and f.endswith(".pth"))]
 
 
-def choose_device(gpu_ids):
-    """torch.device for --gpu_ids ('0', '0,1' or '-1'); the CPU when -1 or when CUDA is absent."""
-    try:
-        ids = [int(i) for i in str(gpu_ids).split(",") if i.strip() != ""]
-    except ValueError:
-        sys.exit(f"error: --gpu_ids {gpu_ids!r} is not a comma-separated list of integers (use 0, 0,1 or -1 for the CPU)")
-    ids = [i for i in ids if i >= 0]
-    if not ids:
-        return torch.device("cpu")
-    if not torch.cuda.is_available():
-        print(f"note: --gpu_ids {gpu_ids} asked for CUDA, which is not available here; running on the CPU", file=sys.stderr)
-        return torch.device("cpu")
-    if len(ids) > 1:
-        print(f"note: using GPU {ids[0]} only; this version trains on one device", file=sys.stderr)
-    if ids[0] >= torch.cuda.device_count():
-        sys.exit(f"error: --gpu_ids {ids[0]} but this machine has {torch.cuda.device_count()} GPU(s)")
-    return torch.device("cuda", ids[0])
+# options that may differ when a run is resumed: they do not change what is trained
+RESUMABLE = {"gpu_ids", "num_workers", "resume", "overwrite", "epochs", "state_every", "precision", "channels_last", "compile"}
 
 
-class Shard:
-    """This process's part of the work under torchrun (the whole of it otherwise)."""
-
-    def __init__(self):
-        self.world = int(os.environ.get("WORLD_SIZE", "1"))
-        self.rank = int(os.environ.get("RANK", "0"))
-        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-
-    @property
-    def main(self):
-        return self.rank == 0
-
-    def take(self, items):
-        """This process's contiguous slice of `items` (all of it in a single process)."""
-        return items[self.rank * len(items) // self.world:(self.rank + 1) * len(items) // self.world]
-
-    def gather(self, array):
-        """The processes' arrays concatenated in rank order, in the main process (None elsewhere)."""
-        if self.world == 1:
-            return array
-        parts = [None] * self.world
-        torch.distributed.all_gather_object(parts, array)
-        return np.concatenate(parts) if self.main else None
-
-    def finish(self):
-        if self.world > 1:
-            torch.distributed.destroy_process_group()
+def check_run_folder(folder, args):
+    """Refuse to mix two runs in one folder. With --resume, return the saved state after checking
+    that the options are the run's own; otherwise None."""
+    opts_file, state_file = os.path.join(folder, "opts.yaml"), os.path.join(folder, STATE)
+    if args.resume and args.overwrite:
+        sys.exit("error: --resume and --overwrite contradict each other; choose one")
+    if args.resume:
+        if not os.path.isfile(state_file):
+            sys.exit(f"error: --resume: {state_file} not found, so there is nothing to resume; drop --resume to start "
+                     f"a run (add --overwrite if {folder} holds one)")
+        saved = load_opts(folder)
+        changed = [f"--{k} {saved.get(k)!r} -> {v!r}" for k, v in vars(args).items()
+                   if k not in RESUMABLE and saved.get(k) != v]
+        if changed:
+            sys.exit(f"error: --resume continues {folder} with its own options, but these differ: {', '.join(changed)}; "
+                     f"pass the same ones, or start a new run with another --name")
+        state = load_file(state_file, f"start again with --overwrite, or use a copy of {folder}")
+        if state["epoch"] > args.epochs:
+            sys.exit(f"error: {folder} has trained {state['epoch']} epochs already, more than --epochs {args.epochs}")
+        return state
+    if os.path.isfile(opts_file) and not args.overwrite:
+        sys.exit(f"error: {folder} already holds a run; pass --resume to continue it, --overwrite to delete it and "
+                 f"start again, or choose another --name")
+    return None
 
 
-def start_processes(gpu_ids):
-    """(shard, device). Under torchrun each process joins the group (NCCL on GPUs, gloo on CPUs)
-    and uses the GPU of its local rank; otherwise --gpu_ids decides (choose_device)."""
-    shard = Shard()
-    if shard.world == 1:
-        return shard, choose_device(gpu_ids)
-    cuda = torch.cuda.is_available() and str(gpu_ids).strip() != "-1"
-    torch.distributed.init_process_group("nccl" if cuda else "gloo")
-    device = torch.device("cuda", shard.local_rank) if cuda else torch.device("cpu")
-    if cuda:
-        torch.cuda.set_device(device)
-    return shard, device
+def save_state(folder, parts, *, epoch, sums, history):
+    """Everything a resume needs, written atomically: the state_dict of each of `parts` (network,
+    verification head, optimizer, schedule, loss scaler), `epoch` the epoch in progress (0-based),
+    `sums` its running totals (None at an epoch boundary), the curves so far and the RNG state."""
+    save_checkpoint(os.path.join(folder, STATE), {
+        "epoch": epoch, "sums": sums, "history": history, **{k: p.state_dict() for k, p in parts.items()},
+        "rng": torch.get_rng_state(), "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    })
+
+
+def restore_state(state, parts, device):
+    """Load what save_state wrote into `parts`; return (history, epoch, sums)."""
+    for key, part in parts.items():
+        part.load_state_dict(state[key])
+    torch.set_rng_state(state["rng"])
+    if device.type == "cuda" and state["cuda_rng"]:
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
+    return state["history"], state["epoch"], state["sums"]
+
+
+class StopRequest:
+    """While active, Ctrl-C or SIGTERM sets `signum`: training saves its state at the end of the
+    current step and exits. A second Ctrl-C stops at once. The previous handlers come back after."""
+
+    def __enter__(self):
+        self.signum = None
+        self.previous = {s: signal.signal(s, self.request) for s in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def __exit__(self, *exc):
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
+
+    def request(self, signum, frame):
+        if self.signum == signal.SIGINT == signum:
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def exit(self, folder, where, announce=True):
+        if announce:  # under torchrun, the main process speaks for all
+            print(f"stopped by {signal.Signals(self.signum).name} {where}; state saved in {os.path.join(folder, STATE)}; "
+                  f"continue with the same command and --resume", file=sys.stderr)
+        sys.exit(128 + self.signum)
+
+
+def agree_to_stop(loss, where, stop=None, shard=None):
+    """After a step: every process must stop at the same step, so under torchrun they agree on a
+    loss that is not finite (the script ends, keeping the last good state) and on a Ctrl-C or
+    SIGTERM received by any of them (True: save the state and stop; `stop` then says why)."""
+    flags = torch.tensor([float(not torch.isfinite(loss)), float(stop is not None and stop.signum is not None)],
+                         device=loss.device)
+    if shard is not None and shard.world > 1 and stop is not None:
+        torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MAX)
+    if flags[0]:
+        sys.exit(f"error: the loss became {loss.item()} at {where}; the last good state is kept: lower --lr, "
+                 f"then start again (--overwrite) or --resume an earlier run")
+    if flags[1] and stop.signum is None:  # another process was asked to stop
+        stop.signum = signal.SIGTERM
+    return bool(flags[1])

@@ -28,7 +28,6 @@ other non-empty folder is refused, so no one's data is ever overwritten.
 
     python synthetic.py --out demo_data/Market-1501-synthetic
 """
-import argparse
 import collections
 import colorsys
 import io
@@ -43,8 +42,10 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+import cli
+from data import SYNTHETIC_MARKER as MARKER
+
 FOLDERS = ("bounding_box_train", "bounding_box_test", "query", "gt_bbox")
-MARKER = "SYNTHETIC"
 # Part of the marker: a tree drawn by an older drawing code is not taken for a current one.
 GENERATOR_VERSION = 1
 JPEG_QUALITY = 90
@@ -61,8 +62,37 @@ BACKGROUND_SPAN = 3
 # Independent random streams, so that e.g. more junk images do not change any person image.
 STREAM_IDENTITY, STREAM_LAYOUT, STREAM_IMAGE, STREAM_CAMERA, STREAM_BACKGROUND, STREAM_JUNK, STREAM_DISTRACTOR = range(7)
 
-DEFAULTS = dict(seed=0, train_ids=100, test_ids=50, cameras=6, images_per_camera=4,
-                height=128, width=64, junk_per_camera=4, distractors_per_camera=6)
+
+@dataclass(frozen=True)
+class Param:
+    """One parameter of a tree: a keyword of make_market_tree, a key of the marker and a flag of main."""
+    name: str
+    default: int
+    low: int
+    high: object                # None: no upper limit
+    help: str
+    why: str = ""               # told when a value is refused
+    flag: str = ""              # the command-line name, where it is shorter than `name`
+
+
+# The one list of parameters: defaults, checks, the marker's "params" and the flags all come from it.
+# Its order is the order of --help, of the checks and of the keys named when a tree differs.
+PARAMS = (
+    Param("seed", 0, 0, None, "random seed; the same seed and parameters give the same bytes"),
+    Param("train_ids", 100, 1, None, "number of training identities, ids 1..N"),
+    Param("test_ids", 50, 1, None, "number of test identities, numbered after the training ones"),
+    Param("cameras", 6, 2, MAX_CAMERAS, f"number of cameras, 2..{MAX_CAMERAS}; each identity is seen by 2 or more",
+          why="an identity must be seen by two cameras and a file name holds one digit"),
+    Param("images_per_camera", 4, 2, None, "detection boxes per identity and camera, at least 2",
+          why="each camera of a test identity gives one query and at least one gallery image"),
+    Param("height", 128, 16, None, "image height in pixels"),
+    Param("width", 64, 8, None, "image width in pixels"),
+    Param("junk_per_camera", 4, 0, None, "junk gallery images (id -1: partial boxes, background) per camera",
+          flag="junk"),
+    Param("distractors_per_camera", 6, 0, None,
+          "distractor gallery images (id 0: people who are no test identity, clutter) per camera", flag="distractors"),
+)
+DEFAULTS = {p.name: p.default for p in PARAMS}
 
 
 @dataclass(frozen=True)
@@ -478,18 +508,13 @@ class _Namer:
 
 
 def _validate(params):
-    limits = dict(seed=(0, None), train_ids=(1, None), test_ids=(1, None), cameras=(2, MAX_CAMERAS),
-                  images_per_camera=(2, None), height=(16, None), width=(8, None),
-                  junk_per_camera=(0, None), distractors_per_camera=(0, None))
-    why = dict(cameras="an identity must be seen by two cameras and a file name holds one digit",
-               images_per_camera="each camera of a test identity gives one query and at least one gallery image")
-    for key, (low, high) in limits.items():
-        value = params[key]
+    for p in PARAMS:
+        value = params[p.name]
         if not isinstance(value, (int, np.integer)) or isinstance(value, bool) \
-                or value < low or (high is not None and value > high):
-            bound = f"an integer >= {low}" + (f" and <= {high}" if high is not None else "")
-            reason = f" ({why[key]})" if key in why else ""
-            raise SystemExit(f"error: {key}={value!r} must be {bound}{reason}")
+                or value < p.low or (p.high is not None and value > p.high):
+            bound = f"an integer >= {p.low}" + (f" and <= {p.high}" if p.high is not None else "")
+            reason = f" ({p.why})" if p.why else ""
+            raise SystemExit(f"error: {p.name}={value!r} must be {bound}{reason}")
     if params["train_ids"] + params["test_ids"] > MAX_IDS:
         raise SystemExit(f"error: train_ids + test_ids = {params['train_ids'] + params['test_ids']} "
                          f"exceeds {MAX_IDS}, the most a 4-digit Market-1501 id can name")
@@ -581,11 +606,7 @@ def _write_tree(folder, params):
     return counts
 
 
-def make_market_tree(root, *, seed=DEFAULTS["seed"], train_ids=DEFAULTS["train_ids"], test_ids=DEFAULTS["test_ids"],
-                     cameras=DEFAULTS["cameras"], images_per_camera=DEFAULTS["images_per_camera"],
-                     height=DEFAULTS["height"], width=DEFAULTS["width"],
-                     junk_per_camera=DEFAULTS["junk_per_camera"],
-                     distractors_per_camera=DEFAULTS["distractors_per_camera"]):
+def make_market_tree(root, **params):
     """Write a synthetic Market-1501 tree into `root`; return the number of images per folder.
 
     Training ids are 1..train_ids, test ids train_ids+1..train_ids+test_ids; each is seen
@@ -594,11 +615,14 @@ def make_market_tree(root, *, seed=DEFAULTS["seed"], train_ids=DEFAULTS["train_i
     non-empty `root` without the marker, or one made with other parameters, raises
     SystemExit. The tree is built in a temporary folder beside `root` and renamed, so an
     interrupted run leaves no half-written dataset behind.
+
+    The keyword arguments are the names in PARAMS; each one left out takes its default.
     """
-    params = dict(seed=seed, train_ids=train_ids, test_ids=test_ids, cameras=cameras,
-                  images_per_camera=images_per_camera, height=height, width=width,
-                  junk_per_camera=junk_per_camera, distractors_per_camera=distractors_per_camera,
-                  version=GENERATOR_VERSION)
+    unknown = [k for k in params if k not in DEFAULTS]
+    if unknown:
+        raise TypeError(f"make_market_tree() got unexpected keyword argument(s) {', '.join(map(repr, unknown))}; "
+                        f"its parameters are {', '.join(DEFAULTS)}")
+    params = dict(DEFAULTS, **params, version=GENERATOR_VERSION)
     _validate(params)
     params = {k: int(v) for k, v in params.items()}
     counts = _existing_counts(root, params)
@@ -630,37 +654,19 @@ def make_market_tree(root, *, seed=DEFAULTS["seed"], train_ids=DEFAULTS["train_i
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description="Write a synthetic person re-ID dataset in the raw Market-1501 "
-                                                 "layout (bounding_box_train, bounding_box_test, query, gt_bbox).")
+    parser = cli.parser("Write a synthetic person re-ID dataset in the raw Market-1501 "
+                        "layout (bounding_box_train, bounding_box_test, query, gt_bbox).")
     parser.add_argument("--out", required=True,
                         help="folder to create; it must not exist, be empty, or hold a tree written by this "
                              "script with the same parameters (then nothing is done)")
-    parser.add_argument("--seed", type=int, default=DEFAULTS["seed"],
-                        help="random seed; the same seed and parameters give the same bytes (default %(default)s)")
-    parser.add_argument("--train_ids", type=int, default=DEFAULTS["train_ids"],
-                        help="number of training identities, ids 1..N (default %(default)s)")
-    parser.add_argument("--test_ids", type=int, default=DEFAULTS["test_ids"],
-                        help="number of test identities, numbered after the training ones (default %(default)s)")
-    parser.add_argument("--cameras", type=int, default=DEFAULTS["cameras"],
-                        help=f"number of cameras, 2..{MAX_CAMERAS}; each identity is seen by 2 or more (default %(default)s)")
-    parser.add_argument("--images_per_camera", type=int, default=DEFAULTS["images_per_camera"],
-                        help="detection boxes per identity and camera, at least 2 (default %(default)s)")
-    parser.add_argument("--height", type=int, default=DEFAULTS["height"],
-                        help="image height in pixels (default %(default)s)")
-    parser.add_argument("--width", type=int, default=DEFAULTS["width"],
-                        help="image width in pixels (default %(default)s)")
-    parser.add_argument("--junk", type=int, default=DEFAULTS["junk_per_camera"],
-                        help="junk gallery images (id -1: partial boxes, background) per camera (default %(default)s)")
-    parser.add_argument("--distractors", type=int, default=DEFAULTS["distractors_per_camera"],
-                        help="distractor gallery images (id 0: people who are no test identity, clutter) "
-                             "per camera (default %(default)s)")
+    for p in PARAMS:
+        flag = p.flag or p.name
+        parser.add_argument("--" + flag, dest=p.name, metavar=flag.upper(), type=int, default=p.default,
+                            help=p.help)
     args = parser.parse_args(argv)
     existed = os.path.isfile(os.path.join(args.out, MARKER))
     start = time.perf_counter()
-    counts = make_market_tree(args.out, seed=args.seed, train_ids=args.train_ids, test_ids=args.test_ids,
-                              cameras=args.cameras, images_per_camera=args.images_per_camera,
-                              height=args.height, width=args.width, junk_per_camera=args.junk,
-                              distractors_per_camera=args.distractors)
+    counts = make_market_tree(args.out, **{p.name: getattr(args, p.name) for p in PARAMS})
     listing = ", ".join(f"{name} {counts[name]}" for name in FOLDERS)
     if existed:
         print(f"{args.out} already holds this synthetic dataset: {listing}")

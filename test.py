@@ -6,31 +6,27 @@ Under torchrun the images are split across the processes and gathered in order.
 Descriptor = normalised feature of the image + that of its horizontal flip,
 L2-normalised again.
 """
-import argparse
 import os
 
 import torch
 from torch.utils.data import DataLoader, Subset
 
-from data import image_folder, parse_names, run_main, save_features, test_transform
+import cli
+from data import image_folder, parse_names, save_features, test_transform
+from devices import start_processes
 from model import descriptors, load_trained
-from runs import run_dir, start_processes
+from runs import run_dir
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--gpu_ids", default="0", help="GPU to run on, e.g. 0; -1 (or no CUDA) runs on the CPU")
-    p.add_argument("--name", default="ft_ResNet50", help="run to test: the folder model/<name>/")
+    p = cli.parser(__doc__)
+    cli.add_run_flags(p, "to test")
+    cli.add_device_flags(p, "run")
     p.add_argument("--test_dir", default="../Market/pytorch", help="the pytorch/ folder written by prepare.py")
-    p.add_argument("--which_epoch", default="last", help="checkpoint to use: last, or an epoch such as 59 (net_59.pth)")
     p.add_argument("--batchsize", default=256, type=int, help="images per forward pass")
     p.add_argument("--multi", action="store_true", help="also extract multi-query features into multi_query.mat")
     p.add_argument("--output", default="pytorch_result.mat",
                    help="where to write the features (multi_query.mat goes beside it)")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"],
-                   help="arithmetic of the forward passes: fp32, or bf16/fp16 through autocast (faster on GPUs)")
-    p.add_argument("--num_workers", default=min(8, os.cpu_count() or 1), type=int,
-                   help="DataLoader worker processes (0 loads in the main process)")
     return p.parse_args(argv)
 
 
@@ -70,4 +66,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    run_main(main)
+    cli.run_main(main)

@@ -1,13 +1,12 @@
 """What the benchmarks share: running the repository's stage scripts in a working folder of
 their own (where model/ and relative paths go), and reading the line evaluate.py prints."""
 import os
-import re
 import subprocess
 import sys
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# evaluate.py's metrics line (metrics.format_lines), prefixed "multi " for multi-query
-RESULT_LINE = re.compile(r"^(multi )?Rank@1:(\S+) Rank@5:(\S+) Rank@10:(\S+) mAP:(\S+)$", re.M)
+sys.path.insert(0, REPO)
+from metrics import RESULT_LINE  # noqa: E402,F401  evaluate.py's metrics line, for the benchmarks
 
 
 def run_stage(script, *args, cwd):

@@ -2,6 +2,8 @@
 per session). Their folders have spaces and non-ASCII letters in their names on purpose."""
 import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 
@@ -10,7 +12,20 @@ import synthetic
 import test as test_stage
 import train_new
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = dict(seed=0, train_ids=8, test_ids=6, images_per_camera=2, height=32, width=16)
+
+
+def run_script(script, *args, cwd, **kwargs):
+    """Run one of the repository's scripts as a user does, with this Python, in `cwd`."""
+    return subprocess.run([sys.executable, os.path.join(REPO, script), *args], cwd=cwd, capture_output=True, text=True,
+                          **kwargs)
+
+
+def start_script(script, *args, cwd):
+    """Start one of the repository's scripts in the background (stdout and stderr piped, text)."""
+    return subprocess.Popen([sys.executable, os.path.join(REPO, script), *args], cwd=cwd,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 @pytest.fixture(scope="session")

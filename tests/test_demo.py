@@ -1,13 +1,12 @@
 """The demo script end to end at tiny size, run as a user runs it."""
 import glob
 import os
-import re
 import shutil
 import subprocess
 import sys
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-LINE = re.compile(r"^(multi )?Rank@1:(\S+) Rank@5:(\S+) Rank@10:(\S+) mAP:(\S+)$", re.M)
+from conftest import REPO
+from metrics import RESULT_LINE as LINE
 
 
 def test_tiny_demo_runs_every_stage(tmp_path):

@@ -11,10 +11,10 @@ import yaml
 
 import evaluate
 import test as test_stage
+from conftest import REPO, run_script as script
 from data import MULTI_KEYS, RESULT_KEYS, load_features, save_features
+from metrics import RESULT_LINE as LINE
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-LINE = re.compile(r"^(multi )?Rank@1:(\d\.\d{6}) Rank@5:(\d\.\d{6}) Rank@10:(\d\.\d{6}) mAP:(\d\.\d{6})$")
 OTHER = re.compile(r"^(multi )?non-interpolated AP \(torchreid, fast-reid\): mAP:(\d\.\d{6}) mINP:(\d\.\d{6})$")
 
 
@@ -53,10 +53,6 @@ def test_features_file_for_evaluate(run, prepared_market):
     assert {-1, 0} <= set(result["gallery_label"].tolist())
     multi = load_features(str(run / "multi_query.mat"), MULTI_KEYS)
     assert len(multi["mquery_f"]) == sum(len(files) for _, _, files in os.walk(prepared_market / "multi-query"))
-
-
-def script(name, *args, cwd):
-    return subprocess.run([sys.executable, os.path.join(REPO, name), *args], cwd=cwd, capture_output=True, text=True)
 
 
 def test_evaluate_prints_the_original_lines_and_gpu_version_agrees(run):

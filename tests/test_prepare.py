@@ -5,9 +5,7 @@ import os
 import pytest
 
 import prepare
-from data import parse_name
-
-SPLITS = ("train", "val", "train_all", "query", "gallery", "multi-query")
+from data import SPLITS, parse_name
 
 
 def snapshot(root):

@@ -3,8 +3,6 @@ naming the file or flag and the fix, with a non-zero exit and no traceback."""
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
@@ -14,18 +12,7 @@ import yaml
 import prepare
 import test as test_stage
 import train_new
-from conftest import TRAIN
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def start(script, *args, cwd):
-    return subprocess.Popen([sys.executable, os.path.join(REPO, script), *args], cwd=cwd,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def finish(script, *args, cwd):
-    return subprocess.run([sys.executable, os.path.join(REPO, script), *args], cwd=cwd, capture_output=True, text=True)
+from conftest import TRAIN, run_script as finish, start_script as start
 
 
 def one_clean_line(out):

@@ -6,6 +6,7 @@ import pytest
 from PIL import Image
 
 from data import parse_name
+import synthetic
 from synthetic import FOLDERS, MARKER, main, make_market_tree
 
 TRAIN, TEST, CAMERAS, PER_CAMERA, JUNK, DISTRACTORS = 8, 6, 6, 2, 2, 3
@@ -159,8 +160,32 @@ def test_empty_folder_accepted(tmp_path):
     assert len(os.listdir(root / "query")) == counts["query"]
 
 
-@pytest.mark.parametrize("bad", [dict(images_per_camera=1), dict(cameras=1), dict(cameras=10), dict(train_ids=0)])
+@pytest.mark.parametrize("bad", [dict(images_per_camera=1), dict(cameras=1), dict(cameras=10), dict(train_ids=0),
+                                 dict(train_ids=True), dict(train_ids=9000, test_ids=1000)])
 def test_bad_parameters_refused(tmp_path, bad):
     with pytest.raises(SystemExit, match=next(iter(bad))):
         make_market_tree(str(tmp_path / "x"), **dict(TINY, **bad))
     assert not (tmp_path / "x").exists()
+
+
+def test_unknown_keyword_refused(tmp_path):
+    with pytest.raises(TypeError, match="'junk'"):
+        make_market_tree(str(tmp_path / "x"), junk=2)
+    assert not (tmp_path / "x").exists()
+
+
+def test_flags_reach_their_keywords(monkeypatch, tmp_path, capsys):
+    # demo.sh and the benches call the script by these flag names; --junk and --distractors are shorter than the keywords.
+    seen = []
+    monkeypatch.setattr(synthetic, "make_market_tree", lambda root, **kw: seen.append(kw) or dict.fromkeys(FOLDERS, 0))
+    main(["--out", str(tmp_path / "x")])
+    main(["--out", str(tmp_path / "x"), "--seed", "1", "--train_ids", "2", "--test_ids", "3", "--cameras", "4",
+          "--images_per_camera", "5", "--height", "60", "--width", "70", "--junk", "8", "--distractors", "9"])
+    assert seen == [dict(seed=0, train_ids=100, test_ids=50, cameras=6, images_per_camera=4, height=128, width=64,
+                         junk_per_camera=4, distractors_per_camera=6),
+                    dict(seed=1, train_ids=2, test_ids=3, cameras=4, images_per_camera=5, height=60, width=70,
+                         junk_per_camera=8, distractors_per_camera=9)]
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "--junk JUNK" in capsys.readouterr().out

@@ -11,10 +11,9 @@ import torch
 
 import test as test_stage
 import train_new
-from conftest import TRAIN
-from train_new import in_batch_pairs, pk_batches
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import REPO, TRAIN
+from model import in_batch_pairs
+from train_new import pk_batches
 
 
 def test_pk_batches_hold_p_identities_of_k_images():

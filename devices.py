@@ -1,0 +1,91 @@
+"""Where the arithmetic runs: the device --gpu_ids names, reduced precision, and the
+processes of a torchrun launch, each doing its share (train_new.py, test.py, search.py).
+"""
+import os
+import sys
+
+import numpy as np
+import torch
+
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def autocast(device, precision):
+    """The context the network runs in: bf16 or fp16 through autocast, plain fp32 otherwise."""
+    return torch.autocast(device.type, dtype=PRECISIONS[precision], enabled=precision != "fp32")
+
+
+def choose_device(gpu_ids):
+    """torch.device for --gpu_ids ('0', '0,1' or '-1'; None when not given: GPU 0 if there is
+    one); the CPU when -1 or when CUDA is absent."""
+    given = gpu_ids is not None
+    try:
+        ids = [int(i) for i in str(gpu_ids if given else "0").split(",") if i.strip() != ""]
+    except ValueError:
+        sys.exit(f"error: --gpu_ids {gpu_ids!r} is not a comma-separated list of integers (use 0, 0,1 or -1 for the CPU)")
+    ids = [i for i in ids if i >= 0]
+    if not ids:
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        print(f"note: --gpu_ids {gpu_ids} asked for CUDA, which is not available here; running on the CPU" if given
+              else "note: no CUDA GPU here; running on the CPU", file=sys.stderr)
+        return torch.device("cpu")
+    if len(ids) > 1:
+        print(f"note: using GPU {ids[0]} only; for several GPUs, launch with torchrun", file=sys.stderr)
+    if ids[0] >= torch.cuda.device_count():
+        sys.exit(f"error: --gpu_ids {ids[0]} but this machine has {torch.cuda.device_count()} GPU(s)")
+    return torch.device("cuda", ids[0])
+
+
+class Shard:
+    """This process's part of the work under torchrun (the whole of it otherwise)."""
+
+    def __init__(self):
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+
+    @property
+    def main(self):
+        return self.rank == 0
+
+    def take(self, items):
+        """This process's contiguous slice of `items` (all of it in a single process)."""
+        return items[self.rank * len(items) // self.world:(self.rank + 1) * len(items) // self.world]
+
+    def gather(self, array):
+        """The processes' arrays concatenated in rank order, in the main process (None elsewhere)."""
+        if self.world == 1:
+            return array
+        parts = [None] * self.world
+        torch.distributed.all_gather_object(parts, array)
+        return np.concatenate(parts) if self.main else None
+
+    def finish(self):
+        if self.world > 1:
+            torch.distributed.destroy_process_group()
+
+
+def start_processes(gpu_ids):
+    """(shard, device). Under torchrun each process joins the group (NCCL on GPUs, gloo on CPUs)
+    and uses the GPU of its local rank; otherwise --gpu_ids decides (choose_device)."""
+    shard = Shard()
+    if shard.world == 1:
+        return shard, choose_device(gpu_ids)
+    cuda = torch.cuda.is_available() and str(gpu_ids).strip() != "-1"
+    torch.distributed.init_process_group("nccl" if cuda else "gloo")
+    device = torch.device("cuda", shard.local_rank) if cuda else torch.device("cpu")
+    if cuda:
+        torch.cuda.set_device(device)
+    return shard, device
+
+
+def check_in_sync(net, shard):
+    """DistributedDataParallel keeps every process's weights equal; say so, or stop if not."""
+    fingerprint = torch.stack([p.detach().double().sum() for p in net.parameters()])
+    everyone = [torch.zeros_like(fingerprint) for _ in range(shard.world)]
+    torch.distributed.all_gather(everyone, fingerprint)
+    if shard.main:
+        if not all(torch.equal(f, everyone[0]) for f in everyone):
+            sys.exit(f"error: the weights of the {shard.world} processes differ at the end of training")
+        print(f"weights identical on all {shard.world} processes")
