@@ -12,7 +12,8 @@
                       loss_verif = alpha * 0.5 * (CE(verif(f * f_pos), SAME) + CE(verif(f * f_neg), DIFFERENT))
     Descriptor    the test-time descriptor: f of the image and of its horizontal flip, summed, normalised
 
-build_model() is the only place that turns a run's saved options into a network.
+build_model() is the only place that turns a run's saved options into a network; load_trained()
+also rebuilds the runs of the original code (layumi/Person-reID-verification) from their folders as they are.
 """
 import sys
 
@@ -75,7 +76,9 @@ def load_backbone(constructor, weights):
 
 
 class ft_net(nn.Module):
-    """ResNet-50 with global average pooling (2048-d) and the bottleneck block."""
+    """ResNet-50 with global average pooling (2048-d) and the bottleneck block. With fc = Identity,
+    torchvision's forward is the original code's (conv1 ... layer4, pooling, flatten), so its runs
+    load into this network as they are."""
 
     def __init__(self, class_num, pretrained=True):
         super().__init__()
@@ -90,17 +93,23 @@ class ft_net(nn.Module):
 
 
 class ft_net_dense(nn.Module):
-    """DenseNet-121 with global average pooling (1024-d) and the bottleneck block."""
+    """DenseNet-121 with global average pooling (1024-d) and the bottleneck block. torchvision's
+    DenseNet applies a ReLU to its last feature map before pooling; the original code pools that
+    map as it is, so its runs, trained that way, are rebuilt with relu=False."""
 
-    def __init__(self, class_num, pretrained=True):
+    def __init__(self, class_num, pretrained=True, relu=True):
         super().__init__()
         weights = models.DenseNet121_Weights.IMAGENET1K_V1 if pretrained else None
         self.model = load_backbone(models.densenet121, weights)
         self.model.classifier = nn.Identity()
+        self.relu = relu
         self.classifier = ClassBlock(1024, class_num)
 
     def forward(self, x):
-        return self.classifier(self.model(x))
+        x = self.model.features(x)
+        if self.relu:
+            x = F.relu(x)
+        return self.classifier(F.adaptive_avg_pool2d(x, 1).flatten(1))
 
 
 class verif_net(nn.Module):
@@ -236,18 +245,44 @@ def descriptors(model, loader, device, desc="", precision="fp32"):
 
 def build_model(opts, pretrained=False):
     """The identity network described by a run's options (opts.yaml)."""
-    net = ft_net_dense if opts.get("use_dense") else ft_net
-    return net(int(opts["nclasses"]), pretrained=pretrained)
+    if opts.get("use_dense"):
+        return ft_net_dense(int(opts["nclasses"]), pretrained=pretrained, relu=not opts.get("original"))
+    return ft_net(int(opts["nclasses"]), pretrained=pretrained)
+
+
+# The ImageNet classifier that the original code's networks keep in their checkpoints and never use
+ORIGINAL_UNUSED = {False: ("model.fc.weight", "model.fc.bias"),                 # ResNet-50
+                   True: ("model.classifier.weight", "model.classifier.bias")}  # DenseNet-121 (use_dense)
+CLASSIFIER_WEIGHT = "classifier.classifier.1.weight"
+
+
+def adopt_original(opts, state):
+    """The options and checkpoint of a run of the original code as build_model and load_state_dict
+    take them: the number of classes read from its identity classifier, its unused ImageNet
+    classifier left out (no other key: any other difference still stops the load)."""
+    unused = ORIGINAL_UNUSED[bool(opts["use_dense"])]
+    state = {k: v for k, v in state.items() if k not in unused}
+    weight = state.get(CLASSIFIER_WEIGHT)
+    # without that weight no number of classes fits, and the load stops naming the missing key
+    nclasses = weight.shape[0] if isinstance(weight, torch.Tensor) and weight.dim() else 1
+    return dict(opts, nclasses=nclasses), state
 
 
 def load_trained(folder, which_epoch="last"):
     """(network, options) of a trained run: rebuilt from folder/opts.yaml alone and loaded with
-    net_<which_epoch>.pth, on the CPU; exits with one line when the two do not fit."""
+    net_<which_epoch>.pth, on the CPU; exits with one line when the two do not fit. A run of the
+    original code loads as its train.py left it (runs.load_opts, adopt_original)."""
     opts = load_opts(folder)
+    if opts.get("PCB"):
+        sys.exit(f"error: {folder}/opts.yaml is a run of the original code trained with --PCB (its part-based "
+                 f"model), which this repository does not build; test it with the original's test.py")
+    state = load_checkpoint(folder, which_epoch)
+    if opts.get("original") and isinstance(state, dict):
+        opts, state = adopt_original(opts, state)
     net = build_model(opts)
     try:
-        net.load_state_dict(load_checkpoint(folder, which_epoch))
-    except RuntimeError as e:
+        net.load_state_dict(state)
+    except (RuntimeError, TypeError) as e:  # TypeError: a file that holds no state_dict at all
         # torch's message: a header line, then one line per mismatch; the first mismatch says enough
         details = [line.strip() for line in str(e).splitlines()[1:] if line.strip()]
         sys.exit(f"error: net_{which_epoch}.pth does not fit the network of {folder}/opts.yaml "

@@ -4,6 +4,7 @@ cleanly on Ctrl-C or SIGTERM.
 
 model/<name>/
     opts.yaml       every training option plus nclasses; test.py rebuilds the network from it alone
+                    (a folder left by the original code's train.py holds only its options: see load_opts)
     net_<e>.pth     state_dict of the network after epoch e (0-based, every 10 epochs: 9, 19, ...)
     net_last.pth    state_dict after the last epoch
     state.pth       everything needed to resume training (train_new.py --resume): network,
@@ -27,6 +28,10 @@ import yaml
 
 MODEL_ROOT = "model"
 STATE = "state.pth"
+# What the original code's train.py (layumi/Person-reID-verification, every version) writes to
+# opts.yaml: its flags, neither the number of classes nor the image size. Its test.py reads PCB and use_dense.
+ORIGINAL_OPTIONS = {"PCB", "alpha", "batchsize", "color_jitter", "data_dir", "erasing_p", "gpu_ids", "lr", "name",
+                    "train_all", "use_dense"}
 
 
 def run_dir(name):
@@ -58,7 +63,15 @@ def save_opts(folder, opts):
             yaml.safe_dump(opts, f, default_flow_style=False)
 
 
+def is_original_run(opts):
+    """Whether opts.yaml was written by the original code's train.py rather than train_new.py."""
+    return (isinstance(opts, dict) and "nclasses" not in opts
+            and {"PCB", "use_dense"} <= opts.keys() <= ORIGINAL_OPTIONS)
+
+
 def load_opts(folder):
+    """The run's options. Those of the original code come back as written, with original=True
+    and its input size, 256 x 128; its number of classes is in the checkpoint (model.load_trained)."""
     path = os.path.join(folder, "opts.yaml")
     if not os.path.isfile(path):
         sys.exit(f"error: {os.path.abspath(path)} not found; check --name, or train first (runs are folders "
@@ -69,8 +82,11 @@ def load_opts(folder):
             opts = yaml.safe_load(f)
     except yaml.YAMLError as e:
         sys.exit(f"error: {path} is not valid YAML ({e}); restore it from the run or retrain")
+    if is_original_run(opts):
+        return dict(opts, original=True, height=256, width=128)
     if not isinstance(opts, dict) or "nclasses" not in opts:
-        sys.exit(f"error: {path} does not hold the options of a train_new.py run (no nclasses); restore it or retrain")
+        sys.exit(f"error: {path} does not hold the options of a train_new.py run (no nclasses), nor those of the "
+                 f"original code's train.py; restore it or retrain")
     return opts
 
 
@@ -124,6 +140,10 @@ def check_run_folder(folder, args):
         sys.exit("error: --resume and --overwrite contradict each other; choose one")
     if args.resume:
         if not os.path.isfile(state_file):
+            if os.path.isfile(opts_file) and load_opts(folder).get("original"):
+                sys.exit(f"error: --resume: {folder} was trained by the original code, which saves no training state "
+                         f"(only the weights, net_<epoch>.pth), so there is nothing to resume from; its checkpoints test "
+                         f"and export as they are; to train on, start a new run with another --name")
             sys.exit(f"error: --resume: {state_file} not found, so there is nothing to resume; drop --resume to start "
                      f"a run (add --overwrite if {folder} holds one)")
         saved = load_opts(folder)

@@ -42,7 +42,8 @@ def parse_args(argv=None):
     cli.add_run_flags(p, "to write", which_epoch=False)
     cli.add_device_flags(p, "train")
     p.add_argument("--data_dir", default="../Market/pytorch", help="the pytorch/ folder written by prepare.py")
-    p.add_argument("--train_all", action="store_true", help="train on train_all (train + val); no validation")
+    p.add_argument("--train_all", action="store_true",
+                   help="train on train_all (train + val), as the original did with or without this flag; no validation")
     p.add_argument("--batchsize", default=32, type=int, help="anchors per batch (each brings a positive and a negative)")
     p.add_argument("--lr", default=0.1, type=float, help="learning rate of the new layers; a pretrained backbone gets 0.1 x lr")
     p.add_argument("--alpha", default=1.0, type=float, help="weight of the verification loss")
@@ -318,6 +319,9 @@ def main(argv=None):
     opts = dict(vars(args), nclasses=len(train_set.classes))
     if not args.pretrained and shard.main:
         print("note: --no-pretrained: the backbone starts from random weights, not ImageNet", file=sys.stderr)
+    if not args.train_all and shard.main:
+        print("note: training on train/, holding out val; the original's train.py trained on train_all whatever "
+              "--train_all said: pass --train_all to train on its training set", file=sys.stderr)
     parts = build_training(args, opts["nclasses"], device, pretrained=args.pretrained and state is None)
     model = parts["model"]
 
