@@ -10,7 +10,9 @@ File names
 
 Feature files (scipy .mat, written by test.py)
     pytorch_result.mat  gallery_f (N x 512 float32), gallery_label, gallery_cam,
-                        query_f, query_label, query_cam (each 1 x N)
+                        query_f, query_label, query_cam (each 1 x N); and, for runs with a
+                        verification head, verif_w (1 x 512) and verif_b (1 x 1): its
+                        same-minus-different weights and bias (verification.py)
     multi_query.mat     mquery_f, mquery_label, mquery_cam
 """
 import os
@@ -24,7 +26,7 @@ from PIL import Image
 from cli import UserError, shorten
 from runs import atomic_path
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 # The identity is everything before the first "_c", the camera the digits after it.
 # Both Market-1501 and DukeMTMC-reID names start this way; what follows differs.
 NAME_PATTERN = re.compile(r"^(?P<pid>-1|\d+)_c(?P<cam>\d+)(?:s\d+)?_[^/\\]*$")
@@ -39,6 +41,7 @@ IMAGENET_STD = [0.229, 0.224, 0.225]
 
 RESULT_KEYS = ("gallery_f", "gallery_label", "gallery_cam", "query_f", "query_label", "query_cam")
 MULTI_KEYS = ("mquery_f", "mquery_label", "mquery_cam")
+HEAD_KEYS = ("verif_w", "verif_b")
 
 
 def is_image(name):
@@ -81,9 +84,13 @@ class UnreadableImage(UserError):
 
 
 def load_image(path):
-    """RGB image of a file, or UnreadableImage naming it (also from inside a DataLoader worker)."""
+    """RGB image of a file, or UnreadableImage naming it (also from inside a DataLoader worker).
+    Grayscale, palette, RGBA, CMYK and 16-bit images become 8-bit RGB."""
     try:
         with Image.open(path) as img:
+            if img.mode.startswith("I"):
+                # 16-bit grayscale (PNG): PIL's RGB conversion would clip every value above 255 to white
+                img = Image.fromarray((np.asarray(img, dtype=np.uint32) >> 8).clip(0, 255).astype(np.uint8))
             return img.convert("RGB")
     except (OSError, ValueError, SyntaxError) as e:  # what PIL raises on truncated or non-image bytes
         raise UnreadableImage(f"{path} cannot be read as an image ({e}); replace or remove it, "
@@ -129,8 +136,9 @@ def save_features(path, arrays):
             scipy.io.savemat(f, arrays)
 
 
-def load_features(path, keys):
-    """Read a feature .mat file: features as float32 (N x D), labels and cameras as 1-D int arrays."""
+def load_features(path, keys, optional=()):
+    """Read a feature .mat file: features as float32 (N x D), labels and cameras as 1-D int arrays;
+    the `optional` keys (float32) where the file has them."""
     if not os.path.isfile(path):
         sys.exit(f"error: {path} not found; run test.py first or pass the path of its result file")
     try:
@@ -140,5 +148,6 @@ def load_features(path, keys):
     missing = [k for k in keys if k not in mat]
     if missing:
         sys.exit(f"error: {path} lacks {', '.join(missing)}; expected the keys {', '.join(keys)} written by test.py")
-    return {k: np.asarray(mat[k], dtype=np.float32) if k.endswith("_f") else np.asarray(mat[k]).reshape(-1).astype(np.int64)
-            for k in keys}
+    found = {k: np.asarray(mat[k], dtype=np.float32) if k.endswith("_f") else np.asarray(mat[k]).reshape(-1).astype(np.int64)
+             for k in keys}
+    return found | {k: np.asarray(mat[k], dtype=np.float32) for k in optional if k in mat}

@@ -3,6 +3,13 @@ Market-1501 protocol (metrics.py), and the multi-query result when
 multi_query.mat lies beside it. Each result is two lines: the original's
 (trapezoid AP), then the non-interpolated mAP and mINP of torchreid and
 fast-reid. evaluate_gpu.py is the same on CUDA.
+
+When the result file holds the run's verification head (test.py writes it for
+runs that saved one), it then answers "same person?" over every query-gallery
+pair of the protocol (verification.py), for cosine similarity and for the head
+side by side: ROC AUC, equal error rate, true-accept rate at false-accept rates
+1e-2 and 1e-3; and Rank@1/mAP with the gallery ranked by the head instead of
+cosine (the paper ranks by cosine). --roc draws the ROC curves.
 """
 import os
 import sys
@@ -10,8 +17,9 @@ import sys
 import numpy as np
 
 import cli
-from data import MULTI_KEYS, RESULT_KEYS, load_features
+from data import HEAD_KEYS, MULTI_KEYS, RESULT_KEYS, load_features
 from metrics import format_lines, k_reciprocal_scores, multi_query_features, rank_queries, summarize
+from verification import FARS, head_block, roc, summarize_roc
 
 
 def check(arrays, path, sides):
@@ -32,18 +40,67 @@ def check(arrays, path, sides):
             sys.exit(f"error: {path} has {arrays[f'{sides[0]}_f'].shape[1]}-d {sides[0]} but {f.shape[1]}-d {side} features")
 
 
-def report(result, path, device, args, prefix=""):
-    rerank = None
-    if args.rerank:
-        rerank = k_reciprocal_scores(result["query_f"], result["gallery_f"], k1=args.k1, k2=args.k2,
-                                     lambda_value=args.lambda_value, device=device)
+def report(result, path, device, args, prefix="", score_block=None):
+    if args.rerank and score_block is None:
+        score_block = k_reciprocal_scores(result["query_f"], result["gallery_f"], k1=args.k1, k2=args.k2,
+                                          lambda_value=args.lambda_value, device=device)
     ranks = rank_queries(result["query_f"], result["query_label"], result["query_cam"],
                          result["gallery_f"], result["gallery_label"], result["gallery_cam"], device=device,
-                         score_block=rerank)
+                         score_block=score_block)
     try:
         print("\n".join(format_lines(summarize(ranks), prefix)))
     except ValueError as e:
         sys.exit(f"error: {path}: {e}")
+
+
+def verification_report(result, path, device, args):
+    """Same person or not, over every query-gallery pair: cosine and the head side by side."""
+    pairs = [result[k] for k in ("query_f", "query_label", "query_cam", "gallery_f", "gallery_label", "gallery_cam")]
+    head = "verif_w" in result
+    curves = {"cosine": roc(*pairs, device=device)}
+    if head:
+        w, b = result["verif_w"].reshape(-1), float(result["verif_b"].reshape(-1)[0])
+        curves["head"] = roc(*pairs, w=w, b=b, device=device)
+    c = curves["cosine"]
+    print(f"verification over every query-gallery pair ({c['positives']:,} positive: same id, other camera; "
+          f"{c['negatives']:,} negative; junk left out):")
+    print(f"  {'score':<7} {'ROC AUC':>7} {'EER':>7}" + "".join(f" {'TAR@FAR=' + format(f, 'g'):>13}" for f in FARS))
+    summaries = {name: summarize_roc(curve) for name, curve in curves.items()}
+    for name, s in summaries.items():
+        print(f"  {name:<7} {s['auc']:7.4f} {s['eer']:7.4f}" + "".join(f" {s[f'tar@far={f:g}']:13.4f}" for f in FARS))
+    if head:
+        report(result, path, device, args, prefix="ranked by the head: ",
+               score_block=head_block(result["query_f"], result["gallery_f"], w, b, device))
+    if args.roc:
+        draw_roc(args.roc, curves, summaries)
+
+
+def draw_roc(path, curves, summaries):
+    import matplotlib  # here: only --roc needs it, and evaluate.py should start fast
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from runs import atomic_path
+
+    fig, ax = plt.subplots(figsize=(5, 4))
+    for name, curve in curves.items():
+        s = summaries[name]
+        # the ROC is a staircase: FAR grows at fixed TAR, then TAR at fixed FAR (verification.py)
+        ax.plot(np.concatenate([[0], curve["far"], [1]]), np.concatenate([[0], curve["tar"], [1]]),
+                drawstyle="steps-post", label=f"{name}: AUC {s['auc']:.4f}, EER {s['eer']:.4f}")
+    for f in FARS:
+        ax.axvline(f, color="grey", linewidth=0.5, linestyle=":")
+    ax.set_xscale("symlog", linthresh=1e-4)
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("false-accept rate (negative pairs judged the same person)")
+    ax.set_ylabel("true-accept rate")
+    ax.set_title("same person? every query-gallery pair", fontsize=9)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+    print(f"wrote {path}")
 
 
 def main(argv=None, device="cpu"):
@@ -55,15 +112,19 @@ def main(argv=None, device="cpu"):
     p.add_argument("--k2", type=int, default=6, help="re-ranking: neighbours averaged in local query expansion")
     p.add_argument("--lambda_value", type=float, default=0.3,
                    help="re-ranking: weight of the original distance (1 - it weighs the Jaccard distance)")
+    p.add_argument("--roc", default=None,
+                   help="also draw the ROC curves (cosine, and the verification head where the file holds it) "
+                        "into this PNG file")
     args = p.parse_args(argv)
     if args.rerank and (args.k1 < 1 or args.k2 < 1 or not 0 <= args.lambda_value <= 1):
         sys.exit("error: --k1 and --k2 must be at least 1 and --lambda_value within [0, 1]")
     if args.rerank:
         print(f"note: k-reciprocal re-ranking, k1={args.k1} k2={args.k2} lambda={args.lambda_value}", file=sys.stderr)
 
-    result = load_features(args.result, RESULT_KEYS)
+    result = load_features(args.result, RESULT_KEYS, optional=HEAD_KEYS)
     check(result, args.result, ("query", "gallery"))
     report(result, args.result, device, args)
+    single = dict(result)
 
     multi_path = os.path.join(os.path.dirname(args.result), "multi_query.mat")
     if os.path.isfile(multi_path):
@@ -72,6 +133,8 @@ def main(argv=None, device="cpu"):
         result["query_f"] = multi_query_features(result["query_f"], result["query_label"], result["query_cam"],
                                                  multi["mquery_f"], multi["mquery_label"], multi["mquery_cam"])
         report(result, multi_path, device, args, prefix="multi ")
+    if "verif_w" in single or args.roc:
+        verification_report(single, args.result, device, args)
 
 
 if __name__ == "__main__":

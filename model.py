@@ -15,6 +15,7 @@
 build_model() is the only place that turns a run's saved options into a network; load_trained()
 also rebuilds the runs of the original code (layumi/Person-reID-verification) from their folders as they are.
 """
+import os
 import sys
 
 import numpy as np
@@ -26,7 +27,7 @@ from torchvision import models
 from tqdm import tqdm
 
 from devices import autocast
-from runs import load_checkpoint, load_opts
+from runs import head_path, load_checkpoint, load_file, load_opts
 
 FEATURE_DIM = 512
 SAME, DIFFERENT = 1, 0  # the verification head's classes (the original code numbers them the other way)
@@ -123,6 +124,28 @@ class verif_net(nn.Module):
 
     def forward(self, f1, f2):
         return self.classifier(f1 * f2)
+
+
+def head_weights(verif):
+    """(w, b) of the head's same-minus-different logit, f1 . (w * f2) + b (verification.py)."""
+    linear = verif.classifier[1]
+    return (linear.weight[SAME] - linear.weight[DIFFERENT]).detach().cpu().numpy(), \
+        float((linear.bias[SAME] - linear.bias[DIFFERENT]).detach())
+
+
+def load_head(folder, which_epoch="last"):
+    """(w, b) of the verification head saved with net_<which_epoch>.pth, or None where the run has
+    none (runs of the original code, which saved only the network)."""
+    path = head_path(folder, which_epoch)
+    if not os.path.isfile(path):
+        return None
+    verif = verif_net()
+    try:
+        verif.load_state_dict(load_file(path, "choose another --which_epoch, or retrain"))
+    except (RuntimeError, TypeError) as e:
+        sys.exit(f"error: {path} is not the state of a verification head ({str(e).splitlines()[0][:200]}); "
+                 f"choose another --which_epoch, or retrain")
+    return head_weights(verif)
 
 
 class VerificationTriplets(Dataset):

@@ -7,6 +7,9 @@ model/<name>/
                     (a folder left by the original code's train.py holds only its options: see load_opts)
     net_<e>.pth     state_dict of the network after epoch e (0-based, every 10 epochs: 9, 19, ...)
     net_last.pth    state_dict after the last epoch
+    verif_<e>.pth   state_dict of the verification head saved with each net_<e>.pth (verif_last.pth too)
+    thresholds.yaml the same/different thresholds calibrated for net_last.pth on held-out pairs
+                    (verification.py), for search.py
     state.pth       everything needed to resume training (train_new.py --resume): network,
                     verification head, optimizer, schedule, epoch and step, RNG state, curves
     train.png       loss and top-1 error per epoch (train and val), val retrieval Rank@1 and mAP
@@ -94,6 +97,10 @@ def checkpoint_path(folder, epoch):
     return os.path.join(folder, f"net_{epoch}.pth")
 
 
+def head_path(folder, epoch):
+    return os.path.join(folder, f"verif_{epoch}.pth")
+
+
 def save_checkpoint(path, state_dict):
     with atomic_path(path) as tmp:
         torch.save(state_dict, tmp)
@@ -108,6 +115,12 @@ def load_file(path, fix):
                  f"run anything: {fix}")
     except (RuntimeError, EOFError, OSError, ValueError) as e:
         sys.exit(f"error: cannot load {path} ({str(e).splitlines()[0]}); it is truncated or not a checkpoint: {fix}")
+
+
+def save_weights(folder, epoch, model, verif):
+    """net_<epoch>.pth (the network, as the original saves it) and verif_<epoch>.pth (its head)."""
+    save_checkpoint(checkpoint_path(folder, epoch), model.state_dict())
+    save_checkpoint(head_path(folder, epoch), verif.state_dict())
 
 
 def load_checkpoint(folder, epoch):
@@ -125,7 +138,42 @@ def run_files(folder):
     if not os.path.isdir(folder):
         return []
     return [os.path.join(folder, f) for f in sorted(os.listdir(folder))
-            if f in ("opts.yaml", STATE, "train.log", "train.png") or (f.startswith("net_") and f.endswith(".pth"))]
+            if f in ("opts.yaml", STATE, "train.log", "train.png", "thresholds.yaml")
+            or (f.startswith(("net_", "verif_")) and f.endswith(".pth"))]
+
+
+def draw_curves(path, history):
+    """The loss and its two parts (log scale: from scratch, the first epochs' val loss can be
+    thousands of times the train loss), top-1 identity error per epoch, train (and val), like the
+    original's train.jpg; and the val retrieval Rank@1 and mAP when there is a val split."""
+    import matplotlib  # here: only training draws, and test.py should start fast
+    matplotlib.use("Agg")  # the curves go to a file; no screen is needed
+    import matplotlib.pyplot as plt
+
+    panels = 3 if history["val"] else 2
+    fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 4))
+    for phase, colour in (("train", "b"), ("val", "r")):
+        if history[phase]:
+            epochs = [h["epoch"] for h in history[phase]]
+            for key, style in (("loss", "o-"), ("loss_id", "s--"), ("loss_verif", "^:")):
+                if key in history[phase][0]:  # runs from before the two parts were logged have the total only
+                    axes[0].plot(epochs, [h[key] for h in history[phase]], colour + style, label=f"{phase} {key}")
+            axes[1].plot(epochs, [1 - h["id_acc"] for h in history[phase]], colour + "o-", label=phase)
+    axes[0].set_yscale("log")
+    titles = ["loss = loss_id + loss_verif", "top-1 error"]
+    if panels == 3:
+        epochs = [h["epoch"] for h in history["val"]]
+        for key, style in (("Rank@1", "go-"), ("mAP", "mo-")):
+            axes[2].plot(epochs, [h[key] for h in history["val"]], style, label=key)
+        titles.append("val retrieval (val queries, train gallery)")
+    for ax, title in zip(axes, titles):
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
 
 
 # options that may differ when a run is resumed: they do not change what is trained
@@ -156,6 +204,9 @@ def check_run_folder(folder, args):
         if state["epoch"] > args.epochs:
             sys.exit(f"error: {folder} has trained {state['epoch']} epochs already, more than --epochs {args.epochs}")
         return state
+    if os.path.isfile(opts_file) and load_opts(folder).get("original"):
+        sys.exit(f"error: {folder} holds a run of the original code (its checkpoints test and export here as they "
+                 f"are); train into another --name")
     if os.path.isfile(opts_file) and not args.overwrite:
         sys.exit(f"error: {folder} already holds a run; pass --resume to continue it, --overwrite to delete it and "
                  f"start again, or choose another --name")

@@ -4,17 +4,20 @@ evaluate.py reads next. The network is rebuilt from model/<name>/opts.yaml.
 Under torchrun the images are split across the processes and gathered in order.
 
 Descriptor = normalised feature of the image + that of its horizontal flip,
-L2-normalised again.
+L2-normalised again. For runs that saved their verification head (verif_<epoch>.pth),
+the head's weights go into the file too (verif_w, verif_b), so that evaluate.py can
+also judge pairs with it.
 """
 import os
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Subset
 
 import cli
 from data import image_folder, parse_names, save_features, test_transform
 from devices import start_processes
-from model import descriptors, load_trained
+from model import descriptors, load_head, load_trained
 from runs import run_dir
 
 
@@ -52,6 +55,9 @@ def main(argv=None):
     for split in ("gallery", "query"):
         f, labels, cams = extract_split(model, args.test_dir, split, args, device, transform, shard)
         result.update({f"{split}_f": f, f"{split}_label": labels, f"{split}_cam": cams})
+    head = load_head(folder, args.which_epoch)
+    if head is not None:  # what evaluate.py needs to score pairs with the verification head
+        result.update(verif_w=head[0].reshape(1, -1), verif_b=np.array([[head[1]]], np.float32))
     if shard.main:
         save_features(args.output, result)
         print(f"wrote {args.output}: {len(result['query_f'])} queries, {len(result['gallery_f'])} gallery images")

@@ -17,9 +17,6 @@ import random
 import sys
 import time
 
-import matplotlib
-matplotlib.use("Agg")  # curves are written to a file; no screen is needed
-import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
@@ -30,11 +27,12 @@ import cli
 from data import IMAGENET_MEAN, IMAGENET_STD, LabelledImages, image_folder, parse_names, test_transform
 from devices import autocast, check_in_sync, start_processes
 from metrics import rank_queries, summarize
-from model import (DIFFERENT, SAME, Verification, VerificationTriplets, build_model, descriptors, objective,
-                   verif_net)
+from model import (DIFFERENT, SAME, Verification, VerificationTriplets, build_model, descriptors, head_weights,
+                   objective, verif_net)
 from random_erasing import RandomErasing
-from runs import (StopRequest, agree_to_stop, atomic_path, check_run_folder, checkpoint_path, restore_state, run_dir,
-                  run_files, save_checkpoint, save_opts, save_state)
+from runs import (StopRequest, agree_to_stop, check_run_folder, checkpoint_path, draw_curves, restore_state, run_dir,
+                  run_files, save_opts, save_state, save_weights)
+from verification import calibrate, save_thresholds
 
 
 def parse_args(argv=None):
@@ -138,7 +136,8 @@ def train_transform(args):
 
 def training_data(args):
     """The training images; the triplet dataset of each phase (anchors from train or train_all;
-    val anchors are checked against the training pool); the val retrieval loaders (None with --train_all)."""
+    val anchors are checked against the training pool); the loaders of val queries against
+    training images (validation each epoch, then the calibration of thresholds), None without val/."""
     train_set = image_folder(args.data_dir, "train_all" if args.train_all else "train", "--data_dir")
     if len(train_set.classes) < 2:
         sys.exit(f"error: {train_set.root} holds {len(train_set.classes)} identity; training needs at least two")
@@ -149,14 +148,16 @@ def training_data(args):
     else:
         phases = {"train": VerificationTriplets(train_set.samples, train_set.samples, train_transform(args), train_set.loader)}
     retrieval = None
-    if not args.train_all:
+    if not args.train_all or os.path.isdir(os.path.join(args.data_dir, "val")):
         val_set = image_folder(args.data_dir, "val", "--data_dir")
         unknown = sorted(set(val_set.classes) - set(train_set.classes))
         if unknown:
             sys.exit(f"error: ids {', '.join(unknown[:5])} are in val but not in train; rerun prepare.py")
         val_samples = [(p, train_set.class_to_idx[val_set.classes[t]]) for p, t in val_set.samples]
-        phases["val"] = VerificationTriplets(val_samples, train_set.samples, test_transform(args.height, args.width), train_set.loader)
-        # retrieval on val as test.py + evaluate.py do it, each epoch
+        if not args.train_all:  # with --train_all the val images are trained on: no validation
+            phases["val"] = VerificationTriplets(val_samples, train_set.samples, test_transform(args.height, args.width),
+                                                 train_set.loader)
+        # retrieval on val as test.py + evaluate.py do it
         query, gallery = retrieval_split(val_samples, train_set.samples)
         retrieval = {name: (DataLoader(LabelledImages(samples, test_transform(args.height, args.width), train_set.loader),
                                        batch_size=args.batchsize, num_workers=args.num_workers),
@@ -266,42 +267,36 @@ def stats_text(phase, stats):
             f"id acc {stats['id_acc']:.4f} verif acc {stats['verif_acc']:.4f}")
 
 
+def retrieval_features(model, retrieval, device, precision):
+    """(descriptors, ids, cameras) of the val queries, then of their training gallery."""
+    return [(descriptors(model, loader, device, f"val {name}", precision), labels, cams)
+            for name, (loader, labels, cams) in retrieval.items()]
+
+
 def val_retrieval(model, retrieval, device, precision):
     """Rank@1 and mAP of the val queries against their training gallery, by the evaluation protocol."""
-    (q, ql, qc), (g, gl, gc) = ((descriptors(model, loader, device, f"val {name}", precision), labels, cams)
-                                for name, (loader, labels, cams) in retrieval.items())
+    (q, ql, qc), (g, gl, gc) = retrieval_features(model, retrieval, device, precision)
     found = summarize(rank_queries(q, ql, qc, g, gl, gc)) if len(g) else {"Rank@1": 0.0, "mAP": 0.0}
     return {k: found[k] for k in ("Rank@1", "mAP")}
 
 
-def draw_curves(path, history):
-    """The loss and its two parts (log scale: from scratch, the first epochs' val loss can be
-    thousands of times the train loss), top-1 identity error per epoch, train (and val), like the
-    original's train.jpg; and the val retrieval Rank@1 and mAP when there is a val split."""
-    panels = 3 if history["val"] else 2
-    fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 4))
-    for phase, colour in (("train", "b"), ("val", "r")):
-        if history[phase]:
-            epochs = [h["epoch"] for h in history[phase]]
-            for key, style in (("loss", "o-"), ("loss_id", "s--"), ("loss_verif", "^:")):
-                if key in history[phase][0]:  # runs from before the two parts were logged have the total only
-                    axes[0].plot(epochs, [h[key] for h in history[phase]], colour + style, label=f"{phase} {key}")
-            axes[1].plot(epochs, [1 - h["id_acc"] for h in history[phase]], colour + "o-", label=phase)
-    axes[0].set_yscale("log")
-    titles = ["loss = loss_id + loss_verif", "top-1 error"]
-    if panels == 3:
-        epochs = [h["epoch"] for h in history["val"]]
-        for key, style in (("Rank@1", "go-"), ("mAP", "mo-")):
-            axes[2].plot(epochs, [h[key] for h in history["val"]], style, label=key)
-        titles.append("val retrieval (val queries, train gallery)")
-    for ax, title in zip(axes, titles):
-        ax.set_title(title)
-        ax.set_xlabel("epoch")
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
+def calibrate_thresholds(folder, parts, retrieval, device, args):
+    """thresholds.yaml for search.py: the same/different thresholds of cosine and of the head at
+    each false-accept rate, on val queries against training images of other cameras."""
+    (q, ql, qc), (g, gl, gc) = retrieval_features(parts["model"], retrieval, device, args.precision)
+    found = calibrate(q, ql, qc, g, gl, gc, head=head_weights(parts["verif"]))
+    pairs = (f"{len(q)} val images x {len(g)} training images ({found['positive_pairs']} positive, "
+             f"{found['negative_pairs']} negative pairs)")
+    save_thresholds(folder, {"checkpoint": "last", "pairs": pairs, "optimistic": args.train_all, **found})
+    print(f"thresholds for search.py at FAR {', '.join(found['cosine'])} on {pairs}: cosine "
+          f"{', '.join(f'{t:.4f}' for t in found['cosine'].values())}; P(same) "
+          f"{', '.join(f'{t:.4f}' for t in found['head'].values())}"
+          + ("\nnote: with --train_all the val images were trained on: these thresholds are optimistic (they accept "
+             "fewer unseen negatives than their FAR says)" if args.train_all else ""))
+    unresolved = [far for far in found["cosine"] if found["negative_pairs"] * float(far.split("=")[1]) < 1]
+    if unresolved:
+        print(f"note: {found['negative_pairs']} negative pairs cannot tell FAR {', '.join(unresolved)} apart from 0: "
+              f"the threshold there lies just above the highest negative")
 
 
 def main(argv=None):
@@ -378,7 +373,7 @@ def main(argv=None):
                     log.write(line + "\n")
                 draw_curves(os.path.join(folder, "train.png"), history)
                 if epoch % 10 == 9:
-                    save_checkpoint(checkpoint_path(folder, epoch), model.state_dict())
+                    save_weights(folder, epoch, model, parts["verif"])
                 if (epoch + 1) % args.state_every == 0 or epoch + 1 == args.epochs or stop.signum is not None:
                     save_state(folder, parts, epoch=epoch + 1, sums=None, history=history)
             if shard.world > 1:
@@ -386,8 +381,10 @@ def main(argv=None):
             if stop.signum is not None:
                 stop.exit(folder, f"after epoch {epoch + 1}", shard.main)
     if shard.main:
-        save_checkpoint(checkpoint_path(folder, "last"), model.state_dict())
+        save_weights(folder, "last", model, parts["verif"])
         print(f"saved {checkpoint_path(folder, 'last')}")
+        if retrieval is not None:
+            calibrate_thresholds(folder, parts, retrieval, device, args)
     if shard.world > 1:
         check_in_sync(net, shard)
         shard.finish()

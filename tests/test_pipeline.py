@@ -12,7 +12,9 @@ import yaml
 import evaluate
 import test as test_stage
 from conftest import REPO, run_script as script
-from data import MULTI_KEYS, RESULT_KEYS, load_features, save_features
+from data import HEAD_KEYS, MULTI_KEYS, RESULT_KEYS, load_features, save_features
+from model import DIFFERENT, SAME, verif_net
+from verification import load_thresholds
 from metrics import RESULT_LINE as LINE
 
 OTHER = re.compile(r"^(multi )?non-interpolated AP \(torchreid, fast-reid\): mAP:(\d\.\d{6}) mINP:(\d\.\d{6})$")
@@ -59,10 +61,16 @@ def test_evaluate_prints_the_original_lines_and_gpu_version_agrees(run):
     cpu = script("evaluate.py", cwd=run)
     assert cpu.returncode == 0, cpu.stderr
     lines = cpu.stdout.splitlines()
-    assert [bool(LINE.match(line)) for line in lines] == [True, False, True, False] and lines[2].startswith("multi ")
-    for line in lines[0::2]:
+    assert [bool(LINE.match(line)) for line in lines[:4]] == [True, False, True, False] and lines[2].startswith("multi ")
+    # then the verification head's answers (the tiny run saved its head): cosine and head side by side
+    assert lines[4].startswith("verification over every query-gallery pair") and lines[5].split()[:3] == ["score", "ROC", "AUC"]
+    for line, name in zip(lines[6:8], ("cosine", "head")):
+        auc, eer, *tars = line.split()[1:]
+        assert line.split()[0] == name and all(0 <= float(v) <= 1 for v in (auc, eer, *tars))
+    assert lines[8].startswith("ranked by the head: Rank@1:") and len(lines) == 10
+    for line in lines[0:4:2]:
         assert all(0 <= float(v) <= 1 for v in LINE.match(line).groups()[1:])
-    for line, prefix in zip(lines[1::2], ("", "multi ")):
+    for line, prefix in zip(lines[1:4:2], ("", "multi ")):
         values = OTHER.match(line)
         assert values and (values.group(1) or "") == prefix and all(0 <= float(v) <= 1 for v in values.groups()[1:])
     gpu = script("evaluate_gpu.py", cwd=run)
@@ -116,7 +124,7 @@ def test_rerank_flag(run, capsys):
     evaluate.main(["--result", str(run / "pytorch_result.mat"), "--rerank", "--k1", "5", "--k2", "2"])
     captured = capsys.readouterr()
     lines = captured.out.splitlines()
-    assert len(lines) == 4 and LINE.match(lines[0]) and OTHER.match(lines[1])
+    assert LINE.match(lines[0]) and OTHER.match(lines[1]) and lines[2].startswith("multi Rank@1")
     assert "re-ranking, k1=5 k2=2 lambda=0.3" in captured.err
     with pytest.raises(SystemExit, match="--k1 and --k2"):
         evaluate.main(["--result", str(run / "pytorch_result.mat"), "--rerank", "--k1", "0"])
@@ -130,3 +138,26 @@ def test_reader_that_stops_early_gets_no_traceback(run):
     stderr = child.stderr.read().decode()
     assert child.wait() == 1
     assert "Traceback" not in stderr and "BrokenPipeError" not in stderr
+
+
+def test_result_file_carries_the_verification_head(run):
+    """The head's logit from the result file, (q * w) . g + b, is the network's own verification output."""
+    result = load_features(str(run / "pytorch_result.mat"), RESULT_KEYS, optional=HEAD_KEYS)
+    verif = verif_net().eval()
+    verif.load_state_dict(torch.load(run / "model" / "tiny" / "verif_last.pth", weights_only=True))
+    qf, gf = torch.from_numpy(result["query_f"]), torch.from_numpy(result["gallery_f"])
+    with torch.no_grad():
+        out = verif(qf[:, None, :].expand(-1, len(gf), -1).reshape(-1, 512), gf.repeat(len(qf), 1))
+    want = (out[:, SAME] - out[:, DIFFERENT]).reshape(len(qf), len(gf))
+    got = (qf * torch.from_numpy(result["verif_w"])) @ gf.T + float(result["verif_b"].reshape(-1)[0])
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+
+
+def test_thresholds_are_calibrated_for_search(run):
+    thresholds = load_thresholds(str(run / "model" / "tiny"))
+    assert thresholds["checkpoint"] == "last" and thresholds["optimistic"] is False
+    assert thresholds["positive_pairs"] > 0 and thresholds["negative_pairs"] > thresholds["positive_pairs"]
+    for score in ("cosine", "head"):
+        assert set(thresholds[score]) == {"far=0.01", "far=0.001"}
+        assert thresholds[score]["far=0.01"] <= thresholds[score]["far=0.001"]  # a stricter FAR, a higher bar
+        assert all(0 <= v <= 1 for v in thresholds[score + "_tar"].values())

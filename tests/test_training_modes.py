@@ -71,7 +71,8 @@ def test_two_processes_train_in_step_and_write_once(prepared_market, tmp_path, m
     assert out.returncode == 0, out.stderr[-3000:]
     assert "x 2 processes" in out.stdout and "weights identical on all 2 processes" in out.stdout
     run = tmp_path / "model" / "ddp"
-    assert sorted(os.listdir(run)) == ["net_last.pth", "opts.yaml", "state.pth", "train.log", "train.png"]
+    assert sorted(os.listdir(run)) == ["net_last.pth", "opts.yaml", "state.pth", "thresholds.yaml", "train.log",
+                                       "train.png", "verif_last.pth"]
     assert (run / "train.log").read_text().count("epoch 1/1") == 1  # written by one process only
     # the checkpoint serves a single-process test.py, whose features torchrun's test.py reproduces
     monkeypatch.chdir(tmp_path)

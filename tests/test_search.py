@@ -1,0 +1,127 @@
+"""search.py: any folder of images searched with a trained run; its cache, its answers, its errors."""
+import csv
+import os
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import evaluate
+import search
+from conftest import run_script
+from metrics import RESULT_LINE
+
+
+def rows(folder):
+    with open(folder / "results.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def searched(capsys, run, *args):
+    """Run search.py in the tiny run's folder; (its stdout, its stderr)."""
+    cwd = os.getcwd()
+    os.chdir(run)
+    try:
+        search.main(["--name", "tiny", "--gpu_ids", "-1", "--num_workers", "0", *map(str, args)])
+    finally:
+        os.chdir(cwd)
+    out = capsys.readouterr()
+    return out.out, out.err
+
+
+@pytest.fixture
+def gallery(prepared_market, tmp_path):
+    """The test gallery as a plain folder of images, without the junk (-1) the protocol ignores."""
+    folder = tmp_path / "footage"
+    shutil.copytree(prepared_market / "gallery", folder, ignore=shutil.ignore_patterns("-1"))
+    return folder
+
+
+def test_top_match_is_the_person_at_least_as_often_as_rank1_says(tiny_run, prepared_market, gallery, tmp_path, capsys):
+    out, _ = searched(capsys, tiny_run, "--query", prepared_market / "query", "--gallery", gallery,
+                      "--output", tmp_path / "found", "--top", "3")
+    found = rows(tmp_path / "found")
+    assert list(found[0]) == ["query", "rank", "gallery", "cosine", "p_same", "same", "decided_by", "threshold"]
+    queries = sorted({r["query"] for r in found})
+    assert len(found) == 3 * len(queries) and len(queries) == sum(len(f) for _, _, f in os.walk(prepared_market / "query"))
+    best = {r["query"]: r for r in found if r["rank"] == "1"}
+    person = {q: os.path.basename(os.path.dirname(q)) for q in queries}
+    hit = np.mean([os.path.basename(os.path.dirname(best[q]["gallery"])) == person[q] for q in queries])
+    # the protocol removes same-camera images of the person, which a search may rightly return first
+    evaluate.main(["--result", str(tiny_run / "pytorch_result.mat")])
+    rank1 = float(RESULT_LINE.search(capsys.readouterr().out)[2])
+    assert hit >= rank1 - 1e-9
+    for r in found:
+        p = float(r["p_same"])
+        assert 0 <= p <= 1 and r["decided_by"] == "head"
+        assert r["same"] == str(int(p >= float(r["threshold"])))
+    assert len([f for f in os.listdir(tmp_path / "found") if f.endswith(".png")]) == len(queries)
+    assert "calibrated at FAR 0.01" in out
+
+
+def test_the_cache_is_reused_and_never_stale(tiny_run, prepared_market, gallery, tmp_path, capsys):
+    query = next((prepared_market / "query").rglob("*.jpg"))
+    args = ("--query", query, "--gallery", gallery, "--output", tmp_path / "out", "--top", "200")
+    n = sum(len(f) for _, _, f in os.walk(gallery))
+    assert f"{n} images, {n} extracted now, 0 from the cache" in searched(capsys, tiny_run, *args)[0]
+    first = {r["gallery"]: float(r["cosine"]) for r in rows(tmp_path / "out")}
+    assert f"{n} images, 0 extracted now, {n} from the cache" in searched(capsys, tiny_run, *args)[0]
+    assert {r["gallery"]: float(r["cosine"]) for r in rows(tmp_path / "out")} == first
+
+    changed = sorted(gallery.rglob("*.jpg"))[0]
+    Image.open(changed).transpose(Image.Transpose.FLIP_TOP_BOTTOM).save(changed)  # same name, new content
+    removed = sorted(gallery.rglob("*.jpg"))[1]
+    removed.unlink()
+    added = gallery / "new" / "extra.png"
+    added.parent.mkdir()
+    Image.open(sorted(gallery.rglob("*.jpg"))[2]).save(added)
+    out, _ = searched(capsys, tiny_run, *args)
+    assert f"{n} images, 2 extracted now, {n - 2} from the cache" in out
+    now = {r["gallery"]: float(r["cosine"]) for r in rows(tmp_path / "out")}
+    assert str(removed) not in now and str(added) in now
+    assert now[str(changed)] != pytest.approx(first[str(changed)], abs=1e-6)
+
+    os.utime(tiny_run / "model" / "tiny" / "net_last.pth")  # another checkpoint under the same name
+    assert f"{n} images, {n} extracted now, 0 from the cache" in searched(capsys, tiny_run, *args)[0]
+
+
+def test_images_as_people_have_them(tiny_run, prepared_market, tmp_path, capsys):
+    folder = tmp_path / "mixed" / "deeper"
+    folder.mkdir(parents=True)
+    person = Image.open(next((prepared_market / "gallery").rglob("*.jpg"))).convert("RGB")
+    person.convert("L").save(folder / "grey.png")
+    person.convert("P", palette=Image.Palette.ADAPTIVE).save(folder / "palette.png")
+    person.convert("RGBA").save(folder / "alpha.png")
+    person.convert("CMYK").save(folder / "cmyk.jpg")
+    Image.fromarray((np.asarray(person.convert("L"), np.uint16) * 257)).save(folder / "sixteen_bit.png")
+    person.resize((640, 1280)).save(folder / "large.jpg")
+    (folder / "broken.jpg").write_bytes(b"not an image at all")
+    (folder / "notes.txt").write_text("not an image name: not searched")
+    out, err = searched(capsys, tiny_run, "--query", folder / "grey.png", "--gallery", tmp_path / "mixed",
+                        "--output", tmp_path / "out", "--top", "10", "--threshold", "0.9")
+    names = {os.path.basename(r["gallery"]) for r in rows(tmp_path / "out")}
+    assert names == {"grey.png", "palette.png", "alpha.png", "cmyk.jpg", "sixteen_bit.png", "large.jpg"}
+    assert err.count("warning:") == 1 and "broken.jpg" in err
+    cosine = {os.path.basename(r["gallery"]): float(r["cosine"]) for r in rows(tmp_path / "out")}
+    assert cosine["grey.png"] == pytest.approx(1, abs=1e-5)
+    assert cosine["sixteen_bit.png"] == pytest.approx(1, abs=1e-3)  # the same picture, at 16 bits
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--name", "nothing", "--query", "q.jpg", "--gallery", "pics"], "opts.yaml not found"),
+    (["--name", "tiny", "--query", "q.jpg", "--gallery", "empty"], "--gallery empty holds no images"),
+    (["--name", "tiny", "--query", "missing.jpg", "--gallery", "pics"], "--query missing.jpg does not exist"),
+    (["--name", "tiny", "--query", "q.jpg", "--gallery", "pics", "--top", "0"], "--top 0 must be at least 1"),
+])
+def test_bad_input_is_one_line(tiny_run, tmp_path, args, message):
+    work = tmp_path / "work"
+    shutil.copytree(tiny_run / "model", work / "model")
+    (work / "empty").mkdir()
+    (work / "pics").mkdir()
+    Image.new("RGB", (16, 32)).save(work / "pics" / "a.png")
+    Image.new("RGB", (16, 32)).save(work / "q.jpg")
+    out = run_script("search.py", *args, "--gpu_ids", "-1", cwd=work)
+    assert out.returncode != 0 and "Traceback" not in out.stderr
+    errors = [line for line in out.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and message in errors[0], out.stderr

@@ -1,0 +1,117 @@
+"""Verification metrics and thresholds, against a small case worked out by hand."""
+import numpy as np
+import pytest
+
+from verification import load_thresholds, probability, roc, save_thresholds, summarize_roc, threshold_at_far
+
+
+def roc_of(scores, ql, qc, gl, gc):
+    """roc() of a given query x gallery score matrix: one-hot queries, the gallery carrying the scores."""
+    scores = np.asarray(scores, dtype=np.float32)
+    return roc(np.eye(len(scores), dtype=np.float32), ql, qc, scores.T.copy(), gl, gc)
+
+
+# One query (id 1, camera 1) against ten gallery images. Positives (id 1, other camera) score
+# 0.9, 0.6, 0.4; negatives (other ids, the distractor 0 among them) 0.7, 0.5, 0.3, 0.2, 0.1;
+# junk (id 1 in camera 1, and id -1) scores highest and must be left out.
+SCORES = [[0.9, 0.6, 0.4, 0.7, 0.5, 0.3, 0.2, 0.1, 0.95, 0.99]]
+QL, QC = np.array([1]), np.array([1])
+GL = np.array([1, 1, 1, 2, 3, 0, 5, 6, 1, -1])
+GC = np.array([2, 3, 2, 1, 2, 1, 3, 2, 1, 2])
+
+
+def curve():
+    return roc_of(SCORES, QL, QC, GL, GC)
+
+
+def test_roc_of_the_hand_case():
+    c = curve()
+    assert (c["positives"], c["negatives"]) == (3, 5)
+    # pairs a positive wins: 0.9 beats 5 negatives, 0.6 beats 4, 0.4 beats 3: 12 of 15
+    assert c["auc"] == pytest.approx(12 / 15)
+    # thresholds 0.9, 0.6, 0.4: TAR 1/3, 2/3, 1; FAR 0, 1/5 (0.7), 2/5 (0.7 and 0.5)
+    np.testing.assert_allclose(c["thresholds"], [0.9, 0.6, 0.4], rtol=1e-6)
+    np.testing.assert_allclose(c["tar"], [1 / 3, 2 / 3, 1])
+    np.testing.assert_allclose(c["far"], [0, 1 / 5, 2 / 5])
+
+
+def test_eer_and_tar_at_far_of_the_hand_case():
+    s = summarize_roc(curve(), fars=(1e-2, 0.2, 0.5))
+    # the staircase runs from (FAR 0.2, TAR 2/3) right to (0.4, 2/3): it meets FAR = 1 - TAR at FAR 1/3
+    assert s["eer"] == pytest.approx(1 / 3)
+    assert s["tar@far=0.01"] == pytest.approx(1 / 3)  # only threshold 0.9 lets no negative through
+    assert s["tar@far=0.2"] == pytest.approx(2 / 3)
+    assert s["tar@far=0.5"] == pytest.approx(1.0)
+    assert s["auc"] == pytest.approx(0.8)
+
+
+def test_eer_at_a_corner_and_on_a_vertical_step():
+    # positives 0.8, 0.3; negatives 0.5, 0.1: (0,0) -> (0, 1/2) -> right to (1/2, 1/2) -> up to (1/2, 1)
+    # the line FAR = 1 - TAR is met at (1/2, 1/2), the corner: EER 1/2
+    c = roc_of([[0.8, 0.3, 0.5, 0.1]], [1], [1], [1, 1, 2, 3], [2, 2, 2, 2])
+    assert summarize_roc(c)["eer"] == pytest.approx(0.5)
+    c = roc_of([[0.8, 0.6, 0.7, 0.1], [0.9, 0.2, 0.1, 0.05]], [1, 1], [1, 1], [1, 1, 2, 3], [2, 2, 2, 2])
+    # 4 positives 0.9, 0.8, 0.6, 0.2; 4 negatives 0.7, 0.1, 0.1, 0.05
+    np.testing.assert_allclose(c["tar"], [1 / 4, 2 / 4, 3 / 4, 1])
+    np.testing.assert_allclose(c["far"], [0, 0, 1 / 4, 1 / 4])
+    # (0, 1/2) then right to (1/4, 1/2), up to (1/4, 3/4): FAR + TAR reaches 1 on the vertical part at FAR 1/4
+    assert summarize_roc(c)["eer"] == pytest.approx(1 / 4)
+
+
+def test_ties_count_one_half_in_auc():
+    # positive 0.5; negatives 0.5 (a tie) and 0.2
+    c = roc_of([[0.5, 0.5, 0.2]], [1], [1], [1, 2, 3], [2, 2, 2])
+    assert c["auc"] == pytest.approx(0.75)
+    assert c["far"][0] == pytest.approx(0.5)  # "same" when score >= t: the tied negative is accepted
+
+
+def test_threshold_at_far():
+    negatives = [0.7, 0.5, 0.3, 0.2, 0.1]
+    t = threshold_at_far(negatives, 0.2)   # one negative in five may pass: just above 0.5
+    assert 0.5 < t < 0.5 + 1e-12
+    assert threshold_at_far(negatives, 0.1) > 0.7  # none may pass
+    assert np.mean(np.array(negatives) >= threshold_at_far(negatives, 0.4)) == pytest.approx(0.4)
+
+
+def test_the_head_logit_is_one_weighted_product():
+    """roc() with the head's (w, b) ranks pairs by (q * w) . g + b, computed here pair by pair."""
+    rng = np.random.default_rng(0)
+    qf, gf = rng.standard_normal((3, 8)).astype(np.float32), rng.standard_normal((6, 8)).astype(np.float32)
+    w, b = rng.standard_normal(8).astype(np.float32), 0.25
+    ql, qc, gl, gc = [1, 2, 3], [1, 1, 1], [1, 2, 3, 4, 1, 2], [2, 2, 2, 2, 1, 3]
+    by_pair = [[float(np.sum(q * w * g) + b) for g in gf] for q in qf]
+    want, got = roc_of(by_pair, ql, qc, gl, gc), roc(qf, ql, qc, gf, gl, gc, w, b)
+    assert got["auc"] == pytest.approx(want["auc"])
+    np.testing.assert_allclose(got["thresholds"], want["thresholds"], rtol=1e-5)
+    assert probability(30.0) < 1 and probability(0.0) == 0.5
+
+
+def test_roc_equals_counting_every_pair(monkeypatch):
+    """Many queries in several blocks, scores with ties: the same curve as counting pair by pair."""
+    import verification
+    monkeypatch.setattr(verification, "BLOCK_ELEMENTS", 500)  # 500 scores a block: many blocks
+    rng = np.random.default_rng(1)
+    # multiples of 1/4: every score is exact in float32 whatever the order of the sums, and many tie
+    qf = (np.round(rng.standard_normal((40, 4)) * 4) / 4).astype(np.float32)
+    gf = (np.round(rng.standard_normal((120, 4)) * 4) / 4).astype(np.float32)
+    ql, qc = rng.integers(1, 6, 40), rng.integers(1, 4, 40)
+    gl, gc = rng.integers(-1, 6, 120), rng.integers(1, 4, 120)
+    c = roc(qf, ql, qc, gf, gl, gc)
+    scores = qf.astype(np.float64) @ gf.T.astype(np.float64)
+    good = (ql[:, None] == gl[None, :]) & (qc[:, None] != gc[None, :]) & (gl[None, :] != -1)
+    junk = ((ql[:, None] == gl[None, :]) & (qc[:, None] == gc[None, :])) | (gl[None, :] == -1)
+    pos, neg = scores[good], scores[~good & ~junk]
+    assert (c["positives"], c["negatives"]) == (len(pos), len(neg))
+    wins = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
+    assert c["auc"] == pytest.approx(wins / (len(pos) * len(neg)))
+    for t, far, tar in zip(c["thresholds"], c["far"], c["tar"]):
+        assert far == pytest.approx(np.mean(neg >= t)) and tar == pytest.approx(np.mean(pos >= t))
+
+
+def test_thresholds_file_round_trips(tmp_path):
+    thresholds = {"checkpoint": "last", "pairs": "5 val images x 20 training images", "optimistic": False,
+                  "cosine": {"far=0.01": 0.6180339887498949, "far=0.001": 0.7071067811865476},
+                  "head": {"far=0.01": 0.9990234375, "far=0.001": 0.99999}}
+    save_thresholds(str(tmp_path), thresholds)
+    assert load_thresholds(str(tmp_path)) == thresholds
+    assert load_thresholds(str(tmp_path / "elsewhere")) is None

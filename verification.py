@@ -1,0 +1,181 @@
+"""The verification head as a scorer of image pairs, and how well a score answers "same person?".
+
+The head (model.verif_net) is Linear(512, 2) on f1 * f2. Its same-minus-different logit is
+
+    s(f1, f2) = (W[same] - W[different]) . (f1 * f2) + (b[same] - b[different]) = f1 . (w * f2) + b
+
+a weighted inner product: every query-gallery pair is scored by one matrix product,
+(qf * w) @ gf.T + b, as cosine similarity is by qf @ gf.T. P(same) = sigmoid(s).
+
+Pairs follow the ranking protocol (metrics.py): a query and a gallery image of the same id
+from another camera are a positive pair; of another id (distractors, id 0, included) a
+negative pair; same id and camera, and id -1, are junk and left out. Over all pairs, with the
+decision "same person" when score >= t:
+    TAR(t) = positives scoring >= t / positives    FAR(t) = negatives scoring >= t / negatives
+    ROC AUC   P(positive scores above negative), ties counted one half
+    EER       the rate where FAR = 1 - TAR, where the ROC staircase crosses that line
+    TAR@FAR=f the best TAR among thresholds whose FAR is at most f
+Negatives are never held all at once (Market-1501 has 66 million pairs): each block of scores
+is counted against the sorted positive scores, which are few.
+
+Thresholds for deployment are picked on held-out pairs (train_new.py writes them to
+model/<name>/thresholds.yaml): the lowest threshold whose FAR on them is at most f.
+"""
+import os
+
+import numpy as np
+import torch
+import yaml
+
+from metrics import BLOCK_ELEMENTS, good_and_junk
+from runs import atomic_path
+
+FARS = (1e-2, 1e-3)
+THRESHOLDS = "thresholds.yaml"
+
+
+def head_block(qf, gf, w, b, device="cpu"):
+    """score_block for metrics.rank_queries: the head's logits of queries start:end x the gallery,
+    (qf * w) @ gf.T + b."""
+    weighted = torch.as_tensor(np.asarray(qf, np.float32) * np.asarray(w, np.float32).reshape(1, -1))
+    gallery = torch.as_tensor(np.asarray(gf), dtype=torch.float32).to(device)
+    return lambda start, end: weighted[start:end].to(device) @ gallery.T + b
+
+
+def probability(logit):
+    """P(same) of the head's logit, in float64 (float32 would round 1 - 1e-8 to 1)."""
+    return 1 / (1 + np.exp(-np.asarray(logit, dtype=np.float64)))
+
+
+def roc(qf, ql, qc, gf, gl, gc, w=None, b=0.0, device="cpu"):
+    """The ROC over all query-gallery pairs of the protocol, exactly, of the score
+    (qf * w) @ gf.T + b: cosine similarity with w None (unit features), the head's logit with its
+    (w, b). A dict: positives and negatives (counts), auc, and at each positive score taken as
+    threshold (descending, so that far and tar ascend) far and tar.
+
+    Positive pairs are few and scored one by one. Negatives are only counted, block by block:
+    each score's bucket (how many positives it is >= to) comes from a fine uniform grid over the
+    positives' range, and only scores that share a grid cell with a positive (about 1% of them)
+    are placed by binary search; the block is counted whole, then its good and junk pairs taken
+    out. No list of negatives is ever held."""
+    qf = torch.as_tensor(np.asarray(qf), dtype=torch.float32)
+    gf = torch.as_tensor(np.asarray(gf), dtype=torch.float32).to(device)
+    if w is not None:
+        qf = qf * torch.as_tensor(np.asarray(w), dtype=torch.float32).reshape(1, -1)
+    ql, qc, gl, gc = (torch.as_tensor(np.asarray(a).reshape(-1), dtype=torch.int64).to(device) for a in (ql, qc, gl, gc))
+    step = max(1, BLOCK_ELEMENTS // max(len(gl), 1))
+
+    def blocks():
+        for start in range(0, len(ql), step):
+            end = min(start + step, len(ql))
+            good, junk = good_and_junk(ql[start:end, None], qc[start:end, None], gl[None, :], gc[None, :])
+            yield start, end, good, junk
+
+    positives = []
+    for start, end, good, _ in blocks():
+        qi, gi = good.nonzero(as_tuple=True)
+        positives.append((qf[start:end].to(device)[qi] * gf[gi]).sum(1) + b)
+    positives = torch.cat(positives).sort().values
+    if len(positives) == 0:
+        raise ValueError("no positive pair (same id, other camera) among the queries and gallery")
+    n_pos = len(positives)
+    # the grid: cell(s) is monotonic in s, so a score in a cell without positives lies above exactly
+    # the positives of the cells before; cell 0 holds everything below the lowest positive
+    # (8 cells per positive: a lookup table small enough to stay in cache, about 1% of scores near a positive)
+    cells = 8 * n_pos
+    low, span = positives[0], positives[-1] - positives[0]
+    scale = cells / span if span > 0 else torch.zeros(())
+
+    def cell(scores):
+        return ((scores - low) * scale).clamp(-1, cells + 1).int() + 1
+
+    in_cell = torch.bincount(cell(positives).long(), minlength=cells + 3)
+    # bucket * 2 + "the cell holds a positive", int32 (buckets are far below 2^30)
+    lookup = ((in_cell.cumsum(0) - in_cell) * 2 + (in_cell > 0)).int().to(device)
+    counts = np.zeros(n_pos + 1)
+    ties = np.zeros(n_pos + 1)  # negatives equal to a positive, by the bucket of the last positive equal to it
+    negatives = 0
+    for start, end, good, junk in blocks():
+        scores = qf[start:end].to(device) @ gf.T + b
+        code = lookup[cell(scores)]
+        bucket, near = code >> 1, (code & 1).bool()
+        placed = torch.searchsorted(positives, scores[near], right=True)
+        bucket[near] = placed.int()
+        taken = good | junk
+        negatives += taken.numel() - int(taken.sum())
+        counts += np.bincount(bucket.cpu().numpy().ravel(), minlength=n_pos + 1)
+        counts -= np.bincount(bucket[taken].cpu().numpy(), minlength=n_pos + 1)
+        tied = (placed > 0) & (positives[(placed - 1).clamp(min=0)] == scores[near]) & ~taken[near]
+        ties += np.bincount(placed[tied].cpu().numpy(), minlength=n_pos + 1)
+    if negatives == 0:
+        raise ValueError("no negative pair (another id) among the queries and gallery")
+    positives = positives.cpu().numpy().astype(np.float64)
+    # negatives >= positives[i]: those bucketed after i (suffix sums)
+    at_least = counts[::-1].cumsum()[::-1][1:]
+    last_equal = np.searchsorted(positives, positives, side="right")
+    auc = float(((negatives - at_least).sum() + 0.5 * ties[last_equal].sum()) / (n_pos * negatives))
+    # threshold t = positives[i] (descending i): TAR = positives >= t, FAR = negatives >= t
+    first = np.searchsorted(positives, positives, side="left")
+    return {"positives": n_pos, "negatives": negatives, "auc": auc, "far": (at_least / negatives)[::-1],
+            "tar": ((n_pos - first) / n_pos)[::-1], "thresholds": positives[::-1]}
+
+
+def summarize_roc(curve, fars=FARS):
+    """ROC AUC, EER and TAR at each FAR in `fars` of a roc() curve."""
+    far, tar = np.concatenate([[0.0], curve["far"]]), np.concatenate([[0.0], curve["tar"]])
+    out = {"auc": curve["auc"]}
+    # the staircase: from threshold i to i+1 FAR rises (TAR constant), then TAR rises (FAR constant);
+    # it crosses FAR = 1 - TAR on the first such segment where FAR + TAR reaches 1
+    # (the last point has TAR 1, so there is one; the first, (0, 0), lies below the line)
+    k = int(np.argmax(far + tar >= 1))
+    if far[k] + tar[k - 1] >= 1:
+        out["eer"] = 1 - tar[k - 1]       # crossed on the horizontal part
+    else:
+        out["eer"] = far[k]              # crossed on the vertical part
+    for f in fars:
+        ok = far <= f
+        out[f"tar@far={f:g}"] = float(tar[ok].max()) if ok.any() else 0.0
+    return out
+
+
+def threshold_at_far(negatives, far):
+    """The lowest threshold t with FAR(t) = share of `negatives` scoring >= t at most `far`."""
+    negatives = np.sort(np.asarray(negatives, dtype=np.float64))[::-1]
+    allowed = int(np.floor(far * len(negatives)))  # negatives that may score >= t
+    if allowed >= len(negatives):
+        return float(negatives[-1])
+    return float(np.nextafter(negatives[allowed], np.inf))
+
+
+def calibrate(qf, ql, qc, gf, gl, gc, head=None, fars=FARS):
+    """Thresholds from held-out pairs (few enough to hold): for cosine similarity and, with the
+    head's (w, b), for its P(same), the lowest threshold at each false-accept rate in `fars`, and
+    the true-accept rate it gives on those pairs. A dict for thresholds.yaml."""
+    ql, qc, gl, gc = (np.asarray(a).reshape(-1) for a in (ql, qc, gl, gc))
+    good, junk = good_and_junk(ql[:, None], qc[:, None], gl[None, :], gc[None, :])
+    negative = ~good & ~junk
+    scores = {"cosine": np.asarray(qf, np.float64) @ np.asarray(gf, np.float64).T}
+    if head is not None:
+        w, b = head
+        scores["head"] = probability((np.asarray(qf, np.float64) * np.asarray(w, np.float64)) @ np.asarray(gf, np.float64).T + b)
+    out = {"positive_pairs": int(good.sum()), "negative_pairs": int(negative.sum())}
+    for name, s in scores.items():
+        thresholds = {f"far={f:g}": threshold_at_far(s[negative], f) for f in fars}
+        out[name] = thresholds
+        out[f"{name}_tar"] = {k: float(np.mean(s[good] >= t)) for k, t in thresholds.items()}
+    return out
+
+
+def save_thresholds(folder, thresholds):
+    with atomic_path(os.path.join(folder, THRESHOLDS)) as tmp:
+        with open(tmp, "w") as f:
+            yaml.safe_dump(thresholds, f, default_flow_style=False, sort_keys=False)
+
+
+def load_thresholds(folder):
+    """The run's calibrated thresholds (a dict), or None when it has none."""
+    path = os.path.join(folder, THRESHOLDS)
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        return yaml.safe_load(f)
