@@ -140,7 +140,8 @@ def load_features(path, keys, optional=()):
     """Read a feature .mat file: features as float32 (N x D), labels and cameras as 1-D int arrays;
     the `optional` keys (float32) where the file has them."""
     if not os.path.isfile(path):
-        sys.exit(f"error: {path} not found; run test.py first or pass the path of its result file")
+        sys.exit(f"error: {os.path.abspath(path)} not found; run test.py first, or pass the path of its result file "
+                 f"(a relative path is looked up in the current folder: run from the repository root)")
     try:
         mat = scipy.io.loadmat(path)
     except (scipy.io.matlab.MatReadError, ValueError, OSError, TypeError, IndexError) as e:  # what scipy raises on non-.mat bytes

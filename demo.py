@@ -6,6 +6,7 @@ labelled "junk" and takes no rank, so the ranks are those Rank@k counts.
 
     python demo.py --query_index 7 --test_dir ../Market/pytorch   # reads pytorch_result.mat, writes show.png
 """
+import os
 import sys
 
 import matplotlib
@@ -69,7 +70,7 @@ def main(argv=None):
     with atomic_path(args.output) as tmp:
         fig.savefig(tmp, format="png", dpi=120)
     plt.close(fig)
-    print(f"wrote {args.output}: query {i}, {summary}")
+    print(f"wrote {os.path.abspath(args.output)}: query {i}, {summary}")
 
 
 if __name__ == "__main__":

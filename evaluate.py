@@ -100,7 +100,7 @@ def draw_roc(path, curves, summaries):
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=120)
     plt.close(fig)
-    print(f"wrote {path}")
+    print(f"wrote {os.path.abspath(path)}")
 
 
 def main(argv=None, device="cpu"):

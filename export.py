@@ -109,7 +109,7 @@ def main(argv=None):
         if difference is not None and not difference <= TOLERANCE:  # written so that NaN fails too
             sys.exit(f"error: the exported model's features differ from PyTorch's by up to {difference:.2e} "
                      f"(more than {TOLERANCE:g}); {output} not written. Try another --opset")
-    print(f"wrote {output}: images N x 3 x {height} x {width} RGB in [0, 1] -> features N x 512, "
+    print(f"wrote {os.path.abspath(output)}: images N x 3 x {height} x {width} RGB in [0, 1] -> features N x 512, "
           f"{'image and flip' if args.flip else 'no flip'}, net_{args.which_epoch}.pth")
     if difference is None:
         print("note: onnxruntime is not installed, so the file was not checked against PyTorch "

@@ -30,7 +30,6 @@ Files are hard links to the raw images (a copy where links are impossible);
 nothing under the raw folders is written, moved or deleted, and running it
 again gives the same tree.
 """
-import argparse
 import collections
 import csv
 import os
@@ -42,6 +41,7 @@ from dataclasses import dataclass, field
 
 from tqdm import tqdm
 
+import cli
 from cli import run_main, shorten
 from data import (NAME_HELP, NAME_PATTERN, SPLITS, SYNTHETIC_MARKER, UnreadableImage, is_image, load_image, parse_name,
                   parse_names)
@@ -332,7 +332,7 @@ def write_identities(path, names):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.parser(__doc__)
     parser.add_argument("--download_path", default="../Market",
                         help="raw dataset folder: for market, duke and cuhk03 the one holding bounding_box_train, "
                              "bounding_box_test and query (for cuhk03, CUHK03-NP's labeled/ or detected/); for msmt17 "

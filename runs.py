@@ -129,7 +129,7 @@ def load_checkpoint(folder, epoch):
     if not os.path.isfile(path):
         saved = sorted((f[4:-4] for f in os.listdir(folder) if f.startswith("net_") and f.endswith(".pth")),
                        key=lambda e: (not e.isdigit(), int(e) if e.isdigit() else 0))
-        sys.exit(f"error: {path} not found; --which_epoch can be one of: {', '.join(saved) or 'none saved yet'}")
+        sys.exit(f"error: {os.path.abspath(path)} not found; --which_epoch can be one of: {', '.join(saved) or 'none saved yet'}")
     return load_file(path, "choose another --which_epoch")
 
 
@@ -192,7 +192,7 @@ def check_run_folder(folder, args):
                 sys.exit(f"error: --resume: {folder} was trained by the original code, which saves no training state "
                          f"(only the weights, net_<epoch>.pth), so there is nothing to resume from; its checkpoints test "
                          f"and export as they are; to train on, start a new run with another --name")
-            sys.exit(f"error: --resume: {state_file} not found, so there is nothing to resume; drop --resume to start "
+            sys.exit(f"error: --resume: {os.path.abspath(state_file)} not found, so there is nothing to resume; drop --resume to start "
                      f"a run (add --overwrite if {folder} holds one)")
         saved = load_opts(folder)
         changed = [f"--{k} {saved.get(k)!r} -> {v!r}" for k, v in vars(args).items()

@@ -260,7 +260,7 @@ def main(argv=None):
             writer = csv.DictWriter(f, fieldnames=list(rows[0]))
             writer.writeheader()
             writer.writerows(rows)
-    print(f"wrote {results} and {len(query_paths)} picture(s) in {output}; same person: "
+    print(f"wrote {os.path.abspath(results)} and {len(query_paths)} picture(s) beside it; same person: "
           f"{'P(same)' if by == 'head' else 'cosine similarity'} >= {threshold:.6g} ({source})")
 
 

@@ -60,14 +60,14 @@ def main(argv=None):
         result.update(verif_w=head[0].reshape(1, -1), verif_b=np.array([[head[1]]], np.float32))
     if shard.main:
         save_features(args.output, result)
-        print(f"wrote {args.output}: {len(result['query_f'])} queries, {len(result['gallery_f'])} gallery images")
+        print(f"wrote {os.path.abspath(args.output)}: {len(result['query_f'])} queries, {len(result['gallery_f'])} gallery images")
 
     if args.multi:
         f, labels, cams = extract_split(model, args.test_dir, "multi-query", args, device, transform, shard)
         multi_path = os.path.join(os.path.dirname(args.output), "multi_query.mat")
         if shard.main:
             save_features(multi_path, {"mquery_f": f, "mquery_label": labels, "mquery_cam": cams})
-            print(f"wrote {multi_path}: {len(f)} multi-query images")
+            print(f"wrote {os.path.abspath(multi_path)}: {len(f)} multi-query images")
     shard.finish()
 
 

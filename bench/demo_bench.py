@@ -4,7 +4,6 @@ wall time, the peak memory of its largest process and the metrics it reached.
     python bench/demo_bench.py            # the demo (minutes)
     python bench/demo_bench.py --tiny     # the tests' tiny version (seconds)
 """
-import argparse
 import glob
 import os
 import resource
@@ -15,10 +14,11 @@ import tempfile
 import time
 
 from stages import REPO, RESULT_LINE
+import cli  # noqa: E402  (stages puts the repository on the path)
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli.parser(__doc__)
     p.add_argument("--tiny", action="store_true", help="run demo.sh --tiny instead of the full demo")
     args = p.parse_args()
 

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import cli  # noqa: E402
 from metrics import BLOCK_ELEMENTS, k_reciprocal_scores, rank_queries, summarize  # noqa: E402
 
 FEATURE_FILES = ("qf", "ql", "qc", "gf", "gl", "gc")
@@ -134,7 +135,7 @@ def run(folder, method, loop_queries, repeats):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli.parser(__doc__)
     p.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES), help="test-set sizes to run")
     p.add_argument("--loop_queries", type=int, default=1000,
                    help="queries the per-query loop runs at MSMT17 size (its time is scaled to all queries)")

@@ -12,7 +12,6 @@ by the protocol; needs the demo run (bash demo.sh) or --name/--test_dir of anoth
 
     python bench/extract_speed.py
 """
-import argparse
 import os
 import sys
 import time
@@ -21,6 +20,7 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import cli  # noqa: E402
 from data import image_folder, parse_names, test_transform  # noqa: E402
 from metrics import rank_queries, summarize  # noqa: E402
 from model import descriptors, ft_net, load_trained  # noqa: E402
@@ -46,7 +46,7 @@ def timed(fn):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli.parser(__doc__)
     p.add_argument("--test_dir", default="demo_data/Market-1501-synthetic/pytorch", help="prepared tree to read images from")
     p.add_argument("--name", default="demo", help="trained run whose features are compared at fp32 and bf16")
     p.add_argument("--images", type=int, default=256, help="images timed per way")

@@ -9,7 +9,6 @@ of the uninterrupted run.
 
     python bench/fault_bench.py            # 5 kills, DataLoader workers on
 """
-import argparse
 import os
 import random
 import signal
@@ -21,10 +20,11 @@ import time
 import torch
 
 from stages import REPO, run_stage
+import cli  # noqa: E402  (stages puts the repository on the path)
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli.parser(__doc__)
     p.add_argument("--kills", type=int, default=5, help="SIGKILLs to deliver before letting the run finish")
     p.add_argument("--epochs", type=int, default=4, help="epochs of the run")
     p.add_argument("--num_workers", type=int, default=2, help="DataLoader workers of the run")

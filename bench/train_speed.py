@@ -23,12 +23,13 @@ import tempfile
 import torch
 
 from stages import RESULT_LINE, run_stage
+import cli  # noqa: E402  (stages puts the repository on the path)
 
 RATE = re.compile(r"\| train .* ([\d.]+) samples/s")
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli.parser(__doc__)
     p.add_argument("--epochs", type=int, default=8, help="epochs each sampler trains (the demo's 8)")
     p.add_argument("--decay_epoch", type=int, default=6, help="lr x 0.1 after this epoch (the demo's 6)")
     p.add_argument("--batchsize", type=int, default=32, help="anchors per batch, the same for both samplers")
