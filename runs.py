@@ -177,7 +177,8 @@ def draw_curves(path, history):
 
 
 # options that may differ when a run is resumed: they do not change what is trained
-RESUMABLE = {"gpu_ids", "num_workers", "resume", "overwrite", "epochs", "state_every", "precision", "channels_last", "compile"}
+RESUMABLE = {"gpu_ids", "num_workers", "resume", "overwrite", "epochs", "state_every", "val_every", "precision",
+             "channels_last", "compile"}
 
 
 def check_run_folder(folder, args):

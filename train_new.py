@@ -67,6 +67,7 @@ def parse_args(argv=None):
     p.add_argument("--resume", action="store_true",
                    help="continue model/<name>/ from its state.pth (same options; --epochs may grow)")
     p.add_argument("--overwrite", action="store_true", help="delete the run already in model/<name>/ and start again")
+    p.add_argument("--val_every", default=1, type=int, help="validate every this many epochs, and after the last")
     p.add_argument("--state_every", default=1, type=int,
                    help="write the full training state (state.pth) every this many epochs; also on Ctrl-C and SIGTERM")
     return p.parse_args(argv)
@@ -183,6 +184,8 @@ def epoch_loader(dataset, args, epoch, device, train, skip=0, shard=None):
 
 
 def check_batches(args, shard):
+    if args.val_every < 1 or args.state_every < 1:
+        sys.exit("error: --val_every and --state_every count epochs: give 1 or more")
     if args.batchsize % shard.world:
         sys.exit(f"error: --batchsize {args.batchsize} is the total over {shard.world} processes; make it a multiple of it")
     if args.sampler == "pk" and (args.instances < 2 or (args.batchsize // args.instances) % shard.world
@@ -358,7 +361,8 @@ def main(argv=None):
             # anchors (training items) per second, loading included, over all processes
             line = (f"epoch {progress} | {stats_text('train', stats)} "
                     f"{(totals['total'] - done_before) / (time.time() - start):.1f} samples/s")
-            if "val" in phases and shard.main:  # validation runs in the main process only
+            validate = (epoch + 1) % args.val_every == 0 or epoch + 1 == args.epochs
+            if "val" in phases and shard.main and validate:  # validation runs in the main process only
                 val_loader = epoch_loader(phases["val"], args, epoch, device, train=False)
                 stats = epoch_stats(run_epoch(net, val_loader, device, args, desc=f"val {progress}"))
                 stats.update(val_retrieval(model, retrieval, device, args.precision))

@@ -1,5 +1,6 @@
-"""Run demo.sh from scratch in a temporary copy of the repository and print its
-wall time, the peak memory of its largest process and the metrics it reached.
+"""Run demo.sh from scratch in a temporary copy of the repository and print the machine, the
+demo's wall time, the peak memory of its largest process, the time of each stage and the
+metrics it reached.
 
     python bench/demo_bench.py            # the demo (minutes)
     python bench/demo_bench.py --tiny     # the tests' tiny version (seconds)
@@ -13,7 +14,7 @@ import sys
 import tempfile
 import time
 
-from stages import REPO, RESULT_LINE
+from stages import REPO, RESULT_LINE, machine
 import cli  # noqa: E402  (stages puts the repository on the path)
 
 
@@ -34,8 +35,9 @@ def main():
         sys.exit(f"demo.sh failed with exit status {out.returncode}")
     # ru_maxrss of children: the largest resident set of any finished descendant, in KiB on Linux
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    print(f"demo{' --tiny' if args.tiny else ''}: wall {wall:.1f} s, peak memory {peak:.0f} MiB "
-          f"(largest process), {os.cpu_count()} CPU cores")
+    print(machine())
+    print(f"demo{' --tiny' if args.tiny else ''}: wall {wall:.1f} s, peak memory {peak:.0f} MiB (largest process)")
+    print(out.stdout.split("== time per stage\n", 1)[-1].rstrip())
     for prefix, r1, r5, r10, mean_ap in RESULT_LINE.findall(out.stdout):
         print(f"  {prefix or 'single '}query: Rank@1 {r1} Rank@5 {r5} Rank@10 {r10} mAP {mean_ap}")
 

@@ -30,7 +30,6 @@ A torchreid built from source (rank_cy*.so under its package folder) is found as
 """
 import json
 import os
-import platform
 import re
 import statistics
 import subprocess
@@ -41,7 +40,7 @@ import time
 BENCH = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, BENCH)
 from eval_speed import SIZES, make_features  # noqa: E402
-from stages import REPO, RESULT_LINE, run_stage  # noqa: E402
+from stages import REPO, RESULT_LINE, machine, run_stage  # noqa: E402
 
 sys.path.insert(0, REPO)
 import cli  # noqa: E402
@@ -150,15 +149,6 @@ def import_breakdown(names=("numpy", "scipy.io", "scipy.sparse", "torch", "torch
     return ", ".join(f"{name} {found[name]:.2f} s" if name in found else f"{name} not loaded" for name in names)
 
 
-def cpu_line():
-    flags = open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else ""
-    model = re.search(r"^model name\s*:\s*(.*)$", flags, re.M)
-    vector = ("AVX-512 (avx512f)" if " avx512f" in flags else "AVX2, no AVX-512" if " avx2" in flags
-              else "neither AVX2 nor AVX-512")
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return f"CPU: {model[1] if model else platform.processor()}, {vector}, {cores} usable cores of {os.cpu_count()}"
-
-
 def spread(values):
     return f"{statistics.median(values):6.2f} s (min {min(values):.2f}, {len(values)} runs)"
 
@@ -176,7 +166,7 @@ def main():
         p.error("--repeats must be at least 1 and --loop_repeats at least 0")
     sys.stdout.reconfigure(line_buffering=True)  # progress shows as it comes, in order with errors
 
-    print(cpu_line())
+    print(machine())
     print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     torchreid, why = args.torchreid_python, f"{args.torchreid_python} not found"
     if os.path.exists(torchreid):

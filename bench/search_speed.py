@@ -13,7 +13,6 @@ process, timed from spawn to exit.
     python bench/search_speed.py --height 256 --width 128 --gallery_size 2000
 """
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -21,7 +20,7 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from stages import REPO, run_stage  # noqa: E402
+from stages import REPO, machine, run_stage  # noqa: E402
 
 sys.path.insert(0, REPO)
 import cli  # noqa: E402
@@ -75,10 +74,8 @@ def main():
     p.add_argument("--width", default=32, type=int, help="the run's input width")
     p.add_argument("--gpu_ids", default="0" if torch.cuda.is_available() else "-1", help="device of the searches")
     args = p.parse_args()
-    flags = open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else ""
-    vector = "AVX-512" if " avx512f" in flags else "AVX2" if " avx2" in flags else "no AVX2"
-    device = torch.cuda.get_device_name(0) if args.gpu_ids != "-1" else f"CPU ({platform.machine()}, {vector})"
-    print(f"{device}, {os.cpu_count()} cores; run at {args.height} x {args.width}")
+    print(machine() + (f"; searches on {torch.cuda.get_device_name(0)}" if args.gpu_ids != "-1" else "")
+          + f"; the run's input {args.height} x {args.width}")
 
     with tempfile.TemporaryDirectory() as work:
         start = time.perf_counter()

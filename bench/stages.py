@@ -1,6 +1,8 @@
 """What the benchmarks share: running the repository's stage scripts in a working folder of
 their own (where model/ and relative paths go), and reading the line evaluate.py prints."""
 import os
+import platform
+import re
 import subprocess
 import sys
 
@@ -17,3 +19,13 @@ def run_stage(script, *args, cwd):
         last = (out.stderr.strip().splitlines() or ["no error output"])[-1]
         sys.exit(f"error: {script} failed with exit status {out.returncode}: {last}")
     return out.stdout
+
+
+def machine():
+    """The CPU's model, vector extensions (they change CPU timings by 2x and more) and cores."""
+    info = open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else ""
+    model = re.search(r"^model name\s*:\s*(.*)$", info, re.M)
+    vector = ("AVX-512" + (" with bf16" if " avx512_bf16" in info else "") + (", AMX" if " amx_tile" in info else "")
+              if " avx512f" in info else "AVX2, no AVX-512" if " avx2" in info else "neither AVX2 nor AVX-512")
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return f"CPU: {model[1] if model else platform.processor()}, {vector}, {cores} cores"
