@@ -61,8 +61,8 @@ def run_main(main):
     (python evaluate.py | head -1), silently."""
     try:
         main()
-        # Importing torch leaves over a million objects, which the collection Python runs at exit
-        # would walk one by one (about half a second on 2 cores): they live until then anyway.
+        # Importing torch leaves about 200,000 objects, which the collection Python runs at exit
+        # would walk one by one (a quarter of a second on 2 cores): they live until then anyway.
         gc.freeze()
     except UserError as e:
         # re-raised from a DataLoader worker, the message holds the worker's traceback: ours is its last line

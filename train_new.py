@@ -291,7 +291,7 @@ def calibrate_thresholds(folder, parts, retrieval, device, args):
     pairs = (f"{len(q)} val images x {len(g)} training images ({found['positive_pairs']} positive, "
              f"{found['negative_pairs']} negative pairs)")
     save_thresholds(folder, {"checkpoint": "last", "pairs": pairs, "optimistic": args.train_all, **found})
-    print(f"thresholds for search.py at FAR {', '.join(found['cosine'])} on {pairs}: cosine "
+    print(f"thresholds for search.py at FAR {', '.join(k.split('=')[1] for k in found['cosine'])} on {pairs}: cosine "
           f"{', '.join(f'{t:.4f}' for t in found['cosine'].values())}; P(same) "
           f"{', '.join(f'{t:.4f}' for t in found['head'].values())}"
           + ("\nnote: with --train_all the val images were trained on: these thresholds are optimistic (they accept "

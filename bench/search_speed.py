@@ -7,7 +7,8 @@ The gallery is --gallery_size images (20,000 by default): the images of a synthe
 (drawn once into the temporary folder), hard-linked again and again under numbered folders.
 The run is a ResNet-50 with random weights saved as a run folder would be (speed does not
 depend on training), at --height x --width. Each search is a fresh `python search.py`
-process, timed from spawn to exit.
+process, timed from spawn to exit: the first, a second with the gallery cached, and a third
+cached without the pictures (search.py --no-pictures).
 
     python bench/search_speed.py                      # 20,000 images at 64 x 32, 4 queries
     python bench/search_speed.py --height 256 --width 128 --gallery_size 2000
@@ -92,9 +93,10 @@ def main():
         search = ["search.py", "--name", "bench", "--query", queries, "--gallery", os.path.join(work, "gallery"),
                   "--gpu_ids", args.gpu_ids, "--threshold", "0.5"]
         times = {}
-        for name in ("first search (gallery extracted)", "second search (gallery cached)"):
+        for name, extra in (("first search (gallery extracted)", []), ("second search (gallery cached)", []),
+                            ("third search (gallery cached), --no-pictures", ["--no-pictures"])):
             start = time.perf_counter()
-            out = run_stage(*search, cwd=work)
+            out = run_stage(*search, *extra, cwd=work)
             times[name] = time.perf_counter() - start
             print(f"{name}: {times[name]:.1f} s; " + next(line for line in out.splitlines() if line.startswith("gallery")))
         cache_dir = os.path.join(work, "model", "bench", "search", "cache")
@@ -105,9 +107,10 @@ def main():
         out = run_stage(os.path.join(work, "floor.py"), "bench", cache, queries, args.gpu_ids, REPO, cwd=work)
         floor = time.perf_counter() - start
         print(f"floor (load the run, extract the queries, one matrix product): {floor:.1f} s ({out.strip()})")
-    first, second = times.values()
+    first, second, bare = times.values()
     print(f"cached search / first search = {second / first:.3f}; cached search / floor = {second / floor:.2f} "
-          f"(+{second - floor:.2f} s: listing and checking {args.gallery_size} files, the cache, results and pictures)")
+          f"(+{second - floor:.2f} s: listing and checking {args.gallery_size} files, the cache, results and pictures); "
+          f"without pictures / floor = {bare / floor:.2f} (+{bare - floor:.2f} s)")
 
 
 if __name__ == "__main__":
