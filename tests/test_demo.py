@@ -1,6 +1,7 @@
-"""The demo script end to end at tiny size, run as a user runs it."""
+"""The README's "see it work in a minute" command, run as written, as a newcomer runs it."""
 import glob
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -9,20 +10,35 @@ from conftest import REPO
 from metrics import RESULT_LINE as LINE
 
 
-def test_tiny_demo_runs_every_stage(tmp_path):
-    for path in glob.glob(os.path.join(REPO, "*.py")) + [os.path.join(REPO, "demo.sh")]:
+def quick_command():
+    """The command in the first code block of the README's "See it work in a minute" section."""
+    with open(os.path.join(REPO, "README.md"), encoding="utf-8") as f:
+        section = f.read().split("## See it work in a minute", 1)[1]
+    return re.search(r"```bash\n(.*?)\n```", section, re.S)[1].split("#")[0].strip()
+
+
+def test_the_readme_quick_demo_runs_every_stage(tmp_path):
+    for path in glob.glob(os.path.join(REPO, "*.py")) + [os.path.join(REPO, "demo.sh"), os.path.join(REPO, "README.md")]:
         shutil.copy(path, tmp_path)
+    command = quick_command()
+    assert "demo.sh" in command
     env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
-    out = subprocess.run(["bash", "demo.sh", "--tiny"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    out = subprocess.run(["bash", "-c", command], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-2000:]
     data, run = tmp_path / "demo_data" / "tiny", tmp_path / "model" / "tiny"
     for folder in ("bounding_box_train", "bounding_box_test", "query", "gt_bbox",
                    "pytorch/train", "pytorch/val", "pytorch/query", "pytorch/gallery", "pytorch/multi-query"):
         assert os.listdir(data / folder), folder
-    for name in ("opts.yaml", "net_last.pth", "train.png", "pytorch_result.mat", "multi_query.mat", "show.png"):
+    for name in ("opts.yaml", "net_last.pth", "verif_last.pth", "thresholds.yaml", "train.png", "pytorch_result.mat",
+                 "multi_query.mat", "roc.png", "show.png", "search/results.csv"):
         assert (run / name).stat().st_size > 0, name
+    for picture in ("train.png", "roc.png", "show.png"):
+        assert (run / picture).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", picture
     lines = LINE.findall(out.stdout)
     assert [prefix for prefix, *_ in lines] == ["", "multi "]
     for _, *values in lines:
         assert all(0.0 <= float(v) <= 1.0 for v in values)
     assert "--no-pretrained" in out.stdout + out.stderr
+    # the time of each of the seven stages, at the end
+    times = out.stdout.split("== time per stage\n", 1)[1].splitlines()
+    assert len(times) == 7 and all(re.match(r"^\s*\d+\.\d s  \d/7 ", t) for t in times)
