@@ -9,15 +9,12 @@ labelled "junk" and takes no rank, so the ranks are those Rank@k counts.
 import os
 import sys
 
-import matplotlib
-matplotlib.use("Agg")  # the picture goes to a file; no screen is needed
-import matplotlib.pyplot as plt
 import torch
 
 import cli
-from data import RESULT_KEYS, image_folder, load_features, load_image
+from data import RESULT_KEYS, image_folder, load_features
 from metrics import good_and_junk, rank_queries, ranking
-from runs import atomic_path
+from pictures import draw_ranking
 
 COLOURS = {"good": "#1a9850", "other": "#d73027", "junk": "#969696"}
 
@@ -49,27 +46,14 @@ def main(argv=None):
     ranks = rank_queries(r["query_f"][i:i + 1], r["query_label"][i:i + 1], r["query_cam"][i:i + 1],
                          r["gallery_f"], r["gallery_label"], r["gallery_cam"])
 
-    fig, axes = plt.subplots(1, len(order) + 1, figsize=(1.3 * (len(order) + 1), 3.2))
     shown = [(query.samples[i][0], f"query\nid {int(ql)} cam {int(qc)}", "black")]
     for k, j in enumerate(order.tolist()):
         kind = "junk" if junk[k] else "good" if good[k] else "other"
         label = f"{'junk' if kind == 'junk' else int(ranks_shown[k])}\nid {int(gl[j])} cam {int(gc[j])}"
         shown.append((gallery.samples[j][0], label, COLOURS[kind]))
-    for ax, (path, label, colour) in zip(axes, shown):
-        ax.imshow(load_image(path))
-        ax.set_xticks([])
-        ax.set_yticks([])
-        for spine in ax.spines.values():
-            spine.set_edgecolor(colour)
-            spine.set_linewidth(4)
-        ax.set_title(label, fontsize=8, color=colour)
     first, ap = ranks["first"][0], ranks["ap"][0]
     summary = "no good match in the gallery" if first < 0 else f"first good match at rank {first + 1}, AP {ap:.3f}"
-    fig.suptitle(f"query {i}: {summary} (junk removed)", fontsize=9)
-    fig.tight_layout()
-    with atomic_path(args.output) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
+    draw_ranking(args.output, shown, f"query {i}: {summary} (junk removed)")
     print(f"wrote {os.path.abspath(args.output)}: query {i}, {summary}")
 
 

@@ -33,9 +33,6 @@ import hashlib
 import os
 import sys
 
-import matplotlib
-matplotlib.use("Agg")  # pictures go to files; no screen is needed
-import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
@@ -44,6 +41,7 @@ import cli
 from data import UnreadableImage, is_image, load_image, test_transform
 from devices import choose_device
 from model import FEATURE_DIM, descriptors, load_head, load_trained
+from pictures import draw_ranking
 from runs import atomic_path, checkpoint_path, head_path, run_dir
 from verification import FARS, load_thresholds, probability
 
@@ -187,26 +185,12 @@ def decision_rule(args, folder, head):
 
 def draw(path, query, matches, by, threshold):
     """The query, then its matches with scores; a green border where judged the same person."""
-    fig, axes = plt.subplots(1, len(matches) + 1, figsize=(1.4 * (len(matches) + 1), 3.4), squeeze=False)
-    shown = [(query, "query", "black")]
+    tiles = [(query, "query", "black")]
     for m in matches:
         score = f"cos {m['cosine']:.3f}" + (f"\nP {m['p_same']:.3f}" if m["p_same"] != "" else "")
-        shown.append((m["gallery"], f"{m['rank']}\n{score}", COLOURS[m["same"] == 1]))
-    for ax, (image, label, colour) in zip(axes[0], shown):
-        ax.imshow(load_image(image))
-        ax.set_xticks([])
-        ax.set_yticks([])
-        for spine in ax.spines.values():
-            spine.set_edgecolor(colour)
-            spine.set_linewidth(4)
-        ax.set_title(label, fontsize=7, color=colour)
-        ax.set_xlabel(os.path.basename(image)[-18:], fontsize=5)
-    fig.suptitle(f"{os.path.basename(query)}: green = same person ({'P(same)' if by == 'head' else 'cosine'} "
-                 f">= {threshold:.4g})", fontsize=8)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+        tiles.append((m["gallery"], f"{m['rank']}\n{score}", COLOURS[m["same"] == 1]))
+    draw_ranking(path, tiles, f"{os.path.basename(query)}: green = same person "
+                              f"({'P(same)' if by == 'head' else 'cosine'} >= {threshold:.4g})", names=True, dpi=110)
 
 
 def main(argv=None):
