@@ -38,7 +38,7 @@ import torch
 from torch.utils.data import DataLoader
 
 import cli
-from data import UnreadableImage, is_image, load_image, test_transform
+from data import IMAGE_EXTENSIONS, UnreadableImage, is_image, load_image, test_transform
 from devices import choose_device
 from model import FEATURE_DIM, descriptors, load_head, load_trained
 from pictures import draw_ranking
@@ -77,13 +77,13 @@ def list_images(path, flag):
     """The image files of a file or folder (recursively, sorted), or exit saying what is wrong."""
     if os.path.isfile(path):
         if not is_image(path):
-            sys.exit(f"error: {flag} {path} is not an image file (.jpg, .jpeg, .png, .bmp, .webp, .tif)")
+            sys.exit(f"error: {flag} {path} is not an image file ({', '.join(IMAGE_EXTENSIONS)})")
         return [path]
     if not os.path.isdir(path):
         sys.exit(f"error: {flag} {path} does not exist")
     found = sorted(os.path.join(folder, name) for folder, _, names in os.walk(path) for name in names if is_image(name))
     if not found:
-        sys.exit(f"error: {flag} {path} holds no images (.jpg, .jpeg, .png, .bmp, .webp, .tif), in any subfolder")
+        sys.exit(f"error: {flag} {path} holds no images ({', '.join(IMAGE_EXTENSIONS)}), in any subfolder")
     return found
 
 
