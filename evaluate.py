@@ -19,6 +19,7 @@ import numpy as np
 import cli
 from data import HEAD_KEYS, MULTI_KEYS, RESULT_KEYS, load_features
 from metrics import format_lines, k_reciprocal_scores, multi_query_features, rank_queries, summarize
+from runs import atomic_path
 from verification import FARS, head_block, roc, summarize_roc
 
 
@@ -79,8 +80,6 @@ def draw_roc(path, curves, summaries):
     import matplotlib  # here: only --roc needs it, and evaluate.py should start fast
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from runs import atomic_path
 
     fig, ax = plt.subplots(figsize=(5, 4))
     for name, curve in curves.items():

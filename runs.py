@@ -31,6 +31,7 @@ import yaml
 
 MODEL_ROOT = "model"
 STATE = "state.pth"
+THRESHOLDS = "thresholds.yaml"
 # What the original code's train.py (layumi/Person-reID-verification, every version) writes to
 # opts.yaml: its flags, neither the number of classes nor the image size. Its test.py reads PCB and use_dense.
 ORIGINAL_OPTIONS = {"PCB", "alpha", "batchsize", "color_jitter", "data_dir", "erasing_p", "gpu_ids", "lr", "name",
@@ -138,7 +139,7 @@ def run_files(folder):
     if not os.path.isdir(folder):
         return []
     return [os.path.join(folder, f) for f in sorted(os.listdir(folder))
-            if f in ("opts.yaml", STATE, "train.log", "train.png", "thresholds.yaml")
+            if f in ("opts.yaml", STATE, "train.log", "train.png", THRESHOLDS)
             or (f.startswith(("net_", "verif_")) and f.endswith(".pth"))]
 
 

@@ -43,7 +43,7 @@ from devices import choose_device
 from model import FEATURE_DIM, descriptors, load_head, load_trained
 from pictures import draw_ranking
 from runs import atomic_path, checkpoint_path, head_path, run_dir
-from verification import FARS, load_thresholds, probability
+from verification import FARS, head_block, load_thresholds, probability
 
 # Part of every cache key: a change to how descriptors are computed must not reuse old ones.
 CACHE_VERSION = 1
@@ -225,7 +225,7 @@ def main(argv=None):
 
     # every pair at once: cosine is qf . gf, the head's logit qf . (w * gf) + b (verification.py)
     cosine = torch.from_numpy(qf) @ torch.from_numpy(gf).T
-    logit = None if head is None else torch.from_numpy(qf * head[0]) @ torch.from_numpy(gf).T + head[1]
+    logit = None if head is None else head_block(qf, gf, *head)(0, len(qf))
     order = (cosine if args.rank_by == "cosine" else logit).argsort(dim=1, descending=True, stable=True)[:, :args.top]
     rows = []
     for i, query in enumerate(query_paths):

@@ -28,10 +28,9 @@ import torch
 import yaml
 
 from metrics import BLOCK_ELEMENTS, good_and_junk
-from runs import atomic_path
+from runs import THRESHOLDS, atomic_path
 
 FARS = (1e-2, 1e-3)
-THRESHOLDS = "thresholds.yaml"
 
 
 def head_block(qf, gf, w, b, device="cpu"):
