@@ -10,6 +10,8 @@ the other stages read, one folder per identity:
     <download_path>/pytorch/multi-query/<id>/ gt_bbox, where the dataset has it (Market-1501)
     <download_path>/pytorch/identities.csv    id,name: custom data whose identity folders
                                               are names, not numbers
+    <download_path>/pytorch/split.yaml        --hold_out: the identities held out as query/gallery
+(--output writes the tree elsewhere.)
 
 --dataset names the raw layout --download_path holds (one entry of DATASETS each):
     market, duke  bounding_box_train -> train_all, query -> query,
@@ -20,6 +22,14 @@ the other stages read, one folder per identity:
                   list_gallery.txt -> gallery
     custom        train/, query/, gallery/, each holding <identity>/<images>; cameras from
                   cameras.csv (path,camera) or from c<n> / cam<n> in the file names
+
+--hold_out N makes the test split out of the training images instead, for datasets whose test
+set is missing (or to tune without touching it): N identities seen by two or more cameras
+(drawn with --seed) leave training, and for each of them and each of its cameras one image
+(drawn too) becomes a query and the others gallery images, as Market-1501 drew its queries.
+Queries and gallery of one person from the same camera are junk to the evaluation, so every
+query is matched across cameras, with people the network never trained on. The dataset's
+own query and gallery folders are not read; split.yaml in the tree records the held-out ids.
 
 The later stages read id and camera from file names (data.parse_name), whatever the
 dataset: a prepared file keeps its raw name when that name already reads as its id
@@ -32,13 +42,16 @@ again gives the same tree.
 """
 import collections
 import csv
+import dataclasses
 import os
 import re
 import shutil
+import random
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+import yaml
 from tqdm import tqdm
 
 import cli
@@ -130,6 +143,7 @@ INTEGER = re.compile(r"-1|\d+")
 CAMERA_TOKEN = re.compile(r"(?:^|[_.-])c(?:am)?(?P<cam>\d+)(?=$|[_.-])", re.IGNORECASE)
 CAMERAS_CSV = "cameras.csv"
 IDENTITIES_CSV = "identities.csv"
+SPLIT_YAML = "split.yaml"
 
 
 def choose(root, variants):
@@ -265,6 +279,61 @@ def read_images(root, dataset):
     return images, None
 
 
+def training_only(dataset):
+    """The dataset as --hold_out reads it: its training sources alone, nothing published to compare with."""
+    return dataclasses.replace(dataset, sources=tuple(s for s in dataset.sources if s.split == "train_all"),
+                               published={})
+
+
+def hold_out(images, count, seed):
+    """(images, held-out ids): `count` identities of the training images, drawn among those seen by two
+    or more cameras, moved to query (one image per identity and camera) and gallery (the rest)."""
+    cameras = collections.defaultdict(set)
+    for _, _, pid, cam in images:
+        cameras[pid].add(cam)
+    eligible = sorted(pid for pid, cams in cameras.items() if pid > 0 and len(cams) >= 2)
+    if not 0 < count < len(cameras) or count > len(eligible):
+        sys.exit(f"error: --hold_out {count} cannot be met: the training images hold {len(cameras)} ids, "
+                 f"{len(eligible)} of them seen by two or more cameras; hold out between 1 and "
+                 f"{min(len(eligible), len(cameras) - 1)}")
+    rng = random.Random(seed)
+    held = set(rng.sample(eligible, count))
+    by_camera = collections.defaultdict(list)
+    for path, _, pid, cam in images:
+        if pid in held:
+            by_camera[pid, cam].append(path)
+    queries = {key: rng.choice(sorted(paths)) for key, paths in sorted(by_camera.items())}
+    # A query with no image of its person left in another camera has nothing to find: it stays in
+    # the gallery instead, where it gives the person's later queries a match.
+    for (pid, cam), query in list(queries.items()):
+        if not any(p != queries.get((pid, c)) for (other, c), paths in by_camera.items()
+                   if other == pid and c != cam for p in paths):
+            del queries[pid, cam]
+    chosen = set(queries.values())
+    moved = [(p, ("query" if p in chosen else "gallery") if pid in held else split, pid, cam)
+             for p, split, pid, cam in images]
+    return moved, sorted(held)
+
+
+def check_stale(out, entries):
+    """Exit if `out` holds prepared files this preparation would not write (another --hold_out or
+    --seed, or a changed dataset): left there, they would mix the splits."""
+    planned = {os.path.join(out, split, pid, name) for _, split, pid, name in entries}
+    stale = [os.path.join(folder, name) for split in SPLITS for folder, _, names in os.walk(os.path.join(out, split))
+             for name in names if os.path.join(folder, name) not in planned]
+    if stale:
+        sys.exit(f"error: {out} holds {len(stale)} prepared file(s) that this preparation would not write "
+                 f"({shorten([os.path.relpath(p, out) for p in stale], 3)}): it was prepared with another --hold_out, "
+                 f"--seed or dataset; delete {out} (it holds links, not your images) or pass another --output")
+
+
+def write_split(path, held, seed, root, dataset):
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", encoding="utf-8") as f:
+            yaml.safe_dump({"source": f"the training images of {dataset.title} in {os.path.abspath(root)}",
+                            "seed": seed, "held_out_ids": held}, f, default_flow_style=None, sort_keys=False)
+
+
 def id_folder(pid):
     # Market-1501 names carry 4-digit ids; keeping that spelling keeps folders sorted numerically.
     return "-1" if pid == -1 else f"{pid:04d}"
@@ -340,6 +409,12 @@ def main(argv=None):
     parser.add_argument("--dataset", choices=list(DATASETS), default="market",
                         help="which raw layout the folder holds (see above); it also gives the published counts "
                              "the prepared splits are compared with")
+    parser.add_argument("--output", default=None,
+                        help="where to write the prepared tree (not given: <download_path>/pytorch)")
+    parser.add_argument("--hold_out", default=0, type=int, metavar="N",
+                        help="make query and gallery out of N identities of the training images, which then leave "
+                             "training (see above); 0 uses the dataset's own test set")
+    parser.add_argument("--seed", default=0, type=int, help="--hold_out: seed of the draw of identities and queries")
     parser.add_argument("--skip_check", action="store_true",
                         help="do not decode every image first (faster; a broken file then stops training instead)")
     parser.add_argument("--skip_unreadable", action="store_true",
@@ -350,8 +425,13 @@ def main(argv=None):
     if not os.path.isdir(root):
         sys.exit(f"error: --download_path {root} does not exist; pass the folder of the raw {args.dataset} dataset")
     dataset = choose(root, DATASETS[args.dataset])
+    if args.hold_out:
+        dataset = training_only(dataset)
     images, names = read_images(root, dataset)
-    out = os.path.join(root, "pytorch")
+    held = None
+    if args.hold_out:
+        images, held = hold_out(images, args.hold_out, args.seed)
+    out = args.output or os.path.join(root, "pytorch")
 
     bad = [] if args.skip_check else unreadable([p for p, *_ in images])
     if bad and not args.skip_unreadable:
@@ -361,10 +441,16 @@ def main(argv=None):
         print(f"warning: left out {len(bad)} image(s) that cannot be decoded: {shorten(bad)}", file=sys.stderr)
 
     entries = plan(images, set(bad))
+    check_stale(out, entries)
     for src, split, pid, name in tqdm(entries, desc="linking", unit="img", leave=False):
         link(src, os.path.join(out, split, pid, name))
     if names:
         write_identities(os.path.join(out, IDENTITIES_CSV), names)
+    split_file = os.path.join(out, SPLIT_YAML)
+    if held:
+        write_split(split_file, held, args.seed, root, dataset)
+    elif os.path.exists(split_file):
+        os.remove(split_file)
 
     print(f"wrote {out}")
     counts = {}
@@ -375,6 +461,9 @@ def main(argv=None):
             print(f"  {split:<12} {counts[split][0]:6d} images {counts[split][1]:5d} ids")
     if names:
         print(f"  {IDENTITIES_CSV}  names of the {len(names)} ids")
+    if held:
+        print(f"  query and gallery: {len(held)} ids held out of the training images (--seed {args.seed}; "
+              f"{SPLIT_YAML} lists them), never trained on")
     lonely = sorted({e[2] for e in entries if e[1] == "query"} - {e[2] for e in entries if e[1] == "gallery"})
     if lonely:
         print(f"warning: {len(lonely)} query id(s) have no gallery image ({shorten(lonely)}); evaluation will skip "

@@ -161,3 +161,22 @@ def test_thresholds_are_calibrated_for_search(run):
         assert set(thresholds[score]) == {"far=0.01", "far=0.001"}
         assert thresholds[score]["far=0.01"] <= thresholds[score]["far=0.001"]  # a stricter FAR, a higher bar
         assert all(0 <= v <= 1 for v in thresholds[score + "_tar"].values())
+
+
+def test_held_out_identities_are_measured_like_a_test_set(run, raw_market, tmp_path):
+    """prepare.py --hold_out's query and gallery go through test.py and evaluate.py as the
+    dataset's own would: every query is a held-out person with a match in another camera."""
+    held = tmp_path / "held out"
+    assert script("prepare.py", "--download_path", str(raw_market), "--output", str(held), "--hold_out", "3",
+                  cwd=REPO).returncode == 0
+    result = tmp_path / "held.mat"
+    done = script("test.py", "--gpu_ids", "-1", "--name", "tiny", "--test_dir", str(held), "--num_workers", "0",
+                  "--output", str(result), cwd=run)
+    assert done.returncode == 0, done.stderr
+    found = load_features(str(result), RESULT_KEYS)
+    with open(held / "split.yaml") as f:
+        assert set(found["query_label"].tolist()) == set(yaml.safe_load(f)["held_out_ids"])
+    for label, cam in zip(found["query_label"], found["query_cam"]):
+        assert ((found["gallery_label"] == label) & (found["gallery_cam"] != cam)).any()
+    line = script("evaluate.py", "--result", str(result), cwd=run).stdout.splitlines()[0]
+    assert LINE.match(line), line
