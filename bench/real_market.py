@@ -1,0 +1,226 @@
+"""Real people: train on Market-1501's real training images and measure on identities held out
+of them, by the repository's own commands; and the paper's claim (identification +
+verification beats identification alone) at this scale.
+
+    python bench/real_market.py --data ../shared/data/market1501          # quick: the recipe, one seed
+    python bench/real_market.py --data ../shared/data/market1501 --full   # the table: hours; resumes
+
+--data is the raw folder holding bounding_box_train/ (Market-1501's 12,936 training images of
+751 people). prepare.py --hold_out 100 --seed 0 turns it into <work>/market1501_h100: 651
+identities to train on, and 100 held out as query (one image per person and camera) and
+gallery, never trained on. Then, for each configuration and seed:
+
+    train_new.py (the recipe below, from scratch), test.py, evaluate.py
+
+in <work>, each run in <work>/model/<configuration>_s<seed>/. Each finished run becomes one
+row of --results (CSV); a run already there is not trained again, and one stopped midway
+(Ctrl-C, a closed session) resumes from its state.pth. The table of means and spreads over
+the seeds is printed at the end, with the chance level (random descriptors) of the split.
+
+The recipe, chosen by measurement on 2 CPU cores (docs/real_market.md): 64 x 32 images, from
+scratch (no ImageNet weights), P x K batches of 32 identities x 2 images, lr 0.03, 14 epochs
+with every rate x0.1 after 11, all training images (--train_all). The configurations of
+--full change one thing each: alpha 0 (identification only), alpha 2, and the original's
+triplet loading (three images per anchor) for the epochs that take the recipe's time.
+"""
+import argparse
+import csv
+import datetime
+import os
+import re
+import statistics
+import sys
+import time
+
+import numpy as np
+
+from stages import REPO, RESULT_LINE, machine, run_stage
+import cli  # noqa: E402  (stages puts the repository on the path)
+import train_new
+from data import IMAGE_EXTENSIONS, parse_names
+from metrics import rank_queries, summarize
+
+RECIPE = {"--height": "64", "--width": "32", "--sampler": "pk", "--instances": "2", "--batchsize": "64",
+          "--lr": "0.03", "--epochs": "14", "--decay_epoch": "11", "--alpha": "1"}
+SWITCHES = ["--no-pretrained", "--train_all", "--no-channels_last"]
+# configuration -> what it changes in the recipe. The triplet loader passes three images per
+# anchor through the network: at about 1/2.7 of the pk samples/s (docs/benchmarks.md), 5 epochs
+# take the time of the recipe's 14.
+CONFIGS = {
+    "recipe": {},
+    "alpha0": {"--alpha": "0"},
+    "alpha2": {"--alpha": "2"},
+    "triplet": {"--sampler": "triplet", "--epochs": "5", "--decay_epoch": "4"},
+}
+SPLIT_SEED = 0
+# evaluate.py's verification table: "  cosine  <auc> <eer> <tar@1e-2> <tar@1e-3>", then "  head ..."
+VERIFICATION_ROW = re.compile(r"^  (cosine|head)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)$", re.M)
+HEAD_RESULT = re.compile(r"^ranked by the head: Rank@1:(\d\.\d+) .* mAP:(\d\.\d+)$", re.M)
+EPOCH_LINE = re.compile(r"^epoch (\d+)/\d+ \|.* ([\d.]+) samples/s .*\| ([\d.]+)s$", re.M)
+FIELDS = ["config", "seed", "alpha", "sampler", "epochs", "train_s", "s_per_epoch", "samples_per_s", "rank1", "rank5",
+          "rank10", "mAP", "cosine_auc", "cosine_eer", "cosine_tar1e-2", "cosine_tar1e-3", "head_auc", "head_eer",
+          "head_tar1e-2", "head_tar1e-3", "head_rank1", "head_mAP", "machine", "date", "flags"]
+TARGET = {"rank1": 0.85, "mAP": 0.70}
+
+
+def flags(config, extra):
+    """train_new.py's flags for a configuration; `extra` (after -- on the command line) comes last and wins."""
+    options = RECIPE | CONFIGS[config]
+    return [x for pair in options.items() for x in pair] + SWITCHES + extra
+
+
+def read_rows(path):
+    if not os.path.isfile(path):
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def append_row(path, row):
+    """One finished run, appended (a header first when the file is new): a stop loses no finished run."""
+    new = not os.path.isfile(path)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "a", newline="") as f:
+        writer = csv.DictWriter(f, FIELDS, lineterminator="\n")
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
+
+
+def prepare(raw, work, hold_out):
+    tree = os.path.join(work, f"market1501_h{hold_out}")
+    if not os.path.isfile(os.path.join(tree, "split.yaml")):
+        run_stage("prepare.py", "--download_path", raw, "--output", tree, "--hold_out", str(hold_out),
+                  "--seed", str(SPLIT_SEED), cwd=work)
+    return tree
+
+
+def train_and_measure(config, seed, tree, work, extra):
+    """Train one run (resuming a stopped one), test and evaluate it; its row of the results file."""
+    name = f"{config}_s{seed}"
+    folder = os.path.join(work, "model", name)
+    again = ["--resume"] if os.path.isfile(os.path.join(folder, "state.pth")) else ["--overwrite"]
+    print(f"{name}: training ({'resumed' if again == ['--resume'] else 'log in ' + os.path.join(folder, 'train.log')})",
+          flush=True)
+    run_stage("train_new.py", "--name", name, "--data_dir", tree, "--seed", str(seed), *flags(config, extra), *again,
+              cwd=work)
+    with open(os.path.join(folder, "train.log")) as f:
+        epochs = EPOCH_LINE.findall(f.read())
+    result = os.path.join("model", name, "pytorch_result.mat")
+    run_stage("test.py", "--name", name, "--test_dir", tree, "--output", result, cwd=work)
+    printed = run_stage("evaluate.py", "--result", result, cwd=work)
+    _, rank1, rank5, rank10, mean_ap = RESULT_LINE.search(printed).groups()
+    verification = {m[0]: m[1:] for m in VERIFICATION_ROW.findall(printed)}
+    head = HEAD_RESULT.search(printed)
+    options = train_new.parse_args(flags(config, extra))  # the options as training resolved them
+    seconds = [float(s) for _, _, s in epochs]
+    row = {"config": config, "seed": seed, "alpha": options.alpha, "sampler": options.sampler,
+           "epochs": len(epochs), "train_s": f"{sum(seconds):.0f}", "s_per_epoch": f"{statistics.median(seconds):.1f}",
+           "samples_per_s": f"{statistics.median(float(r) for _, r, _ in epochs):.1f}", "rank1": rank1,
+           "rank5": rank5, "rank10": rank10, "mAP": mean_ap, "head_rank1": head[1] if head else "",
+           "head_mAP": head[2] if head else "", "machine": machine(), "date": datetime.date.today().isoformat(),
+           "flags": " ".join(flags(config, extra))}
+    for score in ("cosine", "head"):
+        for key, value in zip(("auc", "eer", "tar1e-2", "tar1e-3"), verification.get(score, ("",) * 4)):
+            row[f"{score}_{key}"] = value
+    return row
+
+
+def chance(tree, draws=20):
+    """Rank@1 and mAP of random descriptors on the split, averaged over `draws` draws."""
+    sides = {}
+    for split in ("query", "gallery"):
+        paths = [os.path.join(d, n) for d, _, names in os.walk(os.path.join(tree, split)) for n in names
+                 if n.lower().endswith(IMAGE_EXTENSIONS)]
+        sides[split] = (len(paths), *parse_names(paths))
+    rng = np.random.default_rng(0)
+    found = []
+    for _ in range(draws):
+        (nq, ql, qc), (ng, gl, gc) = sides["query"], sides["gallery"]
+        qf, gf = rng.standard_normal((nq, 64), np.float32), rng.standard_normal((ng, 64), np.float32)
+        found.append(summarize(rank_queries(qf, ql, qc, gf, gl, gc)))
+    return {k: statistics.mean(s[k] for s in found) for k in ("Rank@1", "mAP")}, sides["query"][0], sides["gallery"][0]
+
+
+def spread(values):
+    """mean ± standard deviation (sample), or the value alone for one run."""
+    values = [float(v) for v in values if v != ""]
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return f"{values[0]:.3f}"
+    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
+
+
+def table(rows, configs):
+    """The markdown table of means and spreads per configuration."""
+    columns = [("Rank@1", "rank1"), ("mAP", "mAP"), ("ROC AUC cos", "cosine_auc"), ("ROC AUC head", "head_auc"),
+               ("EER cos", "cosine_eer"), ("EER head", "head_eer"), ("TAR@FAR=1e-3 cos", "cosine_tar1e-3"),
+               ("TAR@FAR=1e-3 head", "head_tar1e-3")]
+    lines = ["| configuration | seeds | " + " | ".join(c for c, _ in columns) + " | training (min) | s/epoch |",
+             "|---" * (len(columns) + 4) + "|"]
+    for config in configs:
+        done = [r for r in rows if r["config"] == config]
+        if done:
+            lines.append(f"| {config} ({' '.join(f'{k} {v}' for k, v in CONFIGS[config].items()) or 'as above'}) | "
+                         f"{len(done)} | " + " | ".join(spread(r[key] for r in done) for _, key in columns)
+                         + f" | {spread(float(r['train_s']) / 60 for r in done)} | {spread(r['s_per_epoch'] for r in done)} |")
+    return "\n".join(lines)
+
+
+def main():
+    p = cli.parser(__doc__)
+    p.add_argument("--data", required=True, help="the raw Market-1501 folder holding bounding_box_train/")
+    p.add_argument("--full", action="store_true", help="every configuration (the alpha and sampler table), not "
+                                                        "only the recipe")
+    p.add_argument("--seeds", type=int, default=None,
+                   help="seeds per configuration, 0 to N-1 (not given: 1 in the quick mode, 3 with --full)")
+    p.add_argument("--configs", nargs="+", choices=list(CONFIGS), default=None,
+                   help="the configurations to run (not given: recipe alone, or all with --full)")
+    p.add_argument("--hold_out", type=int, default=100, help="identities held out of training as query and gallery")
+    p.add_argument("--work", default=os.path.join(REPO, "data", "real_market"),
+                   help="working folder: the prepared tree and model/ with every run")
+    p.add_argument("--results", default=os.path.join(REPO, "docs", "real_market_runs.csv"),
+                   help="CSV with one row per finished run; runs already in it are not run again")
+    p.add_argument("train_args", nargs=argparse.REMAINDER,
+                   help="after --: train_new.py flags that change the recipe for every run, e.g. -- --height 256 "
+                        "--width 128 on a GPU (give such runs their own --results and --work)")
+    args = p.parse_args()
+    extra = [a for a in args.train_args if a != "--"]
+    if not os.path.isdir(os.path.join(args.data, "bounding_box_train")):
+        sys.exit(f"error: --data {args.data} holds no bounding_box_train/; pass the raw Market-1501 folder "
+                 f"(e.g. ../shared/data/market1501)")
+    configs = args.configs or (list(CONFIGS) if args.full else ["recipe"])
+    seeds = range(args.seeds if args.seeds is not None else 3 if args.full else 1)
+    work = os.path.abspath(args.work)
+    os.makedirs(work, exist_ok=True)
+
+    print(machine(), flush=True)
+    tree = prepare(os.path.abspath(args.data), work, args.hold_out)
+    level, n_query, n_gallery = chance(tree)
+    print(f"split: {args.hold_out} held-out identities, {n_query} queries, {n_gallery} gallery images; chance level "
+          f"Rank@1 {level['Rank@1']:.3f} mAP {level['mAP']:.3f}", flush=True)
+    # seed by seed: after each round every configuration has the same number of runs to compare
+    for seed in seeds:
+        for config in configs:
+            done = {(r["config"], r["seed"]) for r in read_rows(args.results)}
+            if (config, str(seed)) in done:
+                continue
+            start = time.time()
+            row = train_and_measure(config, seed, tree, work, extra)
+            append_row(args.results, row)
+            print(f"{config}_s{seed}: Rank@1 {float(row['rank1']):.4f} mAP {float(row['mAP']):.4f}, "
+                  f"{int(row['epochs'])} epochs in {float(row['train_s']) / 60:.1f} min of training "
+                  f"({row['s_per_epoch']} s/epoch); {time.time() - start:.0f} s in all", flush=True)
+    rows = [r for r in read_rows(args.results) if int(r["seed"]) in seeds]
+    print(table(rows, configs))
+    recipe = [r for r in rows if r["config"] == "recipe"]
+    if recipe:
+        means = {k: statistics.mean(float(r[k]) for r in recipe) for k in TARGET}
+        print(f"recipe over {len(recipe)} seed(s): Rank@1 {means['rank1']:.3f}, mAP {means['mAP']:.3f} "
+              f"(target {TARGET['rank1']} / {TARGET['mAP']}: "
+              f"{'met' if all(means[k] >= TARGET[k] for k in TARGET) else 'not met'})")
+
+
+if __name__ == "__main__":
+    main()
