@@ -15,6 +15,9 @@ model/<name>/
     train.png       loss and top-1 error per epoch (train and val), val retrieval Rank@1 and mAP
     train.log       one line per epoch
     <name>.onnx     the feature extractor for a service (export.py; <name>_noflip.onnx with --no-flip)
+    cache/          search.py's gallery descriptors, one file per gallery folder, checkpoint, input
+                    size and precision, whatever --output each search writes to
+    search/         search.py's answers (its default --output)
 
 Every file is written to a temporary name in the same folder and renamed,
 so a killed process never leaves half a file behind under the real name.
@@ -32,6 +35,7 @@ import yaml
 MODEL_ROOT = "model"
 STATE = "state.pth"
 THRESHOLDS = "thresholds.yaml"
+SEARCH_CACHE = "cache"
 # What the original code's train.py (layumi/Person-reID-verification, every version) writes to
 # opts.yaml: its flags, neither the number of classes nor the image size. Its test.py reads PCB and use_dense.
 ORIGINAL_OPTIONS = {"PCB", "alpha", "batchsize", "color_jitter", "data_dir", "erasing_p", "gpu_ids", "lr", "name",

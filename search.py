@@ -21,11 +21,11 @@ Writes, in --output (model/<name>/search by default):
     results.csv         one row per query and match: query, rank, gallery, cosine, p_same,
                         same (1 or 0), decided_by, threshold
     <n>_<query>.png     the query, then its matches with their scores; green = judged the same person
-    cache/              gallery descriptors, one file per gallery folder and checkpoint. An image
-                        is extracted again when it was added or changed (its size, times or inode
-                        differ), removed images are dropped, and another checkpoint, input size or
-                        precision starts a new cache: nothing stale is ever used. A second search
-                        of an unchanged gallery extracts only the queries.
+and keeps the gallery's descriptors in the run's cache, model/<name>/cache/, one file per gallery
+folder, checkpoint, input size and precision, whatever --output and the queries: a second search
+of an unchanged gallery extracts only the queries. An image is extracted again when it was added
+or changed (its size, times or inode differ), removed images are dropped, and a checkpoint saved
+again under the same name replaces the cache: nothing stale is ever used.
 """
 import argparse
 import csv
@@ -42,7 +42,7 @@ from data import IMAGE_EXTENSIONS, UnreadableImage, is_image, load_image, test_t
 from devices import choose_device
 from model import FEATURE_DIM, descriptors, load_head, load_trained
 from pictures import draw_ranking
-from runs import atomic_path, checkpoint_path, head_path, run_dir
+from runs import SEARCH_CACHE, atomic_path, checkpoint_path, head_path, run_dir
 from verification import FARS, head_block, load_thresholds, probability
 
 # Part of every cache key: a change to how descriptors are computed must not reuse old ones.
@@ -136,13 +136,16 @@ def file_key(path):
     return [s.st_size, s.st_mtime_ns, s.st_ctime_ns, s.st_ino]
 
 
-def gallery_features(model, paths, args, device, opts, folder, cache_dir):
-    """Descriptors of the gallery images, from the cache where an image is unchanged; returns
-    (readable paths, their descriptors, unreadable paths, how many were extracted now)."""
+def gallery_features(model, paths, args, device, opts, folder):
+    """Descriptors of the gallery images, from the run's cache where an image is unchanged; returns
+    (readable paths, their descriptors, unreadable paths, how many readable ones were extracted now)."""
     checkpoint = checkpoint_path(folder, args.which_epoch)
-    identity = repr((CACHE_VERSION, os.path.abspath(args.gallery), os.path.abspath(checkpoint), file_key(checkpoint),
-                     opts["height"], opts["width"], args.precision))
-    cache = os.path.join(cache_dir, f"gallery-{hashlib.sha1(identity.encode()).hexdigest()[:16]}.npz")
+    # The file's name leaves out the checkpoint's times, so that a checkpoint saved again replaces
+    # its cache instead of adding one; the identity inside holds them, so that no stale one is used.
+    place = (CACHE_VERSION, os.path.abspath(args.gallery), os.path.abspath(checkpoint), opts["height"], opts["width"],
+             args.precision)
+    identity = repr(place + (file_key(checkpoint),))
+    cache = os.path.join(folder, SEARCH_CACHE, f"gallery-{hashlib.sha1(repr(place).encode()).hexdigest()[:16]}.npz")
     rel = [os.path.relpath(p, args.gallery) for p in paths]
     keys = np.array([file_key(p) for p in paths], dtype=np.int64).reshape(-1, 4)
     cached = {}
@@ -163,7 +166,7 @@ def gallery_features(model, paths, args, device, opts, folder, cache_dir):
             with open(tmp, "wb") as f:
                 np.savez(f, identity=np.array(identity), paths=np.array(rel)[ok], keys=keys[ok], features=features[ok])
     return ([p for p, good in zip(paths, ok) if good], features[ok], [p for p, good in zip(paths, ok) if not good],
-            len(fresh))
+            int(readable.sum()))
 
 
 def decision_rule(args, folder, head):
@@ -210,8 +213,9 @@ def main(argv=None):
                  f"(runs of the original code saved no head); rank by cosine")
     by, threshold, source = decision_rule(args, folder, head)
 
-    gallery_paths, gf, unreadable, extracted = gallery_features(model, gallery_paths, args, device, opts, folder,
-                                                                os.path.join(output, "cache"))
+    listed = len(gallery_paths)
+    gallery_paths, gf, unreadable, extracted = gallery_features(model, gallery_paths, args, device, opts, folder)
+    cached = len(gallery_paths) - extracted
     qf, readable = extract(model, query_paths, args, device, opts, "queries")
     unreadable += [p for p, ok in zip(query_paths, readable) if not ok]
     if unreadable:
@@ -220,8 +224,8 @@ def main(argv=None):
     query_paths, qf = [p for p, ok in zip(query_paths, readable) if ok], qf[readable]
     if not query_paths or not gallery_paths:
         sys.exit(f"error: no readable {'query' if not query_paths else 'gallery'} image left to search with")
-    print(f"gallery {args.gallery}: {len(gallery_paths)} images, {extracted} extracted now, "
-          f"{len(gallery_paths) - extracted} from the cache")
+    print(f"gallery {args.gallery}: {listed} images, {extracted} extracted now, {cached} from the cache"
+          + (f", {listed - extracted - cached} unreadable (skipped)" if listed > extracted + cached else ""))
 
     # every pair at once: cosine is qf . gf, the head's logit qf . (w * gf) + b (verification.py)
     cosine = torch.from_numpy(qf) @ torch.from_numpy(gf).T

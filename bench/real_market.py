@@ -100,10 +100,9 @@ def train_and_measure(config, seed, tree, work, extra):
     name = f"{config}_s{seed}"
     folder = os.path.join(work, "model", name)
     again = ["--resume"] if os.path.isfile(os.path.join(folder, "state.pth")) else ["--overwrite"]
-    print(f"{name}: training ({'resumed' if again == ['--resume'] else 'log in ' + os.path.join(folder, 'train.log')})",
-          flush=True)
+    print(f"{name}: training{' (resumed)' if again == ['--resume'] else ''} in {folder}", flush=True)
     run_stage("train_new.py", "--name", name, "--data_dir", tree, "--seed", str(seed), *flags(config, extra), *again,
-              cwd=work)
+              cwd=work, echo=f"  {name}: ")
     with open(os.path.join(folder, "train.log")) as f:
         epochs = EPOCH_LINE.findall(f.read())
     result = os.path.join("model", name, "pytorch_result.mat")

@@ -28,6 +28,7 @@ import cli  # noqa: E402
 import synthetic  # noqa: E402
 from data import is_image  # noqa: E402
 from model import build_model  # noqa: E402
+from runs import SEARCH_CACHE  # noqa: E402
 from runs import save_checkpoint, save_opts  # noqa: E402
 
 # Run in a process of its own: what a cached search cannot do without (argv: run name, gallery
@@ -99,7 +100,7 @@ def main():
             out = run_stage(*search, *extra, cwd=work)
             times[name] = time.perf_counter() - start
             print(f"{name}: {times[name]:.1f} s; " + next(line for line in out.splitlines() if line.startswith("gallery")))
-        cache_dir = os.path.join(work, "model", "bench", "search", "cache")
+        cache_dir = os.path.join(work, "model", "bench", SEARCH_CACHE)
         cache = os.path.join(cache_dir, os.listdir(cache_dir)[0])
         with open(os.path.join(work, "floor.py"), "w") as f:
             f.write(FLOOR)

@@ -5,20 +5,31 @@ import platform
 import re
 import subprocess
 import sys
+import tempfile
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 from metrics import RESULT_LINE  # noqa: E402,F401  evaluate.py's metrics line, for the benchmarks
 
 
-def run_stage(script, *args, cwd):
+def run_stage(script, *args, cwd, echo=None):
     """Run the repository's `script` with this Python in `cwd`; its stdout, or exit naming the
-    script and the last line of its error output."""
-    out = subprocess.run([sys.executable, os.path.join(REPO, script), *args], cwd=cwd, capture_output=True, text=True)
-    if out.returncode:
-        last = (out.stderr.strip().splitlines() or ["no error output"])[-1]
-        sys.exit(f"error: {script} failed with exit status {out.returncode}: {last}")
-    return out.stdout
+    script and the last line of its error output. With `echo`, each stdout line is also printed
+    as it comes, after that prefix: long stages (training) show their progress."""
+    with tempfile.TemporaryFile("w+") as errors:  # a file, not a pipe: tqdm's bars would fill a pipe
+        process = subprocess.Popen([sys.executable, os.path.join(REPO, script), *args], cwd=cwd, text=True,
+                                   stdout=subprocess.PIPE, stderr=errors)
+        lines = []
+        for line in process.stdout:
+            lines.append(line)
+            if echo is not None:
+                print(echo + line, end="", flush=True)
+        process.wait()
+        if process.returncode:
+            errors.seek(0)
+            last = (errors.read().strip().splitlines() or ["no error output"])[-1]
+            sys.exit(f"error: {script} failed with exit status {process.returncode}: {last}")
+    return "".join(lines)
 
 
 def machine():

@@ -82,8 +82,28 @@ def test_the_cache_is_reused_and_never_stale(tiny_run, prepared_market, gallery,
     assert str(removed) not in now and str(added) in now
     assert now[str(changed)] != pytest.approx(first[str(changed)], abs=1e-6)
 
+    # the cache is the run's and the gallery's: another --output and other queries use it too
+    other_query = sorted((prepared_market / "query").rglob("*.jpg"))[-1]
+    elsewhere = ("--query", other_query, "--gallery", gallery, "--output", tmp_path / "elsewhere")
+    assert f"{n} images, 0 extracted now, {n} from the cache" in searched(capsys, tiny_run, *elsewhere)[0]
+    assert not (tmp_path / "out" / "cache").exists()
+
+    cache = tiny_run / "model" / "tiny" / "cache"
+    files = set(os.listdir(cache))
     os.utime(tiny_run / "model" / "tiny" / "net_last.pth")  # another checkpoint under the same name
     assert f"{n} images, {n} extracted now, 0 from the cache" in searched(capsys, tiny_run, *args)[0]
+    assert set(os.listdir(cache)) == files  # replaced, not one more file per checkpoint saved
+
+
+def test_the_summary_counts_unreadable_images_apart(tiny_run, gallery, tmp_path, capsys):
+    n = sum(len(f) for _, _, f in os.walk(gallery))
+    query = sorted(gallery.rglob("*.jpg"))[0]
+    (gallery / "broken.jpg").write_bytes(b"not an image")
+    args = ("--query", query, "--gallery", gallery, "--output", tmp_path / "out", "--no-pictures")
+    out, err = searched(capsys, tiny_run, *args)
+    assert f"{n + 1} images, {n} extracted now, 0 from the cache, 1 unreadable (skipped)" in out and "broken.jpg" in err
+    out, _ = searched(capsys, tiny_run, *args)
+    assert f"{n + 1} images, 0 extracted now, {n} from the cache, 1 unreadable (skipped)" in out
 
 
 def test_images_as_people_have_them(tiny_run, prepared_market, tmp_path, capsys):
