@@ -28,8 +28,7 @@ import cli  # noqa: E402
 import synthetic  # noqa: E402
 from data import is_image  # noqa: E402
 from model import build_model  # noqa: E402
-from runs import SEARCH_CACHE  # noqa: E402
-from runs import save_checkpoint, save_opts  # noqa: E402
+from runs import SEARCH_CACHE, save_checkpoint, save_opts  # noqa: E402
 
 # Run in a process of its own: what a cached search cannot do without (argv: run name, gallery
 # cache file, the queries' folder, --gpu_ids, the repository).
