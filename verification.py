@@ -165,6 +165,53 @@ def calibrate(qf, ql, qc, gf, gl, gc, head=None, fars=FARS):
     return out
 
 
+def fit_platt(scores, same, iterations=50):
+    """(a, b) of P(same) = sigmoid(a * score + b) fitted to pairs (Platt scaling): the logistic
+    regression of the pairs' labels on their scores, by Newton's method, with Platt's targets
+    (N+ + 1) / (N+ + 2) and 1 / (N- + 2) instead of 1 and 0, which keep (a, b) finite even when
+    the scores separate the pairs perfectly. P(same) then assumes the pairs' own share of
+    positives as the prior (with_prior changes it)."""
+    scores, same = np.asarray(scores, np.float64).ravel(), np.asarray(same, bool).ravel()
+    n_pos, n_neg = int(same.sum()), int((~same).sum())
+    if n_pos == 0 or n_neg == 0:
+        raise ValueError(f"calibration needs positive and negative pairs; these hold {n_pos} and {n_neg}")
+    target = np.where(same, (n_pos + 1) / (n_pos + 2), 1 / (n_neg + 2))
+    # start from the fit that only knows the prior: a = 0, b = its logit
+    a, b = 0.0, float(np.log((n_pos + 1) / (n_neg + 1)))
+    for _ in range(iterations):
+        p = 1 / (1 + np.exp(-(a * scores + b)))
+        gradient = np.array([((p - target) * scores).sum(), (p - target).sum()])
+        h = p * (1 - p)
+        hessian = np.array([[(h * scores * scores).sum(), (h * scores).sum()], [(h * scores).sum(), h.sum()]])
+        step = np.linalg.solve(hessian + 1e-12 * np.eye(2), gradient)
+        a, b = a - step[0], b - step[1]
+        if np.abs(step).max() < 1e-10:
+            break
+    return float(a), float(b)
+
+
+def with_prior(logit, fitted, prior):
+    """The logit of P(same) for pairs that are the same person with probability `prior`, from the
+    logit fitted on pairs whose share of positives was `fitted`: the likelihood ratio stays, the
+    prior odds change (Bayes' rule)."""
+    return np.asarray(logit, np.float64) + np.log(prior / (1 - prior)) - np.log(fitted / (1 - fitted))
+
+
+def expected_calibration_error(p, same, bins=15):
+    """ECE: over `bins` equal-width bins of the predicted P(same), the gap between the mean
+    prediction and the share of positives, weighted by the bin's share of the pairs."""
+    p, same = np.asarray(p, np.float64).ravel(), np.asarray(same, np.float64).ravel()
+    which = np.clip((p * bins).astype(np.int64), 0, bins - 1)  # bin k holds [k/bins, (k+1)/bins); 1.0 the last
+    count = np.bincount(which, minlength=bins)
+    gap = np.abs(np.bincount(which, p, bins) - np.bincount(which, same, bins))
+    return float(gap.sum() / max(len(p), 1)) if count.any() else 0.0
+
+
+def brier_score(p, same):
+    """The mean squared difference between P(same) and the label (1 same, 0 different)."""
+    return float(np.mean((np.asarray(p, np.float64).ravel() - np.asarray(same, np.float64).ravel()) ** 2))
+
+
 def save_thresholds(folder, thresholds):
     with atomic_path(os.path.join(folder, THRESHOLDS)) as tmp:
         with open(tmp, "w") as f:

@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from verification import load_thresholds, probability, roc, save_thresholds, summarize_roc, threshold_at_far
+from verification import (brier_score, expected_calibration_error, fit_platt, load_thresholds, probability, roc,
+                          save_thresholds, summarize_roc, threshold_at_far, with_prior)
 
 
 def roc_of(scores, ql, qc, gl, gc):
@@ -115,3 +116,55 @@ def test_thresholds_file_round_trips(tmp_path):
     save_thresholds(str(tmp_path), thresholds)
     assert load_thresholds(str(tmp_path)) == thresholds
     assert load_thresholds(str(tmp_path / "elsewhere")) is None
+
+
+def test_platt_scaling_recovers_a_logistic_relation():
+    rng = np.random.default_rng(0)
+    scores = rng.uniform(-1, 1, 200_000)
+    same = rng.random(scores.size) < 1 / (1 + np.exp(-(4 * scores - 1)))
+    a, b = fit_platt(scores, same)
+    assert a == pytest.approx(4, abs=0.05) and b == pytest.approx(-1, abs=0.03)
+
+
+def test_platt_scaling_stays_finite_on_separated_pairs():
+    # every positive above every negative: plain maximum likelihood would run a to infinity
+    a, b = fit_platt([0.9, 0.8, 0.1, 0.0, -0.2], [True, True, False, False, False])
+    p = probability(a * np.array([0.9, -0.2]) + b)
+    assert np.isfinite([a, b]).all() and a > 0
+    assert 0.5 < p[0] < 1 and 0 < p[1] < 0.5
+
+
+def test_platt_scaling_needs_both_kinds_of_pairs():
+    with pytest.raises(ValueError, match="1 and 0"):
+        fit_platt([0.3], [True])
+
+
+def test_a_prior_changes_the_odds_only():
+    assert with_prior(0.0, 0.1, 0.5) == pytest.approx(np.log(9))
+    assert with_prior(1.5, 0.2, 0.2) == pytest.approx(1.5)
+
+
+def test_calibration_error_and_brier_by_hand():
+    p, same = [0.1, 0.1, 0.9, 0.95], [0, 1, 1, 1]
+    # 15 bins: both 0.1 in bin 1 (mean 0.1 against 0.5 positive), 0.9 in bin 13, 0.95 in bin 14
+    assert expected_calibration_error(p, same) == pytest.approx((2 * 0.4 + 0.1 + 0.05) / 4)
+    assert brier_score(p, same) == pytest.approx((0.01 + 0.81 + 0.01 + 0.0025) / 4)
+    assert expected_calibration_error([0.0, 1.0], [0, 1]) == 0
+
+
+def test_calibrated_probabilities_beat_a_squeezed_head_on_new_pairs():
+    """The head's raw outputs sit near 0.5 when its weights are small (a rare positive then reads
+    as a coin toss); a fit on other pairs makes them mean what they say."""
+    rng = np.random.default_rng(1)
+
+    def pairs(n):
+        same = rng.random(n) < 0.02
+        return rng.normal(np.where(same, 0.6, 0.0), 0.2) * 0.3, same  # logits squeezed into about [-0.2, 0.4]
+
+    fit_logits, fit_same = pairs(100_000)
+    logits, same = pairs(100_000)
+    a, b = fit_platt(fit_logits, fit_same)
+    raw, calibrated = probability(logits), probability(a * logits + b)
+    assert expected_calibration_error(raw, same) > 0.4
+    assert expected_calibration_error(calibrated, same) < 0.01
+    assert brier_score(calibrated, same) < brier_score(raw, same)
