@@ -32,8 +32,9 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 NAME_PATTERN = re.compile(r"^(?P<pid>-1|\d+)_c(?P<cam>\d+)(?:s\d+)?_[^/\\]*$")
 NAME_HELP = "<id>_c<camera>..., e.g. 0002_c1s1_000451_03.jpg (Market-1501) or 0001_c2_f0046182.jpg (DukeMTMC-reID)"
 
-# the splits of a prepared tree (prepare.py), in the order prepare.py lists them
-SPLITS = ("train_all", "train", "val", "query", "gallery", "multi-query")
+# the splits of a prepared tree (prepare.py), in the order prepare.py lists them; calibration
+# only with prepare.py --calibration
+SPLITS = ("train_all", "train", "val", "query", "gallery", "multi-query", "calibration")
 # A tree drawn by synthetic.py holds this file (its parameters); prepare.py compares no counts for it
 SYNTHETIC_MARKER = "SYNTHETIC"
 IMAGENET_MEAN = [0.485, 0.456, 0.406]

@@ -10,7 +10,8 @@ the other stages read, one folder per identity:
     <download_path>/pytorch/multi-query/<id>/ gt_bbox, where the dataset has it (Market-1501)
     <download_path>/pytorch/identities.csv    id,name: custom data whose identity folders
                                               are names, not numbers
-    <download_path>/pytorch/split.yaml        --hold_out: the identities held out as query/gallery
+    <download_path>/pytorch/calibration/<id>/ --calibration: identities held out for calibration
+    <download_path>/pytorch/split.yaml        --hold_out, --calibration: the identities held out
 (--output writes the tree elsewhere.)
 
 --dataset names the raw layout --download_path holds (one entry of DATASETS each):
@@ -30,6 +31,11 @@ set is missing (or to tune without touching it): N identities seen by two or mor
 Queries and gallery of one person from the same camera are junk to the evaluation, so every
 query is matched across cameras, with people the network never trained on. The dataset's
 own query and gallery folders are not read; split.yaml in the tree records the held-out ids.
+
+--calibration M holds M more identities of the training images out (seen by two or more
+cameras, drawn with --seed among those left): all their images go to calibration/, where
+train_new.py fits the same-person probability and its thresholds at the end of training, on
+people it never trained on and that the test set does not hold either.
 
 The later stages read id and camera from file names (data.parse_name), whatever the
 dataset: a prepared file keeps its raw name when that name already reads as its id
@@ -285,19 +291,26 @@ def training_only(dataset):
                                published={})
 
 
+def draw_identities(images, count, rng, flag):
+    """`count` ids of the training images (split train_all), drawn among those seen by two or more
+    cameras; exit naming `flag` when there are not enough, or none would be left to train on."""
+    cameras = collections.defaultdict(set)
+    for _, split, pid, cam in images:
+        if split == "train_all":
+            cameras[pid].add(cam)
+    eligible = sorted(pid for pid, cams in cameras.items() if pid > 0 and len(cams) >= 2)
+    if not 0 < count < len(cameras) or count > len(eligible):
+        sys.exit(f"error: {flag} {count} cannot be met: the training images left hold {len(cameras)} ids, "
+                 f"{len(eligible)} of them seen by two or more cameras; hold out between 1 and "
+                 f"{min(len(eligible), len(cameras) - 1)}")
+    return set(rng.sample(eligible, count))
+
+
 def hold_out(images, count, seed):
     """(images, held-out ids): `count` identities of the training images, drawn among those seen by two
     or more cameras, moved to query (one image per identity and camera) and gallery (the rest)."""
-    cameras = collections.defaultdict(set)
-    for _, _, pid, cam in images:
-        cameras[pid].add(cam)
-    eligible = sorted(pid for pid, cams in cameras.items() if pid > 0 and len(cams) >= 2)
-    if not 0 < count < len(cameras) or count > len(eligible):
-        sys.exit(f"error: --hold_out {count} cannot be met: the training images hold {len(cameras)} ids, "
-                 f"{len(eligible)} of them seen by two or more cameras; hold out between 1 and "
-                 f"{min(len(eligible), len(cameras) - 1)}")
     rng = random.Random(seed)
-    held = set(rng.sample(eligible, count))
+    held = draw_identities(images, count, rng, "--hold_out")
     by_camera = collections.defaultdict(list)
     for path, _, pid, cam in images:
         if pid in held:
@@ -315,6 +328,14 @@ def hold_out(images, count, seed):
     return moved, sorted(held)
 
 
+def hold_for_calibration(images, count, seed):
+    """(images, calibration ids): `count` identities of the training images left, drawn among those
+    seen by two or more cameras (with a generator of their own: the test split does not change with
+    --calibration), moved whole to calibration/."""
+    chosen = draw_identities(images, count, random.Random(f"calibration {seed}"), "--calibration")
+    return [(p, "calibration" if pid in chosen else split, pid, cam) for p, split, pid, cam in images], sorted(chosen)
+
+
 def check_stale(out, entries):
     """Exit if `out` holds prepared files this preparation would not write (another --hold_out or
     --seed, or a changed dataset): left there, they would mix the splits."""
@@ -327,11 +348,13 @@ def check_stale(out, entries):
                  f"--seed or dataset; delete {out} (it holds links, not your images) or pass another --output")
 
 
-def write_split(path, held, seed, root, dataset):
+def write_split(path, held, calibration, seed, root, dataset):
+    split = {"source": f"the training images of {dataset.title} in {os.path.abspath(root)}", "seed": seed}
+    split |= {"held_out_ids": held} if held else {}
+    split |= {"calibration_ids": calibration} if calibration else {}
     with atomic_path(path) as tmp:
         with open(tmp, "w", encoding="utf-8") as f:
-            yaml.safe_dump({"source": f"the training images of {dataset.title} in {os.path.abspath(root)}",
-                            "seed": seed, "held_out_ids": held}, f, default_flow_style=None, sort_keys=False)
+            yaml.safe_dump(split, f, default_flow_style=None, sort_keys=False)
 
 
 def id_folder(pid):
@@ -414,7 +437,11 @@ def main(argv=None):
     parser.add_argument("--hold_out", default=0, type=int, metavar="N",
                         help="make query and gallery out of N identities of the training images, which then leave "
                              "training (see above); 0 uses the dataset's own test set")
-    parser.add_argument("--seed", default=0, type=int, help="--hold_out: seed of the draw of identities and queries")
+    parser.add_argument("--calibration", default=0, type=int, metavar="M",
+                        help="hold M more identities of the training images out, into calibration/, for "
+                             "train_new.py to calibrate the same-person probability on (see above)")
+    parser.add_argument("--seed", default=0, type=int,
+                        help="--hold_out, --calibration: seed of the draw of identities and queries")
     parser.add_argument("--skip_check", action="store_true",
                         help="do not decode every image first (faster; a broken file then stops training instead)")
     parser.add_argument("--skip_unreadable", action="store_true",
@@ -428,9 +455,11 @@ def main(argv=None):
     if args.hold_out:
         dataset = training_only(dataset)
     images, names = read_images(root, dataset)
-    held = None
+    held = calibration = None
     if args.hold_out:
         images, held = hold_out(images, args.hold_out, args.seed)
+    if args.calibration:
+        images, calibration = hold_for_calibration(images, args.calibration, args.seed)
     out = args.output or os.path.join(root, "pytorch")
 
     bad = [] if args.skip_check else unreadable([p for p, *_ in images])
@@ -447,8 +476,8 @@ def main(argv=None):
     if names:
         write_identities(os.path.join(out, IDENTITIES_CSV), names)
     split_file = os.path.join(out, SPLIT_YAML)
-    if held:
-        write_split(split_file, held, args.seed, root, dataset)
+    if held or calibration:
+        write_split(split_file, held, calibration, args.seed, root, dataset)
     elif os.path.exists(split_file):
         os.remove(split_file)
 
@@ -464,6 +493,9 @@ def main(argv=None):
     if held:
         print(f"  query and gallery: {len(held)} ids held out of the training images (--seed {args.seed}; "
               f"{SPLIT_YAML} lists them), never trained on")
+    if calibration:
+        print(f"  calibration: {len(calibration)} ids held out of the training images (--seed {args.seed}; "
+              f"{SPLIT_YAML} lists them), for train_new.py to calibrate on")
     lonely = sorted({e[2] for e in entries if e[1] == "query"} - {e[2] for e in entries if e[1] == "gallery"})
     if lonely:
         print(f"warning: {len(lonely)} query id(s) have no gallery image ({shorten(lonely)}); evaluation will skip "

@@ -31,7 +31,7 @@ def test_prepared_tree(raw_market, capsys):
     before = snapshot(raw_market)
     prepare.main(["--download_path", str(raw_market)])
     out = raw_market / "pytorch"
-    assert sorted(os.listdir(out)) == sorted(SPLITS)
+    assert sorted(os.listdir(out)) == sorted(s for s in SPLITS if s != "calibration")
     for raw, split in (("bounding_box_train", "train_all"), ("bounding_box_test", "gallery"),
                        ("query", "query"), ("gt_bbox", "multi-query")):
         names = sorted(os.listdir(raw_market / raw))
@@ -132,7 +132,7 @@ def test_hold_out_needs_only_the_training_folder(raw_market):
 
 
 def test_hold_out_too_many_says_how_many_can_be(raw_market):
-    with pytest.raises(SystemExit, match="--hold_out 8 cannot be met: the training images hold 8 ids.*between 1 and 7"):
+    with pytest.raises(SystemExit, match="--hold_out 8 cannot be met: the training images left hold 8 ids.*between 1 and 7"):
         held_out_tree(raw_market, "--hold_out", "8")
 
 
@@ -165,3 +165,28 @@ def test_every_held_out_query_has_a_match_in_another_camera():
     # as many queries as leave a match: 3 cameras of one image give 2, one lone image 1, two cameras of two 2
     assert [sum(1 for _, split, i, _ in moved if i == pid and split == "query") for pid in held] == [2, 1, 2]
     assert all(split == "train_all" for _, split, i, _ in moved if i == 4)
+
+
+def test_calibration_identities_leave_training_and_leave_the_test_split_alone(raw_market, tmp_path):
+    plain = tmp_path / "plain"
+    prepare.main(["--download_path", str(raw_market), "--output", str(plain), "--hold_out", "2"])
+    out = held_out_tree(raw_market, "--hold_out", "2", "--calibration", "3")
+    calibration, train_all = files(out, "calibration"), files(out, "train_all")
+    assert len(calibration) == 3
+    assert (files(out, "query"), files(out, "gallery")) == (files(plain, "query"), files(plain, "gallery"))
+    assert sorted(train_all) == sorted(set(files(plain, "train_all")) - set(calibration))
+    assert all(calibration[pid] == files(plain, "train_all")[pid] for pid in calibration)  # every image of them
+    assert not set(calibration) & (set(files(out, "train")) | set(files(out, "val")))
+    with open(out / "split.yaml") as f:
+        split = yaml.safe_load(f)
+    assert split["calibration_ids"] == [int(pid) for pid in sorted(calibration)]
+    assert split["held_out_ids"] == [int(pid) for pid in sorted(files(out, "query"))]
+
+
+def test_calibration_beside_the_datasets_own_test_set(raw_market):
+    prepare.main(["--download_path", str(raw_market), "--calibration", "2"])
+    out = raw_market / "pytorch"
+    assert len(files(out, "calibration")) == 2
+    assert sorted(n for names in files(out, "query").values() for n in names) == sorted(os.listdir(raw_market / "query"))
+    with pytest.raises(SystemExit, match="--calibration 9 cannot be met"):
+        prepare.main(["--download_path", str(raw_market), "--calibration", "9"])
