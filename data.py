@@ -12,7 +12,10 @@ Feature files (scipy .mat, written by test.py)
     pytorch_result.mat  gallery_f (N x 512 float32), gallery_label, gallery_cam,
                         query_f, query_label, query_cam (each 1 x N); and, for runs with a
                         verification head, verif_w (1 x 512) and verif_b (1 x 1): its
-                        same-minus-different weights and bias (verification.py)
+                        same-minus-different weights and bias (verification.py); for runs whose
+                        thresholds.yaml holds a calibration, platt_cosine and platt_head (1 x 2:
+                        a, b of P(same) = sigmoid(a * score + b), the head's score its logit) and
+                        calibration_prior (1 x 1: the share of positives it was fitted on)
     multi_query.mat     mquery_f, mquery_label, mquery_cam
 """
 import os
@@ -43,6 +46,7 @@ IMAGENET_STD = [0.229, 0.224, 0.225]
 RESULT_KEYS = ("gallery_f", "gallery_label", "gallery_cam", "query_f", "query_label", "query_cam")
 MULTI_KEYS = ("mquery_f", "mquery_label", "mquery_cam")
 HEAD_KEYS = ("verif_w", "verif_b")
+CALIBRATION_KEYS = ("platt_cosine", "platt_head", "calibration_prior")
 
 
 def is_image(name):

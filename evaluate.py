@@ -10,6 +10,12 @@ pair of the protocol (verification.py), for cosine similarity and for the head
 side by side: ROC AUC, equal error rate, true-accept rate at false-accept rates
 1e-2 and 1e-3; and Rank@1/mAP with the gallery ranked by the head instead of
 cosine (the paper ranks by cosine). --roc draws the ROC curves.
+
+When it also holds the run's calibration of P(same) (Platt scaling fitted at the end of
+training, thresholds.yaml), it says how well the probabilities hold on these pairs: the
+expected calibration error (ECE, 15 bins of P(same)) and the Brier score of the head's raw
+P(same) (sigmoid of its logit) and of the calibrated P(same) of the head and of cosine, at the
+prior the calibration assumed. --reliability draws the reliability diagram.
 """
 import os
 import sys
@@ -17,10 +23,11 @@ import sys
 import numpy as np
 
 import cli
-from data import HEAD_KEYS, MULTI_KEYS, RESULT_KEYS, load_features
+from data import CALIBRATION_KEYS, HEAD_KEYS, MULTI_KEYS, RESULT_KEYS, load_features
 from metrics import format_lines, k_reciprocal_scores, multi_query_features, rank_queries, summarize
 from runs import atomic_path
-from verification import FARS, head_block, roc, summarize_roc
+from verification import (ECE_BINS, FARS, brier_score, expected_calibration_error, head_block, pair_reliability,
+                          probability, roc, summarize_roc)
 
 
 def check(arrays, path, sides):
@@ -74,6 +81,60 @@ def verification_report(result, path, device, args):
                score_block=head_block(result["query_f"], result["gallery_f"], w, b, device))
     if args.roc:
         draw_roc(args.roc, curves, summaries)
+    if "calibration_prior" in result:
+        calibration_report(result, pairs, curves["cosine"], device, args)
+
+
+def calibration_report(result, pairs, curve, device, args):
+    """ECE and Brier score of P(same) over every pair: the head's raw output, and the calibrated
+    P(same) of each score the run's calibration covers."""
+    prior = float(result["calibration_prior"].reshape(-1)[0])
+    w = result["verif_w"].reshape(-1) if "verif_w" in result else None
+    b = float(result["verif_b"].reshape(-1)[0]) if w is not None else 0.0
+    kinds = {}  # name -> (w, b of the score, its probability)
+    if w is not None:
+        kinds["head, raw sigmoid"] = (w, b, probability)
+    for score in ("head", "cosine"):
+        if f"platt_{score}" in result and (score == "cosine" or w is not None):
+            a, c = (float(v) for v in result[f"platt_{score}"].reshape(-1))
+            kinds[f"{score}, calibrated"] = (w if score == "head" else None, b if score == "head" else 0.0,
+                                             lambda s, a=a, c=c: probability(a * s + c))
+    sums = {name: pair_reliability(*pairs, to_probability=f, w=sw, b=sb, device=device)
+            for name, (sw, sb, f) in kinds.items()}
+    share = curve["positives"] / (curve["positives"] + curve["negatives"])
+    print(f"calibration of P(same) over the same pairs (fitted at the end of training with a prior of {prior:.4f}; "
+          f"here {share:.4f} of the pairs are positive):")
+    print(f"  {'P(same) of':<20} {'ECE':>7} {'Brier':>8}")
+    for name, s in sums.items():
+        print(f"  {name:<20} {expected_calibration_error(s, None):7.4f} {brier_score(s, None):8.5f}")
+    if args.reliability:
+        draw_reliability(args.reliability, sums)
+
+
+def draw_reliability(path, sums):
+    import matplotlib  # here, as in draw_roc
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax, counts) = plt.subplots(2, 1, figsize=(5, 5.5), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    ax.plot([0, 1], [0, 1], color="grey", linewidth=0.8, linestyle=":", label="perfect calibration")
+    centres = (np.arange(ECE_BINS) + 0.5) / ECE_BINS
+    for name, s in sums.items():
+        used = s["count"] > 0
+        ax.plot(s["p"][used] / s["count"][used], s["same"][used] / s["count"][used], marker="o", markersize=3,
+                label=f"{name}: ECE {expected_calibration_error(s, None):.4f}")
+        counts.bar(centres, s["count"], width=1 / ECE_BINS, alpha=0.4, label=name)
+    ax.set_ylabel("share of pairs that are the same person")
+    ax.set_title(f"reliability of P(same), {ECE_BINS} bins, every query-gallery pair", fontsize=9)
+    ax.legend(fontsize=7, loc="upper left")
+    counts.set_yscale("log")
+    counts.set_xlabel("predicted P(same) (mean of the bin)")
+    counts.set_ylabel("pairs")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+    print(f"wrote {os.path.abspath(path)}")
 
 
 def draw_roc(path, curves, summaries):
@@ -114,14 +175,21 @@ def main(argv=None, device="cpu"):
     p.add_argument("--roc", default=None,
                    help="also draw the ROC curves (cosine, and the verification head where the file holds it) "
                         "into this PNG file")
+    p.add_argument("--reliability", default=None,
+                   help="also draw the reliability diagram of P(same) (where the file holds the run's calibration) "
+                        "into this PNG file")
     args = p.parse_args(argv)
     if args.rerank and (args.k1 < 1 or args.k2 < 1 or not 0 <= args.lambda_value <= 1):
         sys.exit("error: --k1 and --k2 must be at least 1 and --lambda_value within [0, 1]")
     if args.rerank:
         print(f"note: k-reciprocal re-ranking, k1={args.k1} k2={args.k2} lambda={args.lambda_value}", file=sys.stderr)
 
-    result = load_features(args.result, RESULT_KEYS, optional=HEAD_KEYS)
+    result = load_features(args.result, RESULT_KEYS, optional=HEAD_KEYS + CALIBRATION_KEYS)
     check(result, args.result, ("query", "gallery"))
+    if args.reliability and "calibration_prior" not in result:
+        sys.exit(f"error: --reliability needs a calibration of P(same), and {args.result} holds none: its run's "
+                 f"thresholds.yaml has none (trained before calibrations were fitted); train it again, or leave "
+                 f"--reliability out")
     report(result, args.result, device, args)
     single = dict(result)
 
@@ -132,7 +200,7 @@ def main(argv=None, device="cpu"):
         result["query_f"] = multi_query_features(result["query_f"], result["query_label"], result["query_cam"],
                                                  multi["mquery_f"], multi["mquery_label"], multi["mquery_cam"])
         report(result, multi_path, device, args, prefix="multi ")
-    if "verif_w" in single or args.roc:
+    if "verif_w" in single or "calibration_prior" in single or args.roc or args.reliability:
         verification_report(single, args.result, device, args)
 
 

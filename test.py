@@ -6,7 +6,8 @@ Under torchrun the images are split across the processes and gathered in order.
 Descriptor = normalised feature of the image + that of its horizontal flip,
 L2-normalised again. For runs that saved their verification head (verif_<epoch>.pth),
 the head's weights go into the file too (verif_w, verif_b), so that evaluate.py can
-also judge pairs with it.
+also judge pairs with it; and so does the run's calibration of P(same) (thresholds.yaml),
+so that evaluate.py can tell how well it holds on these pairs.
 """
 import os
 
@@ -19,6 +20,7 @@ from data import image_folder, parse_names, save_features, test_transform
 from devices import start_processes
 from model import descriptors, load_head, load_trained
 from runs import run_dir
+from verification import load_thresholds
 
 
 def parse_args(argv=None):
@@ -58,6 +60,13 @@ def main(argv=None):
     head = load_head(folder, args.which_epoch)
     if head is not None:  # what evaluate.py needs to score pairs with the verification head
         result.update(verif_w=head[0].reshape(1, -1), verif_b=np.array([[head[1]]], np.float32))
+    calibration = load_thresholds(folder)
+    if calibration and calibration.get("checkpoint") == str(args.which_epoch) and "prior" in calibration:
+        # what evaluate.py needs to measure how well P(same) is calibrated on these pairs
+        result["calibration_prior"] = np.array([[calibration["prior"]]])
+        for score in ("cosine", "head") if head is not None else ("cosine",):
+            platt = calibration[f"{score}_platt"]
+            result[f"platt_{score}"] = np.array([[platt["a"], platt["b"]]])
     if shard.main:
         save_features(args.output, result)
         print(f"wrote {os.path.abspath(args.output)}: {len(result['query_f'])} queries, {len(result['gallery_f'])} gallery images")

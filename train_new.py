@@ -283,19 +283,42 @@ def val_retrieval(model, retrieval, device, precision):
     return {k: found[k] for k in ("Rank@1", "mAP")}
 
 
-def calibrate_thresholds(folder, parts, retrieval, device, args):
+def calibration_images(args):
+    """(loader, ids, cameras) of the images of calibration/ (prepare.py --calibration: people never
+    trained on), or None when the tree has none."""
+    if not os.path.isdir(os.path.join(args.data_dir, "calibration")):
+        return None
+    folder = image_folder(args.data_dir, "calibration", "--data_dir", test_transform(args.height, args.width))
+    return (DataLoader(folder, batch_size=args.batchsize, num_workers=args.num_workers),
+            *parse_names([path for path, _ in folder.samples]))
+
+
+def calibrate_thresholds(folder, parts, retrieval, calibration, device, args):
     """thresholds.yaml for search.py: the same/different thresholds of cosine and of the head at
-    each false-accept rate, on val queries against training images of other cameras."""
-    (q, ql, qc), (g, gl, gc) = retrieval_features(parts["model"], retrieval, device, args.precision)
-    found = calibrate(q, ql, qc, g, gl, gc, head=head_weights(parts["verif"]))
-    pairs = (f"{len(q)} val images x {len(g)} training images ({found['positive_pairs']} positive, "
-             f"{found['negative_pairs']} negative pairs)")
-    save_thresholds(folder, {"checkpoint": "last", "pairs": pairs, "optimistic": args.train_all, **found})
+    each false-accept rate, and the Platt scaling of each into P(same), fitted on the pairs of
+    calibration/ (identities never trained on) where the tree has it, else on val queries against
+    training images of other cameras (identities trained on)."""
+    head = head_weights(parts["verif"])
+    if calibration is not None:
+        loader, ids, cams = calibration
+        f = descriptors(parts["model"], loader, device, "calibration", args.precision)
+        found = calibrate(f, ids, cams, f, ids, cams, head=head, symmetric=True)
+        identities = sorted(set(ids.tolist()))
+        pairs = f"{len(f)} images of {len(identities)} identities in calibration/, never trained on"
+        about = {"identities_trained_on": False, "identities": identities}
+    else:
+        (q, ql, qc), (g, gl, gc) = retrieval_features(parts["model"], retrieval, device, args.precision)
+        found = calibrate(q, ql, qc, g, gl, gc, head=head)
+        pairs = f"{len(q)} val images x {len(g)} training images of the same identities"
+        about = {"identities_trained_on": True}
+    pairs += f" ({found['positive_pairs']} positive, {found['negative_pairs']} negative pairs)"
+    save_thresholds(folder, {"checkpoint": "last", "pairs": pairs,
+                             "optimistic": args.train_all and calibration is None, **about, **found})
     print(f"thresholds for search.py at FAR {', '.join(k.split('=')[1] for k in found['cosine'])} on {pairs}: cosine "
           f"{', '.join(f'{t:.4f}' for t in found['cosine'].values())}; P(same) "
           f"{', '.join(f'{t:.4f}' for t in found['head'].values())}"
           + ("\nnote: with --train_all the val images were trained on: these thresholds are optimistic (they accept "
-             "fewer unseen negatives than their FAR says)" if args.train_all else ""))
+             "fewer unseen negatives than their FAR says)" if args.train_all and calibration is None else ""))
     unresolved = [far for far in found["cosine"] if found["negative_pairs"] * float(far.split("=")[1]) < 1]
     if unresolved:
         print(f"note: {found['negative_pairs']} negative pairs cannot tell FAR {', '.join(unresolved)} apart from 0: "
@@ -387,8 +410,9 @@ def main(argv=None):
     if shard.main:
         save_weights(folder, "last", model, parts["verif"])
         print(f"saved {checkpoint_path(folder, 'last')}")
-        if retrieval is not None:
-            calibrate_thresholds(folder, parts, retrieval, device, args)
+        calibration = calibration_images(args)
+        if calibration is not None or retrieval is not None:
+            calibrate_thresholds(folder, parts, retrieval, calibration, device, args)
     if shard.world > 1:
         check_in_sync(net, shard)
         shard.finish()

@@ -146,22 +146,33 @@ def threshold_at_far(negatives, far):
     return float(np.nextafter(negatives[allowed], np.inf))
 
 
-def calibrate(qf, ql, qc, gf, gl, gc, head=None, fars=FARS):
-    """Thresholds from held-out pairs (few enough to hold): for cosine similarity and, with the
-    head's (w, b), for its P(same), the lowest threshold at each false-accept rate in `fars`, and
-    the true-accept rate it gives on those pairs. A dict for thresholds.yaml."""
+def calibrate(qf, ql, qc, gf, gl, gc, head=None, fars=FARS, symmetric=False):
+    """Thresholds and probabilities from held-out pairs (few enough to hold). For cosine similarity
+    and, with the head's (w, b), for its P(same): the lowest threshold at each false-accept rate in
+    `fars` and the true-accept rate it gives on those pairs; and the Platt scaling of the score
+    (cosine, or the head's logit) into a calibrated P(same), {a, b}, with the pairs' share of
+    positives as its prior. symmetric: the queries are the gallery (one set of images), each pair
+    is counted once. A dict for thresholds.yaml."""
     ql, qc, gl, gc = (np.asarray(a).reshape(-1) for a in (ql, qc, gl, gc))
     good, junk = good_and_junk(ql[:, None], qc[:, None], gl[None, :], gc[None, :])
     negative = ~good & ~junk
-    scores = {"cosine": np.asarray(qf, np.float64) @ np.asarray(gf, np.float64).T}
+    if symmetric:
+        once = np.triu(np.ones(good.shape, bool), k=1)
+        good, negative = good & once, negative & once
+    qf, gf = np.asarray(qf, np.float64), np.asarray(gf, np.float64)
+    scores = {"cosine": qf @ gf.T}
     if head is not None:
         w, b = head
-        scores["head"] = probability((np.asarray(qf, np.float64) * np.asarray(w, np.float64)) @ np.asarray(gf, np.float64).T + b)
+        scores["head"] = (qf * np.asarray(w, np.float64)) @ gf.T + b  # the logit; thresholds are on P(same)
     out = {"positive_pairs": int(good.sum()), "negative_pairs": int(negative.sum())}
+    out["prior"] = out["positive_pairs"] / max(out["positive_pairs"] + out["negative_pairs"], 1)
     for name, s in scores.items():
-        thresholds = {f"far={f:g}": threshold_at_far(s[negative], f) for f in fars}
+        decided = probability(s) if name == "head" else s
+        thresholds = {f"far={f:g}": threshold_at_far(decided[negative], f) for f in fars}
         out[name] = thresholds
-        out[f"{name}_tar"] = {k: float(np.mean(s[good] >= t)) for k, t in thresholds.items()}
+        out[f"{name}_tar"] = {k: float(np.mean(decided[good] >= t)) for k, t in thresholds.items()}
+        taken = good | negative
+        out[f"{name}_platt"] = dict(zip(("a", "b"), fit_platt(s[taken], good[taken])))
     return out
 
 
@@ -197,19 +208,52 @@ def with_prior(logit, fitted, prior):
     return np.asarray(logit, np.float64) + np.log(prior / (1 - prior)) - np.log(fitted / (1 - fitted))
 
 
-def expected_calibration_error(p, same, bins=15):
-    """ECE: over `bins` equal-width bins of the predicted P(same), the gap between the mean
-    prediction and the share of positives, weighted by the bin's share of the pairs."""
+ECE_BINS = 15
+
+
+def reliability_bins(p, same, bins=ECE_BINS):
+    """Per bin of predicted P(same) (`bins` equal widths: bin k holds [k/bins, (k+1)/bins), 1.0 the
+    last): the number of pairs, the sum of their predictions, the number of positives; and the sum
+    of squared errors over all of them. Sums, so that blocks of pairs add up."""
     p, same = np.asarray(p, np.float64).ravel(), np.asarray(same, np.float64).ravel()
-    which = np.clip((p * bins).astype(np.int64), 0, bins - 1)  # bin k holds [k/bins, (k+1)/bins); 1.0 the last
-    count = np.bincount(which, minlength=bins)
-    gap = np.abs(np.bincount(which, p, bins) - np.bincount(which, same, bins))
-    return float(gap.sum() / max(len(p), 1)) if count.any() else 0.0
+    which = np.clip((p * bins).astype(np.int64), 0, bins - 1)
+    return {"count": np.bincount(which, minlength=bins), "p": np.bincount(which, p, bins),
+            "same": np.bincount(which, same, bins), "squared_error": float(((p - same) ** 2).sum())}
+
+
+def expected_calibration_error(p, same, bins=ECE_BINS):
+    """ECE: over equal-width bins of the predicted P(same), the gap between the mean prediction and
+    the share of positives, weighted by the bin's share of the pairs. p may also be the sums of
+    reliability_bins (then same is ignored)."""
+    sums = p if isinstance(p, dict) else reliability_bins(p, same, bins)
+    return float(np.abs(sums["p"] - sums["same"]).sum() / max(sums["count"].sum(), 1))
 
 
 def brier_score(p, same):
-    """The mean squared difference between P(same) and the label (1 same, 0 different)."""
-    return float(np.mean((np.asarray(p, np.float64).ravel() - np.asarray(same, np.float64).ravel()) ** 2))
+    """The mean squared difference between P(same) and the label (1 same, 0 different); p may also
+    be the sums of reliability_bins."""
+    sums = p if isinstance(p, dict) else reliability_bins(p, same)
+    return float(sums["squared_error"] / max(sums["count"].sum(), 1))
+
+
+def pair_reliability(qf, ql, qc, gf, gl, gc, to_probability, w=None, b=0.0, device="cpu", bins=ECE_BINS):
+    """reliability_bins over every query-gallery pair of the protocol (junk left out) of
+    to_probability(score), the score being (qf * w) @ gf.T + b as in roc(); block by block."""
+    qf = torch.as_tensor(np.asarray(qf), dtype=torch.float32)
+    if w is not None:
+        qf = qf * torch.as_tensor(np.asarray(w), dtype=torch.float32).reshape(1, -1)
+    gf = torch.as_tensor(np.asarray(gf), dtype=torch.float32).to(device)
+    ql, qc, gl, gc = (torch.as_tensor(np.asarray(a).reshape(-1), dtype=torch.int64).to(device) for a in (ql, qc, gl, gc))
+    total = {"count": np.zeros(bins, np.int64), "p": np.zeros(bins), "same": np.zeros(bins), "squared_error": 0.0}
+    step = max(1, BLOCK_ELEMENTS // max(len(gl), 1))
+    for start in range(0, len(ql), step):
+        end = min(start + step, len(ql))
+        good, junk = good_and_junk(ql[start:end, None], qc[start:end, None], gl[None, :], gc[None, :])
+        scores = (qf[start:end].to(device) @ gf.T + b)[~junk].cpu().numpy()
+        block = reliability_bins(to_probability(scores), good[~junk].cpu().numpy(), bins)
+        for key in total:
+            total[key] = total[key] + block[key]
+    return total
 
 
 def save_thresholds(folder, thresholds):

@@ -11,8 +11,8 @@ import yaml
 
 import evaluate
 import test as test_stage
-from conftest import REPO, run_script as script
-from data import HEAD_KEYS, MULTI_KEYS, RESULT_KEYS, load_features, save_features
+from conftest import REPO, TRAIN, run_script as script
+from data import CALIBRATION_KEYS, HEAD_KEYS, MULTI_KEYS, RESULT_KEYS, load_features, parse_name, save_features
 from model import DIFFERENT, SAME, verif_net
 from verification import load_thresholds
 from metrics import RESULT_LINE as LINE
@@ -67,7 +67,11 @@ def test_evaluate_prints_the_original_lines_and_gpu_version_agrees(run):
     for line, name in zip(lines[6:8], ("cosine", "head")):
         auc, eer, *tars = line.split()[1:]
         assert line.split()[0] == name and all(0 <= float(v) <= 1 for v in (auc, eer, *tars))
-    assert lines[8].startswith("ranked by the head: Rank@1:") and len(lines) == 10
+    assert lines[8].startswith("ranked by the head: Rank@1:")
+    # then how well P(same) is calibrated (training calibrated the tiny run on val against train)
+    assert lines[10].startswith("calibration of P(same) over the same pairs") and len(lines) == 15
+    assert [line.split(",")[0].strip() + "," + line.split(",")[1].split()[0] for line in lines[12:15]] == \
+        ["head,raw", "head,calibrated", "cosine,calibrated"]
     for line in lines[0:4:2]:
         assert all(0 <= float(v) <= 1 for v in LINE.match(line).groups()[1:])
     for line, prefix in zip(lines[1:4:2], ("", "multi ")):
@@ -156,6 +160,7 @@ def test_result_file_carries_the_verification_head(run):
 def test_thresholds_are_calibrated_for_search(run):
     thresholds = load_thresholds(str(run / "model" / "tiny"))
     assert thresholds["checkpoint"] == "last" and thresholds["optimistic"] is False
+    assert thresholds["identities_trained_on"] is True  # no calibration/ in the tree: val against train
     assert thresholds["positive_pairs"] > 0 and thresholds["negative_pairs"] > thresholds["positive_pairs"]
     for score in ("cosine", "head"):
         assert set(thresholds[score]) == {"far=0.01", "far=0.001"}
@@ -180,3 +185,43 @@ def test_held_out_identities_are_measured_like_a_test_set(run, raw_market, tmp_p
         assert ((found["gallery_label"] == label) & (found["gallery_cam"] != cam)).any()
     line = script("evaluate.py", "--result", str(result), cwd=run).stdout.splitlines()[0]
     assert LINE.match(line), line
+
+
+def test_calibration_on_people_never_trained_on(raw_market, tmp_path):
+    """With prepare.py --calibration, training calibrates on those identities' pairs, each counted once."""
+    tree = tmp_path / "tree"
+    assert script("prepare.py", "--download_path", str(raw_market), "--output", str(tree), "--calibration", "3",
+                  cwd=REPO).returncode == 0
+    work = tmp_path / "work"
+    work.mkdir()
+    done = script("train_new.py", *TRAIN, "--epochs", "1", "--name", "calibrated", "--data_dir", str(tree), cwd=work)
+    assert done.returncode == 0, done.stderr
+    thresholds = load_thresholds(str(work / "model" / "calibrated"))
+    with open(tree / "split.yaml") as f:
+        ids = yaml.safe_load(f)["calibration_ids"]
+    assert thresholds["identities_trained_on"] is False and thresholds["identities"] == ids
+    assert "identities in calibration/, never trained on" in thresholds["pairs"]
+    names = [n for _, _, files in os.walk(tree / "calibration") for n in files]
+    labels, cams = (np.array(a) for a in zip(*(parse_name(n) for n in names)))
+    same_id, same_cam = labels[:, None] == labels[None, :], cams[:, None] == cams[None, :]
+    assert thresholds["positive_pairs"] == int((same_id & ~same_cam).sum()) // 2  # each pair once
+    assert thresholds["negative_pairs"] == int((~same_id).sum()) // 2
+    total = thresholds["positive_pairs"] + thresholds["negative_pairs"]
+    assert thresholds["prior"] == pytest.approx(thresholds["positive_pairs"] / total)
+    for score in ("cosine", "head"):
+        assert set(thresholds[f"{score}_platt"]) == {"a", "b"}
+
+    # test.py hands the calibration to evaluate.py, which measures it on the test pairs
+    assert script("test.py", "--gpu_ids", "-1", "--name", "calibrated", "--test_dir", str(tree), "--num_workers", "0",
+                  cwd=work).returncode == 0
+    result = load_features(str(work / "pytorch_result.mat"), RESULT_KEYS, optional=CALIBRATION_KEYS)
+    assert result["calibration_prior"].item() == pytest.approx(thresholds["prior"])
+    assert result["platt_head"].reshape(-1).tolist() == pytest.approx([thresholds["head_platt"][k] for k in "ab"])
+    shown = script("evaluate.py", "--reliability", "reliability.png", cwd=work)
+    assert shown.returncode == 0, shown.stderr
+    table = shown.stdout[shown.stdout.index("calibration of P(same)"):].splitlines()
+    assert f"prior of {thresholds['prior']:.4f}" in table[0]
+    rows = {line[:22].strip(): [float(v) for v in line[22:].split()] for line in table[2:5]}
+    assert set(rows) == {"head, raw sigmoid", "head, calibrated", "cosine, calibrated"}
+    assert all(0 <= ece <= 1 and 0 <= brier <= 1 for ece, brier in rows.values())
+    assert (work / "reliability.png").stat().st_size > 0
