@@ -13,9 +13,10 @@ Feature files (scipy .mat, written by test.py)
                         query_f, query_label, query_cam (each 1 x N); and, for runs with a
                         verification head, verif_w (1 x 512) and verif_b (1 x 1): its
                         same-minus-different weights and bias (verification.py); for runs whose
-                        thresholds.yaml holds a calibration, platt_cosine and platt_head (1 x 2:
-                        a, b of P(same) = sigmoid(a * score + b), the head's score its logit) and
-                        calibration_prior (1 x 1: the share of positives it was fitted on)
+                        thresholds.yaml holds a calibration (verification.py), beta_cosine (1 x 3:
+                        a, b, c of cosine's beta calibration), platt_head (1 x 2: a, b of
+                        P(same) = sigmoid(a * logit + b)) and calibration_prior (1 x 1: the
+                        share of positives they were fitted on)
     multi_query.mat     mquery_f, mquery_label, mquery_cam
 """
 import os
@@ -46,7 +47,7 @@ IMAGENET_STD = [0.229, 0.224, 0.225]
 RESULT_KEYS = ("gallery_f", "gallery_label", "gallery_cam", "query_f", "query_label", "query_cam")
 MULTI_KEYS = ("mquery_f", "mquery_label", "mquery_cam")
 HEAD_KEYS = ("verif_w", "verif_b")
-CALIBRATION_KEYS = ("platt_cosine", "platt_head", "calibration_prior")
+CALIBRATION_KEYS = ("beta_cosine", "platt_head", "calibration_prior")
 
 
 def is_image(name):

@@ -11,11 +11,11 @@ side by side: ROC AUC, equal error rate, true-accept rate at false-accept rates
 1e-2 and 1e-3; and Rank@1/mAP with the gallery ranked by the head instead of
 cosine (the paper ranks by cosine). --roc draws the ROC curves.
 
-When it also holds the run's calibration of P(same) (Platt scaling fitted at the end of
-training, thresholds.yaml), it says how well the probabilities hold on these pairs: the
-expected calibration error (ECE, 15 bins of P(same)) and the Brier score of the head's raw
-P(same) (sigmoid of its logit) and of the calibrated P(same) of the head and of cosine, at the
-prior the calibration assumed. --reliability draws the reliability diagram.
+When it also holds the run's calibration of P(same) (fitted at the end of training,
+thresholds.yaml: beta calibration of cosine, Platt scaling of the head's logit), it says how
+well the probabilities hold on these pairs: the expected calibration error (ECE, 15 bins of
+P(same)) and the Brier score of the head's raw P(same) (sigmoid of its logit) and of the
+calibrated P(same) of the head and of cosine, at the prior the calibration assumed. --reliability draws the reliability diagram.
 """
 import os
 import sys
@@ -26,8 +26,8 @@ import cli
 from data import CALIBRATION_KEYS, HEAD_KEYS, MULTI_KEYS, RESULT_KEYS, load_features
 from metrics import format_lines, k_reciprocal_scores, multi_query_features, rank_queries, summarize
 from runs import atomic_path
-from verification import (ECE_BINS, FARS, brier_score, expected_calibration_error, head_block, pair_reliability,
-                          probability, roc, summarize_roc)
+from verification import (ECE_BINS, FARS, beta_logit, brier_score, expected_calibration_error, head_block,
+                          pair_reliability, probability, roc, summarize_roc)
 
 
 def check(arrays, path, sides):
@@ -94,11 +94,11 @@ def calibration_report(result, pairs, curve, device, args):
     kinds = {}  # name -> (w, b of the score, its probability)
     if w is not None:
         kinds["head, raw sigmoid"] = (w, b, probability)
-    for score in ("head", "cosine"):
-        if f"platt_{score}" in result and (score == "cosine" or w is not None):
-            a, c = (float(v) for v in result[f"platt_{score}"].reshape(-1))
-            kinds[f"{score}, calibrated"] = (w if score == "head" else None, b if score == "head" else 0.0,
-                                             lambda s, a=a, c=c: probability(a * s + c))
+    if "platt_head" in result and w is not None:
+        a, c = (float(v) for v in result["platt_head"].reshape(-1))
+        kinds["head, calibrated"] = (w, b, lambda s: probability(a * s + c))
+    beta = [float(v) for v in result["beta_cosine"].reshape(-1)]
+    kinds["cosine, calibrated"] = (None, 0.0, lambda s: probability(beta_logit(s, *beta)))
     sums = {name: pair_reliability(*pairs, to_probability=f, w=sw, b=sb, device=device)
             for name, (sw, sb, f) in kinds.items()}
     share = curve["positives"] / (curve["positives"] + curve["negatives"])

@@ -10,16 +10,22 @@ that cannot be decoded are skipped with a warning naming them.
 
 Each query's matches are ranked by cosine similarity of the descriptors (as the paper ranks
 them; --rank_by head ranks by the verification head instead). For each match it reports the
-cosine similarity, the verification head's probability that the two images show the same
-person (the head the paper trained to answer exactly that: a weighted inner product of the two
-descriptors, so all pairs cost one matrix product), and a same/different decision: P(same) at
-least the threshold that train_new.py calibrated on held-out pairs at a false-accept rate of
---far (thresholds.yaml in the run folder; --threshold overrides it). Runs without a head (made
-by the original code, or before heads were saved) decide by cosine similarity.
+cosine similarity, the probability that the two images show the same person, and a
+same/different decision. P(same) is the calibration of cosine similarity that train_new.py
+fitted on held-out pairs (thresholds.yaml in the run folder; beta calibration, which gives an
+exact copy P(same) 1): it means what it says for pairs of which the share --prior is the same
+person (by default the share among the pairs it was fitted on). The verification head's P(same)
+(the head the paper trained to answer exactly that; a weighted inner product of the two
+descriptors, so all pairs cost one matrix product), calibrated too, and its raw output are
+reported beside it. The decision is P(same) at least the threshold calibrated there at a
+false-accept rate of --far (--threshold overrides it). A run whose thresholds.yaml predates
+calibrations reports and decides by the head's raw output; one with neither head nor
+thresholds (the original code's) needs --threshold on cosine similarity.
 
 Writes, in --output (model/<name>/search by default):
-    results.csv         one row per query and match: query, rank, gallery, cosine, p_same,
-                        same (1 or 0), decided_by, threshold
+    results.csv         one row per query and match: query, rank, gallery, cosine, p_same, p_head
+                        (the head's calibrated P(same)), p_head_raw (its own output), same (1 or 0),
+                        decided_by (the score P(same) comes from), threshold (on P(same))
     <n>_<query>.png     the query, then its matches with their scores; green = judged the same person
 and keeps the gallery's descriptors in the run's cache, model/<name>/cache/, one file per gallery
 folder, checkpoint, input size and precision, whatever --output and the queries: a second search
@@ -43,7 +49,7 @@ from devices import choose_device
 from model import FEATURE_DIM, descriptors, load_head, load_trained
 from pictures import draw_ranking
 from runs import SEARCH_CACHE, atomic_path, checkpoint_path, head_path, run_dir
-from verification import FARS, head_block, load_thresholds, probability
+from verification import FARS, beta_logit, head_block, load_thresholds, probability, with_prior
 
 # Part of every cache key: a change to how descriptors are computed must not reuse old ones.
 CACHE_VERSION = 1
@@ -65,8 +71,12 @@ def parse_args(argv=None):
     p.add_argument("--far", default=FARS[0], type=float, choices=FARS,
                    help="false-accept rate of the calibrated threshold that decides same or different")
     p.add_argument("--threshold", default=None, type=float,
-                   help="decide 'same person' at this P(same) (cosine similarity for runs without a head) instead "
-                        "of the calibrated threshold")
+                   help="decide 'same person' at this P(same) (cosine similarity for runs with neither a head nor a "
+                        "calibration) instead of the calibrated threshold")
+    p.add_argument("--prior", default=None, type=float,
+                   help="the share of same-person pairs expected among those searched: the calibrated P(same) is "
+                        "reported for it (not given: the share of the pairs it was calibrated on); decisions at a "
+                        "--far threshold do not change with it")
     p.add_argument("--pictures", default=True, action=argparse.BooleanOptionalAction,
                    help="draw a picture per query (about 0.3 s each on a CPU; --no-pictures for many queries)")
     p.add_argument("--batchsize", default=64, type=int, help="images per forward pass")
@@ -169,37 +179,80 @@ def gallery_features(model, paths, args, device, opts, folder):
             int(readable.sum()))
 
 
-def decision_rule(args, folder, head):
-    """(score name, threshold, where the threshold comes from) of the same/different decision."""
-    by = "head" if head is not None else "cosine"
-    if args.threshold is not None:
-        return by, args.threshold, "--threshold"
+def judge(args, folder, head):
+    """How pairs are judged: (p_same, p_head, threshold, decided_by, how P(same) was made, where
+    the threshold comes from). p_same(cosine, logit) gives P(same) and p_head(logit) the head's
+    calibrated P(same) (None where there is none). With the run's calibration (thresholds.yaml,
+    for this checkpoint), P(same) is cosine's, calibrated (beta calibration: an exact copy gets 1),
+    at --prior or the prior it was fitted at, and the threshold is the P(same) of the cosine
+    threshold at --far. Without one, a run with a head reports the head's raw output against its
+    raw threshold (a thresholds.yaml that predates calibrations) or 0.5; a run with neither
+    decides on cosine at --threshold (p_same None)."""
     calibrated = load_thresholds(folder)
-    if calibrated is not None and calibrated.get("checkpoint") == str(args.which_epoch):
-        return by, float(calibrated[by][f"far={args.far:g}"]), f"calibrated at FAR {args.far:g} on {calibrated['pairs']}"
+    if calibrated is not None and calibrated.get("checkpoint") != str(args.which_epoch):
+        calibrated = None
+    if calibrated is not None and "cosine_beta" in calibrated:
+        fitted = calibrated["prior"]
+        prior = args.prior if args.prior is not None else fitted
+        beta, platt = calibrated["cosine_beta"], calibrated.get("head_platt")
+        if beta["a"] == 0 and beta["b"] == 0:
+            print(f"warning: in the calibration of {os.path.abspath(folder)}, P(same) does not rise with cosine "
+                  f"similarity: this run does not tell these people apart; do not trust its decisions", file=sys.stderr)
+
+        def p_same(cosine, logit):
+            return probability(with_prior(beta_logit(cosine, **beta), fitted, prior))
+
+        def p_head(logit):
+            return probability(with_prior(platt["a"] * np.asarray(logit, np.float64) + platt["b"], fitted, prior))
+        made = (f"cosine similarity calibrated on {calibrated['pairs']}, at a prior of {prior:.4g}"
+                + (f" (the pairs' own; --prior changes it)" if args.prior is None else f" (fitted at {fitted:.4g})"))
+        if args.threshold is not None:
+            return p_same, p_head if platt and head is not None else None, args.threshold, "cosine", made, "--threshold"
+        threshold = float(p_same(calibrated["cosine"][f"far={args.far:g}"], None))
+        return (p_same, p_head if platt and head is not None else None, threshold, "cosine", made,
+                f"calibrated at FAR {args.far:g} on {calibrated['pairs']}")
+    if args.prior is not None:
+        sys.exit(f"error: --prior needs a calibrated P(same), and {os.path.abspath(folder)} has none for "
+                 f"net_{args.which_epoch}.pth (its thresholds.yaml predates calibrations, or it has none); leave "
+                 f"--prior out, or train it again")
     if head is not None:
+        def raw(cosine, logit):
+            return probability(logit)
+        made = "the head's raw output, uncalibrated (this run's thresholds.yaml predates calibrations)"
+        if args.threshold is not None:
+            return raw, None, args.threshold, "head", made, "--threshold"
+        if calibrated is not None:
+            return (raw, None, float(calibrated["head"][f"far={args.far:g}"]), "head", made,
+                    f"calibrated at FAR {args.far:g} on {calibrated['pairs']}")
         print(f"note: {os.path.abspath(folder)} has no threshold calibrated for net_{args.which_epoch}.pth; the head "
               f"decides on its own (P(same) >= 0.5), uncalibrated: pass --threshold to choose", file=sys.stderr)
-        return by, 0.5, "the head's own decision, uncalibrated"
+        return raw, None, 0.5, "head", made, "the head's own decision, uncalibrated"
+    if args.threshold is not None:
+        return None, None, args.threshold, "cosine", "", "--threshold"
+    if calibrated is not None:
+        return (None, None, float(calibrated["cosine"][f"far={args.far:g}"]), "cosine", "",
+                f"calibrated at FAR {args.far:g} on {calibrated['pairs']}")
     sys.exit(f"error: {os.path.abspath(folder)} has neither a verification head nor a threshold calibrated for "
              f"net_{args.which_epoch}.pth (runs of the original code have neither); pass --threshold, a cosine "
-             f"similarity above which two images count as the same person")
+             f"similarity above which two images count as the same person, or calibrate it")
 
 
-def draw(path, query, matches, by, threshold):
+def draw(path, query, matches, decided_on, threshold):
     """The query, then its matches with scores; a green border where judged the same person."""
     tiles = [(query, "query", "black")]
     for m in matches:
         score = f"cos {m['cosine']:.3f}" + (f"\nP {m['p_same']:.3f}" if m["p_same"] != "" else "")
         tiles.append((m["gallery"], f"{m['rank']}\n{score}", COLOURS[m["same"] == 1]))
-    draw_ranking(path, tiles, f"{os.path.basename(query)}: green = same person "
-                              f"({'P(same)' if by == 'head' else 'cosine'} >= {threshold:.4g})", names=True, dpi=110)
+    draw_ranking(path, tiles, f"{os.path.basename(query)}: green = same person ({decided_on} >= {threshold:.4g})",
+                 names=True, dpi=110)
 
 
 def main(argv=None):
     args = parse_args(argv)
     if args.top < 1:
         sys.exit(f"error: --top {args.top} must be at least 1")
+    if args.prior is not None and not 0 < args.prior < 1:
+        sys.exit(f"error: --prior {args.prior} is a probability: give a value between 0 and 1, e.g. 0.01")
     folder = run_dir(args.name)
     output = args.output or os.path.join(folder, "search")
     gallery_paths = list_images(args.gallery, "--gallery")
@@ -211,7 +264,8 @@ def main(argv=None):
     if args.rank_by == "head" and head is None:
         sys.exit(f"error: --rank_by head, but {os.path.abspath(head_path(folder, args.which_epoch))} does not exist "
                  f"(runs of the original code saved no head); rank by cosine")
-    by, threshold, source = decision_rule(args, folder, head)
+    p_same, p_head, threshold, by, made, source = judge(args, folder, head)
+    decided_on = "P(same)" if p_same is not None else "cosine similarity"
 
     listed = len(gallery_paths)
     gallery_paths, gf, unreadable, extracted = gallery_features(model, gallery_paths, args, device, opts, folder)
@@ -235,17 +289,19 @@ def main(argv=None):
     for i, query in enumerate(query_paths):
         matches = []
         for rank, j in enumerate(order[i].tolist(), 1):
-            p_same = "" if logit is None else float(probability(logit[i, j]))
-            score = p_same if by == "head" else float(cosine[i, j])
-            matches.append({"query": query, "rank": rank, "gallery": gallery_paths[j], "cosine": float(cosine[i, j]),
-                            "p_same": p_same, "same": int(score >= threshold), "decided_by": by, "threshold": threshold})
+            c, s = float(cosine[i, j]), None if logit is None else float(logit[i, j])
+            p = "" if p_same is None else float(p_same(c, s))
+            matches.append({"query": query, "rank": rank, "gallery": gallery_paths[j], "cosine": c, "p_same": p,
+                            "p_head": "" if p_head is None else float(p_head(s)),
+                            "p_head_raw": "" if s is None else float(probability(s)),
+                            "same": int((c if p == "" else p) >= threshold), "decided_by": by, "threshold": threshold})
         rows += matches
         if args.pictures:
             draw(os.path.join(output, f"{i:03d}_{os.path.splitext(os.path.basename(query))[0]}.png"), query, matches,
-                 by, threshold)
+                 decided_on, threshold)
         print(f"{query}: {sum(m['same'] for m in matches)} of the top {len(matches)} judged the same person; "
               f"best {matches[0]['gallery']} (cosine {matches[0]['cosine']:.3f}"
-              + (f", P(same) {matches[0]['p_same']:.3f})" if logit is not None else ")"))
+              + (f", P(same) {matches[0]['p_same']:.3f})" if p_same is not None else ")"))
     results = os.path.join(output, "results.csv")
     with atomic_path(results) as tmp:
         with open(tmp, "w", newline="") as f:
@@ -253,8 +309,7 @@ def main(argv=None):
             writer.writeheader()
             writer.writerows(rows)
     print(f"wrote {os.path.abspath(results)}" + (f" and {len(query_paths)} picture(s) beside it" if args.pictures else "")
-          + "; same person: "
-          f"{'P(same)' if by == 'head' else 'cosine similarity'} >= {threshold:.6g} ({source})")
+          + f"; same person: {decided_on} >= {threshold:.6g} ({source})" + (f"; P(same): {made}" if made else ""))
 
 
 if __name__ == "__main__":

@@ -64,9 +64,9 @@ def main(argv=None):
     if calibration and calibration.get("checkpoint") == str(args.which_epoch) and "prior" in calibration:
         # what evaluate.py needs to measure how well P(same) is calibrated on these pairs
         result["calibration_prior"] = np.array([[calibration["prior"]]])
-        for score in ("cosine", "head") if head is not None else ("cosine",):
-            platt = calibration[f"{score}_platt"]
-            result[f"platt_{score}"] = np.array([[platt["a"], platt["b"]]])
+        result["beta_cosine"] = np.array([[calibration["cosine_beta"][k] for k in "abc"]])
+        if head is not None and "head_platt" in calibration:
+            result["platt_head"] = np.array([[calibration["head_platt"][k] for k in "ab"]])
     if shard.main:
         save_features(args.output, result)
         print(f"wrote {os.path.abspath(args.output)}: {len(result['query_f'])} queries, {len(result['gallery_f'])} gallery images")

@@ -43,7 +43,8 @@ def head_block(qf, gf, w, b, device="cpu"):
 
 def probability(logit):
     """P(same) of the head's logit, in float64 (float32 would round 1 - 1e-8 to 1)."""
-    return 1 / (1 + np.exp(-np.asarray(logit, dtype=np.float64)))
+    with np.errstate(over="ignore"):  # exp(inf) is inf, and P(same) 0, as it should be
+        return 1 / (1 + np.exp(-np.asarray(logit, dtype=np.float64)))
 
 
 def roc(qf, ql, qc, gf, gl, gc, w=None, b=0.0, device="cpu"):
@@ -149,9 +150,9 @@ def threshold_at_far(negatives, far):
 def calibrate(qf, ql, qc, gf, gl, gc, head=None, fars=FARS, symmetric=False):
     """Thresholds and probabilities from held-out pairs (few enough to hold). For cosine similarity
     and, with the head's (w, b), for its P(same): the lowest threshold at each false-accept rate in
-    `fars` and the true-accept rate it gives on those pairs; and the Platt scaling of the score
-    (cosine, or the head's logit) into a calibrated P(same), {a, b}, with the pairs' share of
-    positives as its prior. symmetric: the queries are the gallery (one set of images), each pair
+    `fars` and the true-accept rate it gives on those pairs; and the calibration of each into
+    P(same), with the pairs' share of positives as its prior: beta calibration of cosine
+    (cosine_beta: a, b, c) and Platt scaling of the head's logit (head_platt: a, b). symmetric: the queries are the gallery (one set of images), each pair
     is counted once. A dict for thresholds.yaml."""
     ql, qc, gl, gc = (np.asarray(a).reshape(-1) for a in (ql, qc, gl, gc))
     good, junk = good_and_junk(ql[:, None], qc[:, None], gl[None, :], gc[None, :])
@@ -166,39 +167,90 @@ def calibrate(qf, ql, qc, gf, gl, gc, head=None, fars=FARS, symmetric=False):
         scores["head"] = (qf * np.asarray(w, np.float64)) @ gf.T + b  # the logit; thresholds are on P(same)
     out = {"positive_pairs": int(good.sum()), "negative_pairs": int(negative.sum())}
     out["prior"] = out["positive_pairs"] / max(out["positive_pairs"] + out["negative_pairs"], 1)
+    taken = good | negative
     for name, s in scores.items():
         decided = probability(s) if name == "head" else s
         thresholds = {f"far={f:g}": threshold_at_far(decided[negative], f) for f in fars}
         out[name] = thresholds
         out[f"{name}_tar"] = {k: float(np.mean(decided[good] >= t)) for k, t in thresholds.items()}
-        taken = good | negative
-        out[f"{name}_platt"] = dict(zip(("a", "b"), fit_platt(s[taken], good[taken])))
+    out["cosine_beta"] = fit_beta(scores["cosine"][taken], good[taken])
+    if "head" in scores:
+        out["head_platt"] = dict(zip(("a", "b"), fit_platt(scores["head"][taken], good[taken])))
     return out
 
 
-def fit_platt(scores, same, iterations=50):
-    """(a, b) of P(same) = sigmoid(a * score + b) fitted to pairs (Platt scaling): the logistic
-    regression of the pairs' labels on their scores, by Newton's method, with Platt's targets
-    (N+ + 1) / (N+ + 2) and 1 / (N- + 2) instead of 1 and 0, which keep (a, b) finite even when
-    the scores separate the pairs perfectly. P(same) then assumes the pairs' own share of
-    positives as the prior (with_prior changes it)."""
-    scores, same = np.asarray(scores, np.float64).ravel(), np.asarray(same, bool).ravel()
+def fit_logistic(features, same, iterations=100):
+    """Weights of P(same) = sigmoid(features @ weights + bias), (weights..., bias), fitted to pairs:
+    the logistic regression of the pairs' labels, by Newton's method with step halving, with
+    Platt's targets (N+ + 1) / (N+ + 2) and 1 / (N- + 2) instead of 1 and 0, which keep the
+    weights finite even when the features separate the pairs perfectly. P(same) then assumes the
+    pairs' own share of positives as the prior (with_prior changes it)."""
+    same = np.asarray(same, bool).ravel()
     n_pos, n_neg = int(same.sum()), int((~same).sum())
     if n_pos == 0 or n_neg == 0:
         raise ValueError(f"calibration needs positive and negative pairs; these hold {n_pos} and {n_neg}")
+    x = np.column_stack([np.asarray(features, np.float64).reshape(len(same), -1), np.ones(len(same))])
     target = np.where(same, (n_pos + 1) / (n_pos + 2), 1 / (n_neg + 2))
-    # start from the fit that only knows the prior: a = 0, b = its logit
-    a, b = 0.0, float(np.log((n_pos + 1) / (n_neg + 1)))
+
+    def loss(theta):
+        z = x @ theta
+        return float(np.sum(np.logaddexp(0, z) - target * z))
+
+    # start from the fit that only knows the prior: no weight, the bias its logit
+    theta = np.zeros(x.shape[1])
+    theta[-1] = np.log((n_pos + 1) / (n_neg + 1))
+    current = loss(theta)
     for _ in range(iterations):
-        p = 1 / (1 + np.exp(-(a * scores + b)))
-        gradient = np.array([((p - target) * scores).sum(), (p - target).sum()])
-        h = p * (1 - p)
-        hessian = np.array([[(h * scores * scores).sum(), (h * scores).sum()], [(h * scores).sum(), h.sum()]])
-        step = np.linalg.solve(hessian + 1e-12 * np.eye(2), gradient)
-        a, b = a - step[0], b - step[1]
-        if np.abs(step).max() < 1e-10:
+        p = 1 / (1 + np.exp(-np.clip(x @ theta, -700, 700)))
+        hessian = (x * (p * (1 - p))[:, None]).T @ x + 1e-12 * np.eye(x.shape[1])
+        step = np.linalg.solve(hessian, x.T @ (p - target))
+        scale = 1.0
+        while loss(theta - scale * step) > current and scale > 1e-9:
+            scale /= 2
+        theta = theta - scale * step
+        before, current = current, loss(theta)
+        if before - current < 1e-12 * max(1.0, abs(current)):
             break
-    return float(a), float(b)
+    return [float(v) for v in theta]
+
+
+def fit_platt(scores, same):
+    """(a, b) of P(same) = sigmoid(a * score + b) fitted to pairs (Platt scaling; fit_logistic).
+    Used for the head's logit, which has no bound."""
+    a, b = fit_logistic(np.asarray(scores, np.float64).reshape(-1, 1), same)
+    return a, b
+
+
+def beta_features(cosine):
+    """ln x and -ln(1 - x) of x = (1 + cosine) / 2, the features of beta calibration."""
+    x = np.clip((np.asarray(cosine, np.float64) + 1) / 2, 1e-300, 1.0)
+    with np.errstate(divide="ignore"):  # x = 1 (an exact copy) gives -ln 0 = infinity: P(same) 1
+        return np.log(x), -np.log1p(-x)
+
+
+def fit_beta(cosine, same):
+    """{a, b, c} of P(same) = sigmoid(a ln x - b ln(1 - x) + c), x = (1 + cosine) / 2: beta
+    calibration (Kull, Silva Filho and Flach, AISTATS 2017), for a score with bounds. With b > 0
+    an exact copy (cosine 1) gets P(same) 1, which Platt scaling's straight line cannot give.
+    As its authors advise, a negative a or b is dropped and the rest fitted again, so that
+    P(same) never falls as cosine rises."""
+    log_x, log_rest = beta_features(cosine)
+    kept = [0, 1]
+    while True:
+        found = fit_logistic(np.column_stack([log_x, log_rest])[:, kept], same)
+        weights = dict(zip(kept, found[:-1]))
+        negative = [k for k, v in weights.items() if v < 0]
+        if not negative:
+            return {"a": weights.get(0, 0.0), "b": weights.get(1, 0.0), "c": found[-1]}
+        kept.remove(negative[0])
+
+
+def beta_logit(cosine, a, b, c):
+    """The logit of beta calibration's P(same) (fit_beta); infinite for an exact copy when b > 0."""
+    log_x, log_rest = beta_features(cosine)
+    with np.errstate(invalid="ignore"):  # b = 0 times an infinite -ln 0: no term
+        rest = np.where(b > 0, b * log_rest, 0.0)
+    return a * log_x + rest + c
 
 
 def with_prior(logit, fitted, prior):

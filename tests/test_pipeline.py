@@ -208,8 +208,7 @@ def test_calibration_on_people_never_trained_on(raw_market, tmp_path):
     assert thresholds["negative_pairs"] == int((~same_id).sum()) // 2
     total = thresholds["positive_pairs"] + thresholds["negative_pairs"]
     assert thresholds["prior"] == pytest.approx(thresholds["positive_pairs"] / total)
-    for score in ("cosine", "head"):
-        assert set(thresholds[f"{score}_platt"]) == {"a", "b"}
+    assert set(thresholds["cosine_beta"]) == {"a", "b", "c"} and set(thresholds["head_platt"]) == {"a", "b"}
 
     # test.py hands the calibration to evaluate.py, which measures it on the test pairs
     assert script("test.py", "--gpu_ids", "-1", "--name", "calibrated", "--test_dir", str(tree), "--num_workers", "0",

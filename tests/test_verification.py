@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from verification import (brier_score, expected_calibration_error, fit_platt, load_thresholds, probability, roc,
-                          save_thresholds, summarize_roc, threshold_at_far, with_prior)
+from verification import (beta_logit, brier_score, expected_calibration_error, fit_beta, fit_platt, load_thresholds,
+                          probability, roc, save_thresholds, summarize_roc, threshold_at_far, with_prior)
 
 
 def roc_of(scores, ql, qc, gl, gc):
@@ -168,3 +168,25 @@ def test_calibrated_probabilities_beat_a_squeezed_head_on_new_pairs():
     assert expected_calibration_error(raw, same) > 0.4
     assert expected_calibration_error(calibrated, same) < 0.01
     assert brier_score(calibrated, same) < brier_score(raw, same)
+
+
+def test_beta_calibration_recovers_its_relation_and_gives_a_copy_certainty():
+    rng = np.random.default_rng(2)
+    cosine = rng.uniform(-0.5, 0.95, 300_000)
+    x = (1 + cosine) / 2
+    same = rng.random(cosine.size) < probability(2 * np.log(x) - 1.5 * np.log(1 - x) - 3)
+    beta = fit_beta(cosine, same)
+    assert (beta["a"], beta["b"], beta["c"]) == pytest.approx((2, 1.5, -3), abs=0.15)
+    assert probability(beta_logit(1.0, **beta)) == 1  # an exact copy: the same person
+    p = probability(beta_logit(np.linspace(-1, 1, 101), **beta))
+    assert np.all(np.diff(p) >= 0)
+
+
+def test_beta_calibration_never_falls_as_cosine_rises():
+    rng = np.random.default_rng(3)
+    cosine = rng.uniform(-0.5, 0.95, 20_000)
+    same = rng.random(cosine.size) < np.where(cosine > 0.9, 0.01, 0.05)  # higher cosine, fewer positives
+    beta = fit_beta(cosine, same)
+    assert beta["a"] >= 0 and beta["b"] >= 0
+    p = probability(beta_logit(np.linspace(-1, 1, 101), **beta))
+    assert np.all(np.diff(p) >= -1e-12)
