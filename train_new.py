@@ -32,7 +32,7 @@ from model import (DIFFERENT, SAME, Verification, VerificationTriplets, build_mo
 from random_erasing import RandomErasing
 from runs import (StopRequest, agree_to_stop, check_run_folder, checkpoint_path, draw_curves, restore_state, run_dir,
                   run_files, save_opts, save_state, save_weights)
-from verification import calibrate, save_thresholds
+from verification import calibrate, calibrate_on_people, calibration_images, save_thresholds
 
 
 def parse_args(argv=None):
@@ -283,37 +283,25 @@ def val_retrieval(model, retrieval, device, precision):
     return {k: found[k] for k in ("Rank@1", "mAP")}
 
 
-def calibration_images(args):
-    """(loader, ids, cameras) of the images of calibration/ (prepare.py --calibration: people never
-    trained on), or None when the tree has none."""
-    if not os.path.isdir(os.path.join(args.data_dir, "calibration")):
-        return None
-    folder = image_folder(args.data_dir, "calibration", "--data_dir", test_transform(args.height, args.width))
-    return (DataLoader(folder, batch_size=args.batchsize, num_workers=args.num_workers),
-            *parse_names([path for path, _ in folder.samples]))
-
-
 def calibrate_thresholds(folder, parts, retrieval, calibration, device, args):
     """thresholds.yaml for search.py: the same/different thresholds of cosine and of the head at
-    each false-accept rate, and the Platt scaling of each into P(same), fitted on the pairs of
+    each false-accept rate, and the calibration of each into P(same), fitted on the pairs of
     calibration/ (identities never trained on) where the tree has it, else on val queries against
     training images of other cameras (identities trained on)."""
     head = head_weights(parts["verif"])
     if calibration is not None:
         loader, ids, cams = calibration
         f = descriptors(parts["model"], loader, device, "calibration", args.precision)
-        found = calibrate(f, ids, cams, f, ids, cams, head=head, symmetric=True)
-        identities = sorted(set(ids.tolist()))
-        pairs = f"{len(f)} images of {len(identities)} identities in calibration/, never trained on"
-        about = {"identities_trained_on": False, "identities": identities}
+        found = calibrate_on_people(f, ids, cams, head, "last")
     else:
         (q, ql, qc), (g, gl, gc) = retrieval_features(parts["model"], retrieval, device, args.precision)
         found = calibrate(q, ql, qc, g, gl, gc, head=head)
-        pairs = f"{len(q)} val images x {len(g)} training images of the same identities"
-        about = {"identities_trained_on": True}
-    pairs += f" ({found['positive_pairs']} positive, {found['negative_pairs']} negative pairs)"
-    save_thresholds(folder, {"checkpoint": "last", "pairs": pairs,
-                             "optimistic": args.train_all and calibration is None, **about, **found})
+        pairs = (f"{len(q)} val images x {len(g)} training images of the same identities "
+                 f"({found['positive_pairs']} positive, {found['negative_pairs']} negative pairs)")
+        found = {"checkpoint": "last", "pairs": pairs, "optimistic": args.train_all, "identities_trained_on": True,
+                 **found}
+    save_thresholds(folder, found)
+    pairs = found["pairs"]
     print(f"thresholds for search.py at FAR {', '.join(k.split('=')[1] for k in found['cosine'])} on {pairs}: cosine "
           f"{', '.join(f'{t:.4f}' for t in found['cosine'].values())}; P(same) "
           f"{', '.join(f'{t:.4f}' for t in found['head'].values())}"
@@ -410,7 +398,7 @@ def main(argv=None):
     if shard.main:
         save_weights(folder, "last", model, parts["verif"])
         print(f"saved {checkpoint_path(folder, 'last')}")
-        calibration = calibration_images(args)
+        calibration = calibration_images(args.data_dir, args.height, args.width, args.batchsize, args.num_workers)
         if calibration is not None or retrieval is not None:
             calibrate_thresholds(folder, parts, retrieval, calibration, device, args)
     if shard.world > 1:

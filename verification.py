@@ -308,6 +308,30 @@ def pair_reliability(qf, ql, qc, gf, gl, gc, to_probability, w=None, b=0.0, devi
     return total
 
 
+def calibration_images(data_dir, height, width, batchsize, num_workers):
+    """(loader, ids, cameras) of the images of a prepared tree's calibration/ (prepare.py
+    --calibration: people never trained on), or None when the tree has none."""
+    from torch.utils.data import DataLoader  # here: evaluate.py imports this module and should start fast
+
+    from data import image_folder, parse_names, test_transform
+    if not os.path.isdir(os.path.join(data_dir, "calibration")):
+        return None
+    folder = image_folder(data_dir, "calibration", "--data_dir", test_transform(height, width))
+    return (DataLoader(folder, batch_size=batchsize, num_workers=num_workers),
+            *parse_names([path for path, _ in folder.samples]))
+
+
+def calibrate_on_people(f, ids, cams, head, checkpoint):
+    """thresholds.yaml's content from the descriptors of calibration/'s images: every cross-camera
+    pair once (calibrate, symmetric), the identities, and that none was trained on."""
+    found = calibrate(f, ids, cams, f, ids, cams, head=head, symmetric=True)
+    identities = sorted(set(np.asarray(ids).tolist()))
+    pairs = (f"{len(f)} images of {len(identities)} identities in calibration/, never trained on "
+             f"({found['positive_pairs']} positive, {found['negative_pairs']} negative pairs)")
+    return {"checkpoint": str(checkpoint), "pairs": pairs, "optimistic": False, "identities_trained_on": False,
+            "identities": identities, **found}
+
+
 def save_thresholds(folder, thresholds):
     with atomic_path(os.path.join(folder, THRESHOLDS)) as tmp:
         with open(tmp, "w") as f:

@@ -210,6 +210,20 @@ def test_calibration_on_people_never_trained_on(raw_market, tmp_path):
     assert thresholds["prior"] == pytest.approx(thresholds["positive_pairs"] / total)
     assert set(thresholds["cosine_beta"]) == {"a", "b", "c"} and set(thresholds["head_platt"]) == {"a", "b"}
 
+    # calibrate.py does the same for a run that has no calibration
+    (work / "model" / "calibrated" / "thresholds.yaml").unlink()
+    again = script("calibrate.py", "--gpu_ids", "-1", "--name", "calibrated", "--data_dir", str(tree), "--num_workers",
+                   "0", cwd=work)
+    assert again.returncode == 0, again.stderr
+    def flat(d, prefix=""):
+        return {k2: v2 for k, v in d.items() for k2, v2 in (flat(v, f"{prefix}{k}.").items() if isinstance(v, dict)
+                                                            else [(prefix + k, v)])}
+    again_found, first = flat(load_thresholds(str(work / "model" / "calibrated"))), flat(thresholds)
+    assert again_found.keys() == first.keys()
+    for key, value in first.items():  # the same pairs; descriptors equal up to float rounding
+        assert again_found[key] == (pytest.approx(value, rel=1e-3, abs=1e-4) if isinstance(value, float) else value), key
+    assert "prior" in again.stdout and "thresholds at FAR" in again.stdout
+
     # test.py hands the calibration to evaluate.py, which measures it on the test pairs
     assert script("test.py", "--gpu_ids", "-1", "--name", "calibrated", "--test_dir", str(tree), "--num_workers", "0",
                   cwd=work).returncode == 0
@@ -224,3 +238,15 @@ def test_calibration_on_people_never_trained_on(raw_market, tmp_path):
     assert set(rows) == {"head, raw sigmoid", "head, calibrated", "cosine, calibrated"}
     assert all(0 <= ece <= 1 and 0 <= brier <= 1 for ece, brier in rows.values())
     assert (work / "reliability.png").stat().st_size > 0
+
+
+def test_calibrate_refuses_people_the_run_trained_on(run, raw_market, prepared_market, tmp_path):
+    tree = tmp_path / "tree"
+    assert script("prepare.py", "--download_path", str(raw_market), "--output", str(tree), "--calibration", "2",
+                  cwd=REPO).returncode == 0
+    before = (run / "model" / "tiny" / "thresholds.yaml").read_text()
+    for data_dir, message in ((tree, "were trained on by tiny"), (prepared_market, "calibration does not exist")):
+        done = script("calibrate.py", "--gpu_ids", "-1", "--name", "tiny", "--data_dir", str(data_dir), cwd=run)
+        assert done.returncode == 1 and "Traceback" not in done.stderr
+        assert message in done.stderr.strip().splitlines()[-1]
+    assert (run / "model" / "tiny" / "thresholds.yaml").read_text() == before
