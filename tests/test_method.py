@@ -96,7 +96,9 @@ def test_a_small_batch_is_learnt_by_heart(sampler):
     optimizer = torch.optim.SGD([{"params": model.parameters(), "lr": 0.05}, {"params": verif.parameters(), "lr": 2.0}],
                                 momentum=0.9)
     net.train()
-    for _ in range(80):
+    # 160 steps: with 80 the triplet case ended at 0.674 on one CPU and below 0.67 on another (float
+    # rounding differs between CPUs); with 160 it ends near 0.46, the pk case near 0.22
+    for _ in range(160):
         loss_id, loss_verif = objective(*net(batch), alpha=1.0)
         optimizer.zero_grad()
         (loss_id + loss_verif).backward()
