@@ -4,6 +4,7 @@ verification beats identification alone) at this scale.
 
     python bench/real_market.py --data ../shared/data/market1501          # quick: the recipe, one seed
     python bench/real_market.py --data ../shared/data/market1501 --full   # the table: hours; resumes
+    python bench/real_market.py --data ../shared/data/market1501 --full --table   # the table so far
 
 --data is the raw folder holding bounding_box_train/ (Market-1501's 12,936 training images of
 751 people). prepare.py --hold_out 100 --seed 0 turns it into <work>/market1501_h100: 651
@@ -141,14 +142,14 @@ def chance(tree, draws=20):
     return {k: statistics.mean(s[k] for s in found) for k in ("Rank@1", "mAP")}, sides["query"][0], sides["gallery"][0]
 
 
-def spread(values):
+def spread(values, digits=3):
     """mean ± standard deviation (sample), or the value alone for one run."""
     values = [float(v) for v in values if v != ""]
     if not values:
         return "-"
     if len(values) == 1:
-        return f"{values[0]:.3f}"
-    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
+        return f"{values[0]:.{digits}f}"
+    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
 
 def table(rows, configs):
@@ -163,7 +164,8 @@ def table(rows, configs):
         if done:
             lines.append(f"| {config} ({' '.join(f'{k} {v}' for k, v in CONFIGS[config].items()) or 'as above'}) | "
                          f"{len(done)} | " + " | ".join(spread(r[key] for r in done) for _, key in columns)
-                         + f" | {spread(float(r['train_s']) / 60 for r in done)} | {spread(r['s_per_epoch'] for r in done)} |")
+                         + f" | {spread((float(r['train_s']) / 60 for r in done), 1)} | "
+                           f"{spread((r['s_per_epoch'] for r in done), 1)} |")
     return "\n".join(lines)
 
 
@@ -176,6 +178,8 @@ def main():
                    help="seeds per configuration, 0 to N-1 (not given: 1 in the quick mode, 3 with --full)")
     p.add_argument("--configs", nargs="+", choices=list(CONFIGS), default=None,
                    help="the configurations to run (not given: recipe alone, or all with --full)")
+    p.add_argument("--table", action="store_true",
+                   help="print the table of the runs --results holds, and run nothing")
     p.add_argument("--hold_out", type=int, default=100, help="identities held out of training as query and gallery")
     p.add_argument("--work", default=os.path.join(REPO, "data", "real_market"),
                    help="working folder: the prepared tree and model/ with every run")
@@ -186,11 +190,14 @@ def main():
                         "--width 128 on a GPU (give such runs their own --results and --work)")
     args = p.parse_args()
     extra = [a for a in args.train_args if a != "--"]
+    configs = args.configs or (list(CONFIGS) if args.full else ["recipe"])
+    seeds = range(args.seeds if args.seeds is not None else 3 if args.full else 1)
+    if args.table:
+        report(read_rows(args.results), configs, seeds)
+        return
     if not os.path.isdir(os.path.join(args.data, "bounding_box_train")):
         sys.exit(f"error: --data {args.data} holds no bounding_box_train/; pass the raw Market-1501 folder "
                  f"(e.g. ../shared/data/market1501)")
-    configs = args.configs or (list(CONFIGS) if args.full else ["recipe"])
-    seeds = range(args.seeds if args.seeds is not None else 3 if args.full else 1)
     work = os.path.abspath(args.work)
     os.makedirs(work, exist_ok=True)
 
@@ -211,7 +218,12 @@ def main():
             print(f"{config}_s{seed}: Rank@1 {float(row['rank1']):.4f} mAP {float(row['mAP']):.4f}, "
                   f"{int(row['epochs'])} epochs in {float(row['train_s']) / 60:.1f} min of training "
                   f"({row['s_per_epoch']} s/epoch); {time.time() - start:.0f} s in all", flush=True)
-    rows = [r for r in read_rows(args.results) if int(r["seed"]) in seeds]
+    report(read_rows(args.results), configs, seeds)
+
+
+def report(rows, configs, seeds):
+    """The table of the finished runs of these configurations and seeds, and where the recipe stands."""
+    rows = [r for r in rows if int(r["seed"]) in seeds]
     print(table(rows, configs))
     recipe = [r for r in rows if r["config"] == "recipe"]
     if recipe:
