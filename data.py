@@ -16,7 +16,11 @@ Feature files (scipy .mat, written by test.py)
                         thresholds.yaml holds a calibration (verification.py), beta_cosine (1 x 3:
                         a, b, c of cosine's beta calibration), platt_head (1 x 2: a, b of
                         P(same) = sigmoid(a * logit + b)) and calibration_prior (1 x 1: the
-                        share of positives they were fitted on)
+                        share of positives they were fitted on); and the run's same-person
+                        thresholds: threshold_far (1 x k: the false-accept rates they were
+                        picked for), threshold_cosine and threshold_head (1 x k: on cosine and on
+                        the head's P(same)), threshold_unseen (1 x 1: 1 when picked on people
+                        never trained on)
     multi_query.mat     mquery_f, mquery_label, mquery_cam
 """
 import os
@@ -47,7 +51,8 @@ IMAGENET_STD = [0.229, 0.224, 0.225]
 RESULT_KEYS = ("gallery_f", "gallery_label", "gallery_cam", "query_f", "query_label", "query_cam")
 MULTI_KEYS = ("mquery_f", "mquery_label", "mquery_cam")
 HEAD_KEYS = ("verif_w", "verif_b")
-CALIBRATION_KEYS = ("beta_cosine", "platt_head", "calibration_prior")
+CALIBRATION_KEYS = ("beta_cosine", "platt_head", "calibration_prior", "threshold_far", "threshold_cosine", "threshold_head",
+                    "threshold_unseen")
 
 
 def is_image(name):

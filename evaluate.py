@@ -16,6 +16,8 @@ thresholds.yaml: beta calibration of cosine, Platt scaling of the head's logit),
 well the probabilities hold on these pairs: the expected calibration error (ECE, 15 bins of
 P(same)) and the Brier score of the head's raw P(same) (sigmoid of its logit) and of the
 calibrated P(same) of the head and of cosine, at the prior the calibration assumed. --reliability draws the reliability diagram.
+And the run's same-person thresholds (the ones search.py decides with, picked for a false-accept
+rate on other pairs): the false-accept and true-accept rates they actually reach on these pairs.
 """
 import os
 import sys
@@ -27,7 +29,7 @@ from data import CALIBRATION_KEYS, HEAD_KEYS, MULTI_KEYS, RESULT_KEYS, load_feat
 from metrics import format_lines, k_reciprocal_scores, multi_query_features, rank_queries, summarize
 from runs import atomic_path
 from verification import (ECE_BINS, FARS, beta_logit, brier_score, expected_calibration_error, head_block,
-                          pair_reliability, probability, roc, summarize_roc)
+                          pair_reliability, probability, rates_at, roc, summarize_roc)
 
 
 def check(arrays, path, sides):
@@ -83,6 +85,8 @@ def verification_report(result, path, device, args):
         draw_roc(args.roc, curves, summaries)
     if "calibration_prior" in result:
         calibration_report(result, pairs, curves["cosine"], device, args)
+    if "threshold_cosine" in result:
+        threshold_report(result, pairs, device)
 
 
 def calibration_report(result, pairs, curve, device, args):
@@ -109,6 +113,26 @@ def calibration_report(result, pairs, curve, device, args):
         print(f"  {name:<20} {expected_calibration_error(s, None):7.4f} {brier_score(s, None):8.5f}")
     if args.reliability:
         draw_reliability(args.reliability, sums)
+
+
+def threshold_report(result, pairs, device):
+    """The run's thresholds, each picked for a false-accept rate on its calibration pairs: the rates
+    they reach on these pairs. On people never trained on, FAR reached near FAR wanted means the
+    thresholds transfer; far above it, that deployed decisions accept more strangers than promised."""
+    fars = result["threshold_far"].reshape(-1)
+    scores = {"cosine": (None, 0.0, lambda s: s, result["threshold_cosine"].reshape(-1))}
+    if "threshold_head" in result and "verif_w" in result:
+        scores["head"] = (result["verif_w"].reshape(-1), float(result["verif_b"].reshape(-1)[0]), probability,
+                          result["threshold_head"].reshape(-1))
+    unseen = bool(result["threshold_unseen"].reshape(-1)[0]) if "threshold_unseen" in result else False
+    print("the run's thresholds (search.py decides with them), picked on "
+          + ("people never trained on" if unseen else "val against train: people the run was trained on")
+          + ", on these pairs:")
+    print(f"  {'score':<7} {'FAR wanted':>10} {'threshold':>10} {'FAR reached':>11} {'TAR reached':>11}")
+    for name, (w, b, decided, thresholds) in scores.items():
+        far, tar = rates_at(*pairs, thresholds, decided=decided, w=w, b=b, device=device)
+        for f, t, got, accepted in zip(fars, thresholds, far, tar):
+            print(f"  {name:<7} {f:10g} {t:10.4f} {got:11.5f} {accepted:11.4f}")
 
 
 def draw_reliability(path, sums):
@@ -200,7 +224,7 @@ def main(argv=None, device="cpu"):
         result["query_f"] = multi_query_features(result["query_f"], result["query_label"], result["query_cam"],
                                                  multi["mquery_f"], multi["mquery_label"], multi["mquery_cam"])
         report(result, multi_path, device, args, prefix="multi ")
-    if "verif_w" in single or "calibration_prior" in single or args.roc or args.reliability:
+    if any(k in single for k in ("verif_w", "calibration_prior", "threshold_cosine")) or args.roc or args.reliability:
         verification_report(single, args.result, device, args)
 
 

@@ -61,7 +61,16 @@ def main(argv=None):
     if head is not None:  # what evaluate.py needs to score pairs with the verification head
         result.update(verif_w=head[0].reshape(1, -1), verif_b=np.array([[head[1]]], np.float32))
     calibration = load_thresholds(folder)
-    if calibration and calibration.get("checkpoint") == str(args.which_epoch) and "prior" in calibration:
+    calibrated = calibration and calibration.get("checkpoint") == str(args.which_epoch)
+    if calibrated:
+        # what evaluate.py needs to measure the false-accept rate the run's thresholds reach on these pairs
+        fars = [float(k.split("=")[1]) for k in calibration["cosine"]]
+        result["threshold_far"] = np.array([fars])
+        result["threshold_cosine"] = np.array([list(calibration["cosine"].values())])
+        if head is not None and "head" in calibration:
+            result["threshold_head"] = np.array([list(calibration["head"].values())])
+        result["threshold_unseen"] = np.array([[not calibration.get("identities_trained_on", True)]], np.float64)
+    if calibrated and "prior" in calibration:
         # what evaluate.py needs to measure how well P(same) is calibrated on these pairs
         result["calibration_prior"] = np.array([[calibration["prior"]]])
         result["beta_cosine"] = np.array([[calibration["cosine_beta"][k] for k in "abc"]])

@@ -288,24 +288,45 @@ def brier_score(p, same):
     return float(sums["squared_error"] / max(sums["count"].sum(), 1))
 
 
-def pair_reliability(qf, ql, qc, gf, gl, gc, to_probability, w=None, b=0.0, device="cpu", bins=ECE_BINS):
-    """reliability_bins over every query-gallery pair of the protocol (junk left out) of
-    to_probability(score), the score being (qf * w) @ gf.T + b as in roc(); block by block."""
+def pair_blocks(qf, ql, qc, gf, gl, gc, w=None, b=0.0, device="cpu"):
+    """Every query-gallery pair of the protocol (junk left out), block by block: (scores, same) as
+    numpy arrays, the score being (qf * w) @ gf.T + b as in roc()."""
     qf = torch.as_tensor(np.asarray(qf), dtype=torch.float32)
     if w is not None:
         qf = qf * torch.as_tensor(np.asarray(w), dtype=torch.float32).reshape(1, -1)
     gf = torch.as_tensor(np.asarray(gf), dtype=torch.float32).to(device)
     ql, qc, gl, gc = (torch.as_tensor(np.asarray(a).reshape(-1), dtype=torch.int64).to(device) for a in (ql, qc, gl, gc))
-    total = {"count": np.zeros(bins, np.int64), "p": np.zeros(bins), "same": np.zeros(bins), "squared_error": 0.0}
     step = max(1, BLOCK_ELEMENTS // max(len(gl), 1))
     for start in range(0, len(ql), step):
         end = min(start + step, len(ql))
         good, junk = good_and_junk(ql[start:end, None], qc[start:end, None], gl[None, :], gc[None, :])
-        scores = (qf[start:end].to(device) @ gf.T + b)[~junk].cpu().numpy()
-        block = reliability_bins(to_probability(scores), good[~junk].cpu().numpy(), bins)
+        yield (qf[start:end].to(device) @ gf.T + b)[~junk].cpu().numpy(), good[~junk].cpu().numpy()
+
+
+def pair_reliability(qf, ql, qc, gf, gl, gc, to_probability, w=None, b=0.0, device="cpu", bins=ECE_BINS):
+    """reliability_bins over every query-gallery pair of the protocol of to_probability(score)
+    (pair_blocks)."""
+    total = {"count": np.zeros(bins, np.int64), "p": np.zeros(bins), "same": np.zeros(bins), "squared_error": 0.0}
+    for scores, same in pair_blocks(qf, ql, qc, gf, gl, gc, w=w, b=b, device=device):
+        block = reliability_bins(to_probability(scores), same, bins)
         for key in total:
             total[key] = total[key] + block[key]
     return total
+
+
+def rates_at(qf, ql, qc, gf, gl, gc, thresholds, decided=lambda s: s, w=None, b=0.0, device="cpu"):
+    """(FAR, TAR) reached over every query-gallery pair of the protocol (pair_blocks) when deciding
+    "same person" at decided(score) >= t, for each t of `thresholds`: how a run's thresholds,
+    picked on other pairs, fare on these."""
+    thresholds = np.asarray(thresholds, np.float64).reshape(-1, 1)
+    accepted = np.zeros((2, len(thresholds)))  # negatives, positives
+    pairs = np.zeros(2)
+    for scores, same in pair_blocks(qf, ql, qc, gf, gl, gc, w=w, b=b, device=device):
+        above = decided(scores.astype(np.float64))[None, :] >= thresholds
+        accepted += [(above & ~same).sum(1), (above & same).sum(1)]
+        pairs += [(~same).sum(), same.sum()]
+    far, tar = accepted / np.maximum(pairs, 1)[:, None]
+    return far.tolist(), tar.tolist()
 
 
 def calibration_images(data_dir, height, width, batchsize, num_workers):

@@ -69,9 +69,14 @@ def test_evaluate_prints_the_original_lines_and_gpu_version_agrees(run):
         assert line.split()[0] == name and all(0 <= float(v) <= 1 for v in (auc, eer, *tars))
     assert lines[8].startswith("ranked by the head: Rank@1:")
     # then how well P(same) is calibrated (training calibrated the tiny run on val against train)
-    assert lines[10].startswith("calibration of P(same) over the same pairs") and len(lines) == 15
+    assert lines[10].startswith("calibration of P(same) over the same pairs") and len(lines) == 21
     assert [line.split(",")[0].strip() + "," + line.split(",")[1].split()[0] for line in lines[12:15]] == \
         ["head,raw", "head,calibrated", "cosine,calibrated"]
+    # then the false-accept rate its thresholds (picked on val against train) reach on the test pairs
+    assert lines[15].startswith("the run's thresholds") and "people the run was trained on" in lines[15]
+    rows = [line.split() for line in lines[17:21]]
+    assert [(r[0], float(r[1])) for r in rows] == [("cosine", 0.01), ("cosine", 0.001), ("head", 0.01), ("head", 0.001)]
+    assert all(0 <= float(v) <= 1 for r in rows for v in r[3:])
     for line in lines[0:4:2]:
         assert all(0 <= float(v) <= 1 for v in LINE.match(line).groups()[1:])
     for line, prefix in zip(lines[1:4:2], ("", "multi ")):
@@ -237,6 +242,10 @@ def test_calibration_on_people_never_trained_on(raw_market, tmp_path):
     rows = {line[:22].strip(): [float(v) for v in line[22:].split()] for line in table[2:5]}
     assert set(rows) == {"head, raw sigmoid", "head, calibrated", "cosine, calibrated"}
     assert all(0 <= ece <= 1 and 0 <= brier <= 1 for ece, brier in rows.values())
+    reached = shown.stdout[shown.stdout.index("the run's thresholds"):].splitlines()
+    assert "picked on people never trained on" in reached[0]
+    assert [float(line.split()[2]) for line in reached[2:4]] == pytest.approx(list(thresholds["cosine"].values()),
+                                                                              abs=1e-4)
     assert (work / "reliability.png").stat().st_size > 0
 
 

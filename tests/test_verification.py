@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from verification import (beta_logit, brier_score, expected_calibration_error, fit_beta, fit_platt, load_thresholds,
-                          probability, roc, save_thresholds, summarize_roc, threshold_at_far, with_prior)
+                          probability, rates_at, roc, save_thresholds, summarize_roc, threshold_at_far, with_prior)
 
 
 def roc_of(scores, ql, qc, gl, gc):
@@ -107,6 +107,20 @@ def test_roc_equals_counting_every_pair(monkeypatch):
     assert c["auc"] == pytest.approx(wins / (len(pos) * len(neg)))
     for t, far, tar in zip(c["thresholds"], c["far"], c["tar"]):
         assert far == pytest.approx(np.mean(neg >= t)) and tar == pytest.approx(np.mean(pos >= t))
+
+
+def test_rates_reached_at_given_thresholds_of_the_hand_case(monkeypatch):
+    """What evaluate.py reports for a run's thresholds: FAR and TAR over the protocol's pairs."""
+    import verification
+    monkeypatch.setattr(verification, "BLOCK_ELEMENTS", 3)  # one query a block: blocks add up
+    scores = np.asarray(SCORES * 2, np.float32)
+    qf, gf = np.eye(2, dtype=np.float32), scores.T.copy()
+    # negatives 0.7, 0.5, 0.3, 0.2, 0.1 and positives 0.9, 0.6, 0.4 in each of two queries; junk left out
+    far, tar = rates_at(qf, np.array([1, 1]), np.array([1, 1]), gf, GL, GC, [0.6, 0.45, 0.96])
+    assert far == pytest.approx([1 / 5, 2 / 5, 0]) and tar == pytest.approx([2 / 3, 2 / 3, 0])
+    # a threshold on P(same) of a logit: decided = probability
+    far, tar = rates_at(qf, np.array([1, 1]), np.array([1, 1]), gf * 10 - 5, GL, GC, [0.5], decided=probability)
+    assert far == pytest.approx([2 / 5]) and tar == pytest.approx([2 / 3])  # logits 2, 0 and 4, 1 reach 0
 
 
 def test_thresholds_file_round_trips(tmp_path):
