@@ -49,7 +49,8 @@ from devices import choose_device
 from model import FEATURE_DIM, descriptors, load_head, load_trained
 from pictures import draw_ranking
 from runs import SEARCH_CACHE, atomic_path, checkpoint_path, head_path, run_dir
-from verification import FARS, beta_logit, head_block, load_thresholds, probability, with_prior
+from verification import (COLLAPSED_MEDIAN, FARS, beta_logit, head_block, load_thresholds, median_pair_cosine,
+                          probability, with_prior)
 
 # Part of every cache key: a change to how descriptors are computed must not reuse old ones.
 CACHE_VERSION = 1
@@ -280,6 +281,12 @@ def main(argv=None):
         sys.exit(f"error: no readable {'query' if not query_paths else 'gallery'} image left to search with")
     print(f"gallery {args.gallery}: {listed} images, {extracted} extracted now, {cached} from the cache"
           + (f", {listed - extracted - cached} unreadable (skipped)" if listed > extracted + cached else ""))
+    spread = median_pair_cosine(gf)
+    if spread is not None and spread > COLLAPSED_MEDIAN:
+        print(f"warning: {args.name} does not tell these images apart: two random gallery images have a median cosine "
+              f"similarity of {spread:.3f} (above {COLLAPSED_MEDIAN}), as if all showed one person; it was likely "
+              f"trained on different-looking images: do not trust its rankings or same-person decisions",
+              file=sys.stderr)
 
     # every pair at once: cosine is qf . gf, the head's logit qf . (w * gf) + b (verification.py)
     cosine = torch.from_numpy(qf) @ torch.from_numpy(gf).T

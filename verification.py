@@ -329,6 +329,28 @@ def rates_at(qf, ql, qc, gf, gl, gc, thresholds, decided=lambda s: s, w=None, b=
     return far.tolist(), tar.tolist()
 
 
+# The median cosine similarity of random pairs of gallery images above which search.py warns that
+# the run does not tell these images apart (measured in docs/search.md: runs searching images like
+# those they trained on sit near 0, a synthetic-trained run searching real photos near 1).
+COLLAPSED_MEDIAN = 0.8
+
+
+def median_pair_cosine(features, pairs=100_000, seed=0):
+    """The median cosine similarity between two different images of a set of unit descriptors:
+    of every pair, or of `pairs` random ones where there are more; None for fewer than 2 images."""
+    f = np.asarray(features, np.float32)
+    n = len(f)
+    if n < 2:
+        return None
+    if n * (n - 1) // 2 <= pairs:
+        i, j = np.triu_indices(n, k=1)
+    else:
+        rng = np.random.default_rng(seed)
+        i = rng.integers(0, n, pairs)
+        j = (i + rng.integers(1, n, pairs)) % n  # never i itself
+    return float(np.median(np.einsum("ij,ij->i", f[i], f[j])))
+
+
 def calibration_images(data_dir, height, width, batchsize, num_workers):
     """(loader, ids, cameras) of the images of a prepared tree's calibration/ (prepare.py
     --calibration: people never trained on), or None when the tree has none."""
