@@ -238,6 +238,17 @@ def judge(args, folder, head):
              f"similarity above which two images count as the same person, or calibrate it")
 
 
+def collapse_warning(name, gf):
+    """The warning line for a gallery whose descriptors (unit rows of gf) the run has nearly
+    collapsed into one, or None: its rankings and decisions then carry no information."""
+    spread = median_pair_cosine(gf)
+    if spread is None or spread <= COLLAPSED_MEDIAN:
+        return None
+    return (f"warning: {name} does not tell these images apart: two random gallery images have a median cosine "
+            f"similarity of {spread:.3f} (above {COLLAPSED_MEDIAN}), as if all showed one person: it was trained too "
+            f"little, or on images unlike these; do not trust its rankings or same-person decisions")
+
+
 def draw(path, query, matches, decided_on, threshold):
     """The query, then its matches with scores; a green border where judged the same person."""
     tiles = [(query, "query", "black")]
@@ -281,12 +292,9 @@ def main(argv=None):
         sys.exit(f"error: no readable {'query' if not query_paths else 'gallery'} image left to search with")
     print(f"gallery {args.gallery}: {listed} images, {extracted} extracted now, {cached} from the cache"
           + (f", {listed - extracted - cached} unreadable (skipped)" if listed > extracted + cached else ""))
-    spread = median_pair_cosine(gf)
-    if spread is not None and spread > COLLAPSED_MEDIAN:
-        print(f"warning: {args.name} does not tell these images apart: two random gallery images have a median cosine "
-              f"similarity of {spread:.3f} (above {COLLAPSED_MEDIAN}), as if all showed one person; it was likely "
-              f"trained on different-looking images: do not trust its rankings or same-person decisions",
-              file=sys.stderr)
+    collapsed = collapse_warning(args.name, gf)
+    if collapsed:
+        print(collapsed, file=sys.stderr)
 
     # every pair at once: cosine is qf . gf, the head's logit qf . (w * gf) + b (verification.py)
     cosine = torch.from_numpy(qf) @ torch.from_numpy(gf).T

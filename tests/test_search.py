@@ -123,7 +123,9 @@ def test_images_as_people_have_them(tiny_run, prepared_market, tmp_path, capsys)
                         "--output", tmp_path / "out", "--top", "10", "--threshold", "0.9")
     names = {os.path.basename(r["gallery"]) for r in rows(tmp_path / "out")}
     assert names == {"grey.png", "palette.png", "alpha.png", "cmyk.jpg", "sixteen_bit.png", "large.jpg"}
-    assert err.count("warning:") == 1 and "broken.jpg" in err
+    assert err.count("warning:") == 2 and "broken.jpg" in err
+    # six versions of one picture: every pair alike, which the run cannot tell from a collapse
+    assert "tiny does not tell these images apart" in err
     cosine = {os.path.basename(r["gallery"]): float(r["cosine"]) for r in rows(tmp_path / "out")}
     assert cosine["grey.png"] == pytest.approx(1, abs=1e-5)
     assert cosine["sixteen_bit.png"] == pytest.approx(1, abs=1e-3)  # the same picture, at 16 bits
@@ -160,6 +162,20 @@ def test_an_image_against_itself_is_the_same_person(tiny_run, gallery, tmp_path,
     assert float(first["cosine"]) == pytest.approx(1, abs=1e-5)
     assert float(first["p_same"]) >= 0.99 and first["same"] == "1"
     assert "P(same): cosine similarity calibrated on" in out
+
+
+def test_a_gallery_the_run_cannot_tell_apart_is_flagged(tiny_run, gallery, tmp_path, capsys):
+    """One epoch leaves the tiny run's descriptors nearly collapsed even on images like its training
+    images: one warning line, not silence. Descriptors that spread (as a trained run's do) get none."""
+    query = sorted(gallery.rglob("*.jpg"))[0]
+    _, err = searched(capsys, tiny_run, "--query", query, "--gallery", gallery, "--output", tmp_path / "out",
+                      "--no-pictures")
+    warning = [line for line in err.splitlines() if "does not tell these images apart" in line]
+    assert len(warning) == 1 and "median cosine similarity" in warning[0] and "do not trust" in warning[0]
+    spread = np.random.default_rng(0).standard_normal((200, 512))
+    spread /= np.linalg.norm(spread, axis=1, keepdims=True)
+    assert search.collapse_warning("run", spread) is None
+    assert "run does not tell" in search.collapse_warning("run", np.tile(spread[:1], (200, 1)))
 
 
 def test_the_prior_moves_p_same_not_the_decisions(tiny_run, gallery, tmp_path, capsys):

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from verification import (beta_logit, brier_score, expected_calibration_error, fit_beta, fit_platt, load_thresholds,
+from verification import (beta_logit, median_pair_cosine, brier_score, expected_calibration_error, fit_beta, fit_platt, load_thresholds,
                           probability, rates_at, roc, save_thresholds, summarize_roc, threshold_at_far, with_prior)
 
 
@@ -204,3 +204,13 @@ def test_beta_calibration_never_falls_as_cosine_rises():
     assert beta["a"] >= 0 and beta["b"] >= 0
     p = probability(beta_logit(np.linspace(-1, 1, 101), **beta))
     assert np.all(np.diff(p) >= -1e-12)
+
+
+def test_median_pair_cosine_of_every_pair_and_of_random_pairs():
+    # three unit vectors: pairs at cosine 1/2 (a, b), 0 (a, c), 0.866 (b, c): the median is 1/2
+    f = np.array([[1, 0], [0.5, np.sqrt(0.75)], [0, 1]], np.float32)
+    assert median_pair_cosine(f) == pytest.approx(0.5)
+    assert median_pair_cosine(f[:1]) is None
+    # drawn pairs never pair an image with itself: orthogonal descriptors stay at 0, never 1
+    assert median_pair_cosine(np.eye(50, dtype=np.float32), pairs=100) == 0
+    assert median_pair_cosine(np.ones((500, 4), np.float32) / 2, pairs=100) == pytest.approx(1)
