@@ -133,19 +133,24 @@ def head_weights(verif):
         float((linear.bias[SAME] - linear.bias[DIFFERENT]).detach())
 
 
-def load_head(folder, which_epoch="last"):
-    """(w, b) of the verification head saved with net_<which_epoch>.pth, or None where the run has
-    none (runs of the original code, which saved only the network)."""
+def load_verif(folder, which_epoch="last", fix="choose another --which_epoch, or retrain"):
+    """The verification head saved with net_<which_epoch>.pth, on the CPU, or None where the run has
+    none (runs of the original code, which saved only the network); a bad file exits saying `fix`."""
     path = head_path(folder, which_epoch)
     if not os.path.isfile(path):
         return None
     verif = verif_net()
     try:
-        verif.load_state_dict(load_file(path, "choose another --which_epoch, or retrain"))
+        verif.load_state_dict(load_file(path, fix))
     except (RuntimeError, TypeError) as e:
-        sys.exit(f"error: {path} is not the state of a verification head ({str(e).splitlines()[0][:200]}); "
-                 f"choose another --which_epoch, or retrain")
-    return head_weights(verif)
+        sys.exit(f"error: {path} is not the state of a verification head ({str(e).splitlines()[0][:200]}); {fix}")
+    return verif
+
+
+def load_head(folder, which_epoch="last"):
+    """(w, b) of the verification head saved with net_<which_epoch>.pth, or None where the run has none."""
+    verif = load_verif(folder, which_epoch)
+    return None if verif is None else head_weights(verif)
 
 
 class VerificationTriplets(Dataset):
@@ -276,7 +281,10 @@ def build_model(opts, pretrained=False):
 # The ImageNet classifier that the original code's networks keep in their checkpoints and never use
 ORIGINAL_UNUSED = {False: ("model.fc.weight", "model.fc.bias"),                 # ResNet-50
                    True: ("model.classifier.weight", "model.classifier.bias")}  # DenseNet-121 (use_dense)
-CLASSIFIER_WEIGHT = "classifier.classifier.1.weight"
+# the identity classifier's keys in a network's state_dict start so (ClassBlock.classifier); the
+# rest (backbone, bottleneck) describes images whoever the identities are
+IDENTITY_CLASSIFIER = "classifier.classifier."
+CLASSIFIER_WEIGHT = IDENTITY_CLASSIFIER + "1.weight"
 
 
 def adopt_original(opts, state):

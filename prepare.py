@@ -23,6 +23,10 @@ the other stages read, one folder per identity:
                   list_gallery.txt -> gallery
     custom        train/, query/, gallery/, each holding <identity>/<images>; cameras from
                   cameras.csv (path,camera) or from c<n> / cam<n> in the file names
+    mot           annotated footage: MOTChallenge sequence folders (seqinfo.ini, img1/, gt/gt.txt)
+                  and/or video files each with its ground truth beside it under the same name
+                  (cam1.mp4 + cam1.txt, MOTChallenge text); the people of the ground truth are
+                  cropped into train_all (below)
 
 --hold_out N makes the test split out of the training images instead, for datasets whose test
 set is missing (or to tune without touching it): N identities seen by two or more cameras
@@ -37,13 +41,24 @@ cameras, drawn with --seed among those left): all their images go to calibration
 train_new.py fits the same-person probability and its thresholds at the end of training, on
 people it never trained on and that the test set does not hold either.
 
+--dataset mot: each sequence or video is one camera, numbered from 1 in the sorted order of
+their names; footage.py reads them and their ground truth (track ids; boxes marked conf 0, other
+classes than pedestrians, less visible than --min_visibility or lower than --min_height left out).
+The boxes of every --mot_stride-th frame (1, 1 + stride, ...: consecutive frames show one pose
+again and again) are cropped and written as new JPEG files named <id>_c<camera>s1_<frame>_<n>.jpg
+(n counts a person's boxes on one frame, from 00), into train_all. MOTChallenge numbers tracks
+in each sequence on its own, so by default every (sequence, track) is a person of its own,
+numbered 1, 2, ... in camera and track order (identities.csv names each); --shared_ids says
+that the files give a person one id in every camera (multi-camera annotations), which is then
+the id. Only then are people seen by two cameras, which --hold_out and --calibration draw from.
+
 The later stages read id and camera from file names (data.parse_name), whatever the
 dataset: a prepared file keeps its raw name when that name already reads as its id
 and camera, and is named <id>_c<camera>_<raw name> otherwise. After preparing, each
 split's image and identity counts are compared with the dataset's published ones.
 
-Files are hard links to the raw images (a copy where links are impossible);
-nothing under the raw folders is written, moved or deleted, and running it
+Files are hard links to the raw images (a copy where links are impossible; crops of footage
+are new files); nothing under the raw folders is written, moved or deleted, and running it
 again gives the same tree.
 """
 import collections
@@ -61,9 +76,10 @@ import yaml
 from tqdm import tqdm
 
 import cli
-from cli import run_main, shorten
+from cli import UserError, run_main, shorten
 from data import (NAME_HELP, NAME_PATTERN, SPLITS, SYNTHETIC_MARKER, UnreadableImage, is_image, load_image, parse_name,
                   parse_names)
+from footage import GROUND_TRUTH, VIDEO_EXTENSIONS, crop_boxes, is_footage, open_footage, read_detections
 from runs import atomic_path
 
 
@@ -142,6 +158,8 @@ DATASETS = {
     "msmt17": (msmt17("V1", "train", "test"), msmt17("V2", "mask_train_v2", "mask_test_v2")),
     "custom": (Dataset("custom", (Source("train_all", "train"), Source("query", "query"), Source("gallery", "gallery")),
                        layout_note="; each as <identity>/<images>"),),
+    # no raw images: read_footage crops them out of the footage
+    "mot": (Dataset("MOTChallenge footage", ()),),
 }
 # Identity folder names kept as numbers (Market-1501's: -1 junk, 0 distractors)
 INTEGER = re.compile(r"-1|\d+")
@@ -415,6 +433,112 @@ def plan(images, bad):
     return entries
 
 
+def find_footage(root):
+    """(footage, ground truth) of each camera under --download_path, in sorted order: every
+    MOTChallenge sequence folder with its gt/gt.txt, every video with the .txt of its name beside it."""
+    found = []
+    for name in sorted(os.listdir(root)):
+        path = os.path.join(root, name)
+        if not is_footage(path):
+            continue  # the ground truth beside a video, the prepared tree, anything else
+        if os.path.isdir(path):
+            truth = os.path.join(path, GROUND_TRUTH)
+            if not os.path.isfile(truth):
+                raise UserError(f"{truth} does not exist: preparing needs the ground truth of every sequence (its "
+                                f"track ids say who is who); add it, or move {path} out of {root}")
+        else:
+            truth = os.path.splitext(path)[0] + ".txt"
+            if not os.path.isfile(truth):
+                raise UserError(f"{path} has no ground truth beside it: put its MOTChallenge file (with track ids) at "
+                                f"{truth}, or move the video out of {root}")
+        found.append((path, truth))
+    if not found:
+        raise UserError(f"{root} holds no MOTChallenge sequence folder (seqinfo.ini, img1/, {GROUND_TRUTH}) and no "
+                        f"video ({', '.join(VIDEO_EXTENSIONS)}) with its ground truth beside it (cam1.mp4 + cam1.txt); "
+                        f"pass the folder that holds them")
+    return found
+
+
+def crop_name(pid, cam, frame, n):
+    """A crop's name as Market-1501 spells it, e.g. 0007_c2s1_000123_00.jpg: id 7, camera 2, frame 123, and
+    n counting the person's boxes on that frame (more than one only where the ground truth repeats an id)."""
+    return f"{id_folder(pid)}_c{cam}s1_{frame:06d}_{n:02d}.jpg"
+
+
+def read_footage(root, shared_ids, min_visibility, min_height, stride):
+    """(images as (crop name, split, id, camera), {id: name} without --shared_ids else None, and per camera
+    (footage, {box: crop name})) of the annotated footage under --download_path. Prints what each camera's
+    ground truth gave and why boxes were left out."""
+    images, names, cameras = [], {}, []
+    for cam, (path, truth) in enumerate(find_footage(root), 1):
+        seen = open_footage(path)
+        boxes, summary = read_detections(truth, seen, ground_truth=True, min_visibility=min_visibility)
+        tracked = [box for box in boxes if box.id >= 0]
+        if boxes and not tracked:
+            raise UserError(f"{truth} gives no track ids (every box has id -1): these are detections, not ground "
+                            f"truth; give the annotation with a track id on each box (MOTChallenge's gt/gt.txt, or "
+                            f"CVAT's MOT 1.1 export)")
+        tall = [box for box in tracked if box.height >= min_height]
+        # a line given twice is one crop
+        kept = sorted(dict.fromkeys(box for box in tall if (box.frame - 1) % stride == 0),
+                      key=lambda box: (box.frame, box.id))
+        if shared_ids and any(box.id == 0 for box in kept):
+            raise UserError(f"{truth} gives track id 0, which the prepared tree reads as a distractor; with "
+                            f"--shared_ids the files' ids are the people's: number the tracks from 1, or drop "
+                            f"--shared_ids (tracks are then numbered anew)")
+        ids = {}
+        for track in sorted({box.id for box in kept}):
+            ids[track] = track if shared_ids else len(names) + 1
+            if not shared_ids:
+                names[ids[track]] = f"{os.path.basename(path)} track {track}"
+        crops, on_frame = {}, collections.Counter()
+        for box in kept:
+            pid = ids[box.id]
+            crops[box] = crop_name(pid, cam, box.frame, on_frame[pid, box.frame])
+            on_frame[pid, box.frame] += 1
+            images.append((crops[box], "train_all", pid, cam))
+        cameras.append((seen, crops))
+        skipped = [f"{n} {why}" for n, why in ((len(boxes) - len(tracked), "without a track id"),
+                                                (len(tracked) - len(tall), f"lower than {min_height:g} pixels")) if n]
+        print(f"camera {cam}: {summary}" + (f"; of those, {', '.join(skipped)} (skipped)" if skipped else "")
+              + f"; {len(crops)} crops of {len(ids)} people" + (f" (one frame in {stride})" if stride > 1 else ""))
+    if not images:
+        raise UserError(f"no box of the ground truth under {root} is left to crop (see above); lower --min_visibility "
+                        f"or --min_height, or --mot_stride")
+    return images, (None if shared_ids else names), cameras
+
+
+def write_crops(out, entries, cameras):
+    """Each crop written once, as a new JPEG at its split (train_all, query, gallery or calibration), then
+    linked into train/ or val/; each camera's footage is decoded once, in frame order."""
+    places = collections.defaultdict(list)
+    for src, split, pid, name in entries:  # plan lists an image's own split before train/ or val/
+        places[src].append(os.path.join(out, split, pid, name))
+    for seen, crops in cameras:
+        for box, crop in tqdm(crop_boxes(seen, list(crops)), total=len(crops), desc=f"cropping {seen.name}",
+                              unit="crop", leave=False):
+            first, *others = places[crops[box]]
+            with atomic_path(first) as tmp:
+                crop.save(tmp, format="JPEG", quality=95)
+            for other in others:
+                link(first, other)
+
+
+def mot_note(entries, shared_ids):
+    """What the user of footage needs to hear when no --hold_out made a test split."""
+    cameras = collections.defaultdict(set)
+    for _, split, pid, name in entries:
+        if split == "train_all":
+            cameras[pid].add(parse_name(name)[1])
+    if not shared_ids:
+        return ("  no query or gallery: --hold_out needs people seen by two or more cameras, and none is (without "
+                "--shared_ids each sequence's tracks are people of their own); pass --shared_ids if the files number "
+                "a person alike in every camera, or train on this tree as it is (--hold_out 0)")
+    seen_twice = sum(len(cams) >= 2 for cams in cameras.values())
+    return (f"  no query or gallery: {seen_twice} of the {len(cameras)} people are seen by two or more cameras; "
+            f"--hold_out N makes query and gallery of N of them")
+
+
 def write_identities(path, names):
     with atomic_path(path) as tmp:
         with open(tmp, "w", newline="", encoding="utf-8") as f:
@@ -423,12 +547,31 @@ def write_identities(path, names):
             writer.writerows(sorted(names.items()))
 
 
+# the flags of --dataset mot alone
+MOT_FLAGS = ("shared_ids", "min_visibility", "min_height", "mot_stride")
+
+
+def check_mot_flags(args):
+    if args.mot_stride < 1:
+        raise UserError(f"--mot_stride {args.mot_stride}: give 1 (every frame) or more")
+    if not 0 <= args.min_visibility <= 1:
+        raise UserError(f"--min_visibility {args.min_visibility:g}: visibility is a share, give 0 to 1")
+    if args.min_height < 0:
+        raise UserError(f"--min_height {args.min_height:g}: give a height in pixels, 0 or more")
+    if not args.shared_ids and (args.hold_out or args.calibration):
+        raise UserError("--hold_out and --calibration draw people seen by two or more cameras, and without "
+                        "--shared_ids each sequence's tracks are people of their own, seen by one camera: pass "
+                        "--shared_ids if the files give a person one id in every camera, else --hold_out 0 "
+                        "--calibration 0")
+
+
 def main(argv=None):
     parser = cli.parser(__doc__)
     parser.add_argument("--download_path", default="../Market",
                         help="raw dataset folder: for market, duke and cuhk03 the one holding bounding_box_train, "
                              "bounding_box_test and query (for cuhk03, CUHK03-NP's labeled/ or detected/); for msmt17 "
-                             "MSMT17_V1 or MSMT17_V2; for custom the one holding train, query and gallery")
+                             "MSMT17_V1 or MSMT17_V2; for custom the one holding train, query and gallery; for mot "
+                             "the one holding the sequence folders and videos")
     parser.add_argument("--dataset", choices=list(DATASETS), default="market",
                         help="which raw layout the folder holds (see above); it also gives the published counts "
                              "the prepared splits are compared with")
@@ -446,15 +589,38 @@ def main(argv=None):
                         help="do not decode every image first (faster; a broken file then stops training instead)")
     parser.add_argument("--skip_unreadable", action="store_true",
                         help="leave images that cannot be decoded out of the prepared tree instead of stopping")
+    parser.add_argument("--shared_ids", action="store_true",
+                        help="--dataset mot: the ground truth gives a person the same track id in every camera "
+                             "(multi-camera annotations, synthetic footage); without it each sequence's tracks are "
+                             "people of their own, as MOTChallenge numbers them")
+    parser.add_argument("--min_visibility", default=0.5, type=float,
+                        help="--dataset mot: leave out boxes less visible than this (the visibility column of "
+                             "MOT16/17 ground truth, 0 to 1): a mostly hidden person's crop shows someone else")
+    parser.add_argument("--min_height", default=32, type=float,
+                        help="--dataset mot: leave out boxes lower than this many pixels: too small a crop shows "
+                             "little of a person")
+    parser.add_argument("--mot_stride", default=10, type=int,
+                        help="--dataset mot: crop the boxes of every this many frames (1, 1 + stride, ...), so that "
+                             "near-identical crops of consecutive frames do not swamp training")
     args = parser.parse_args(argv)
 
     root = args.download_path
     if not os.path.isdir(root):
         sys.exit(f"error: --download_path {root} does not exist; pass the folder of the raw {args.dataset} dataset")
+    footage = args.dataset == "mot"
+    given = [f"--{k}" for k in MOT_FLAGS if getattr(args, k) != parser.get_default(k)]
+    if given and not footage:
+        raise UserError(f"{', '.join(given)} apply to --dataset mot only; drop them, or pass --dataset mot")
+    if footage:
+        check_mot_flags(args)
     dataset = choose(root, DATASETS[args.dataset])
     if args.hold_out:
         dataset = training_only(dataset)
-    images, names = read_images(root, dataset)
+    if footage:
+        images, names, cameras = read_footage(root, args.shared_ids, args.min_visibility, args.min_height,
+                                              args.mot_stride)
+    else:
+        images, names = read_images(root, dataset)
     held = calibration = None
     if args.hold_out:
         images, held = hold_out(images, args.hold_out, args.seed)
@@ -462,7 +628,8 @@ def main(argv=None):
         images, calibration = hold_for_calibration(images, args.calibration, args.seed)
     out = args.output or os.path.join(root, "pytorch")
 
-    bad = [] if args.skip_check else unreadable([p for p, *_ in images])
+    # crops come from frames already decoded
+    bad = [] if args.skip_check or footage else unreadable([p for p, *_ in images])
     if bad and not args.skip_unreadable:
         sys.exit(f"error: {len(bad)} image(s) cannot be decoded: {shorten(bad)}; replace them (nothing under "
                  f"{root} was changed), or pass --skip_unreadable to prepare without them")
@@ -471,8 +638,11 @@ def main(argv=None):
 
     entries = plan(images, set(bad))
     check_stale(out, entries)
-    for src, split, pid, name in tqdm(entries, desc="linking", unit="img", leave=False):
-        link(src, os.path.join(out, split, pid, name))
+    if footage:
+        write_crops(out, entries, cameras)
+    else:
+        for src, split, pid, name in tqdm(entries, desc="linking", unit="img", leave=False):
+            link(src, os.path.join(out, split, pid, name))
     if names:
         write_identities(os.path.join(out, IDENTITIES_CSV), names)
     split_file = os.path.join(out, SPLIT_YAML)
@@ -496,6 +666,8 @@ def main(argv=None):
     if calibration:
         print(f"  calibration: {len(calibration)} ids held out of the training images (--seed {args.seed}; "
               f"{SPLIT_YAML} lists them), for train_new.py to calibrate on")
+    if footage and not held:
+        print(mot_note(entries, args.shared_ids))
     lonely = sorted({e[2] for e in entries if e[1] == "query"} - {e[2] for e in entries if e[1] == "gallery"})
     if lonely:
         print(f"warning: {len(lonely)} query id(s) have no gallery image ({shorten(lonely)}); evaluation will skip "

@@ -10,6 +10,13 @@ image, three forward passes. --sampler pk: each batch holds P identities x K ima
 forward pass, and each anchor's positive and negative are other images of the same batch.
 Under torchrun the batches are split across processes (DistributedDataParallel);
 --batchsize stays the total over all of them.
+
+--init_from RUN starts from a trained run's net_last.pth and verif_last.pth instead of ImageNet
+(fine-tuning on other people, another dataset): the backbone, the bottleneck and the verification
+head keep their weights, the identity classifier is made anew for this tree's identities. The
+run's --use_dense, --height and --width are taken over where not given (they describe its
+network and the images it learned from), and must match where given. opts.yaml records the run
+it started from; a --resume of this run continues it without --init_from.
 """
 import argparse
 import os
@@ -27,11 +34,11 @@ import cli
 from data import IMAGENET_MEAN, IMAGENET_STD, LabelledImages, image_folder, parse_names, test_transform
 from devices import autocast, check_in_sync, start_processes
 from metrics import rank_queries, summarize
-from model import (DIFFERENT, SAME, Verification, VerificationTriplets, build_model, descriptors, head_weights,
-                   objective, verif_net)
+from model import (DIFFERENT, IDENTITY_CLASSIFIER, SAME, Verification, VerificationTriplets, build_model, descriptors,
+                   head_weights, load_trained, load_verif, objective, verif_net)
 from random_erasing import RandomErasing
-from runs import (StopRequest, agree_to_stop, check_run_folder, checkpoint_path, draw_curves, restore_state, run_dir,
-                  run_files, save_opts, save_state, save_weights)
+from runs import (MODEL_ROOT, StopRequest, agree_to_stop, check_run_folder, checkpoint_path, draw_curves, load_opts,
+                  restore_state, run_dir, run_files, save_opts, save_state, save_weights)
 from verification import calibrate, calibrate_on_people, calibration_images, save_thresholds
 
 
@@ -47,12 +54,15 @@ def parse_args(argv=None):
     p.add_argument("--alpha", default=1.0, type=float, help="weight of the verification loss")
     p.add_argument("--erasing_p", default=0, type=float, help="random erasing probability (0 disables it)")
     p.add_argument("--color_jitter", action="store_true", help="jitter brightness, contrast and saturation by 0.1")
-    p.add_argument("--use_dense", action="store_true", help="DenseNet-121 backbone instead of ResNet-50")
+    p.add_argument("--use_dense", action="store_true", default=None,
+                   help="DenseNet-121 backbone instead of ResNet-50 (not given: ResNet-50, or the --init_from run's)")
     p.add_argument("--epochs", default=60, type=int, help="number of epochs")
     p.add_argument("--decay_epoch", default=40, type=int, help="epoch after which every learning rate is multiplied by 0.1")
     p.add_argument("--seed", default=0, type=int, help="seed of every random number generator (weights, sampling, augmentation)")
-    p.add_argument("--height", default=256, type=int, help="input image height")
-    p.add_argument("--width", default=128, type=int, help="input image width")
+    p.add_argument("--height", default=None, type=int,
+                   help="input image height (not given: 256, or the --init_from run's)")
+    p.add_argument("--width", default=None, type=int,
+                   help="input image width (not given: 128, or the --init_from run's)")
     p.add_argument("--pretrained", action=argparse.BooleanOptionalAction, default=True,
                    help="start from ImageNet weights (torchvision); --no-pretrained trains from scratch")
     p.add_argument("--sampler", default="triplet", choices=["triplet", "pk"],
@@ -64,6 +74,10 @@ def parse_args(argv=None):
     p.add_argument("--channels_last", action=argparse.BooleanOptionalAction, default=True,
                    help="channels-last memory format (faster convolutions on GPUs and at 256 x 128 on CPUs)")
     p.add_argument("--compile", action="store_true", help="compile the network with torch.compile (slow first steps)")
+    p.add_argument("--init_from", default=None, metavar="RUN",
+                   help="start from this trained run (model/<name>, or its name) instead of ImageNet: its backbone, "
+                        "bottleneck and verification head, a new identity classifier; its backbone then learns at "
+                        "0.1 x lr, as a pretrained one (not given: ImageNet weights, or none with --no-pretrained)")
     p.add_argument("--resume", action="store_true",
                    help="continue model/<name>/ from its state.pth (same options; --epochs may grow)")
     p.add_argument("--overwrite", action="store_true", help="delete the run already in model/<name>/ and start again")
@@ -194,6 +208,79 @@ def check_batches(args, shard):
                  f"identities that split evenly over {shard.world} process(es)")
 
 
+# The options that shape the network and the images it learns from, and their defaults: an
+# --init_from run's are taken over where not given
+ARCHITECTURE = {"use_dense": False, "height": 256, "width": 128}
+
+
+def find_run(given):
+    """The folder of the run --init_from names: a run folder as given (model/<name>), else model/<given>."""
+    for folder in (given, run_dir(given)):
+        if os.path.isfile(os.path.join(folder, "opts.yaml")):
+            return folder
+    sys.exit(f"error: --init_from {given}: neither {os.path.join(given, 'opts.yaml')} nor "
+             f"{os.path.join(run_dir(given), 'opts.yaml')} exists; give a run folder (model/<name>) or the name of a "
+             f"run under {MODEL_ROOT}/ of the current folder")
+
+
+def start_from(args, folder):
+    """(folder, options, flags taken over) of the run --init_from names, or None; fills --use_dense,
+    --height and --width where not given: from that run, or (--resume) from a run that was started
+    from one, else the defaults. Exits with one line where a given one contradicts the run's."""
+    if args.init_from and args.resume:
+        sys.exit(f"error: --init_from starts a new run from another run's weights and --resume continues {folder} "
+                 f"from its own state; drop --init_from to resume (the run remembers where it started from), or "
+                 f"--resume to start anew")
+    source, taken = None, {}
+    if args.init_from:
+        source = find_run(args.init_from)
+        taken = load_opts(source)
+        if not os.path.isfile(checkpoint_path(source, "last")):
+            sys.exit(f"error: --init_from {source} has no net_last.pth (its training has not finished): finish it "
+                     f"(train_new.py --name {os.path.basename(source)} --resume) or start from another run")
+        if taken.get("original") and taken.get("use_dense"):
+            sys.exit(f"error: --init_from {source} is a DenseNet-121 run of the original code, which pools its last "
+                     f"feature map without the ReLU this repository's DenseNet applies, so its features would not "
+                     f"carry over; start from a ResNet-50 run or from ImageNet")
+        # --use_dense is given only as True: it contradicts a ResNet-50 run
+        conflicts = ["--use_dense (the run is ResNet-50)" if k == "use_dense" else
+                     f"--{k} {getattr(args, k)} (the run's: {taken.get(k)})"
+                     for k in ARCHITECTURE if getattr(args, k) is not None and getattr(args, k) != taken.get(k)]
+        if conflicts:
+            sys.exit(f"error: --init_from {source} keeps that run's network and input size, which "
+                     f"{', '.join(conflicts)} contradict; drop them (the run's are taken over) or start from "
+                     f"another run")
+        args.init_from = source
+    elif args.resume and os.path.isfile(os.path.join(folder, "opts.yaml")):
+        saved = load_opts(folder)
+        if saved.get("init_from"):  # what it took over was not given on its command line either
+            args.init_from, taken = saved["init_from"], saved
+    given = {k for k in ARCHITECTURE if getattr(args, k) is not None}
+    for k, default in ARCHITECTURE.items():
+        if k not in given:
+            setattr(args, k, taken.get(k, default))
+    return None if source is None else (source, taken, sorted(set(ARCHITECTURE) - given))
+
+
+def init_weights(parts, source, opts, taken_over, nclasses):
+    """Load the --init_from run's network, but its identity classifier, and its verification head into
+    `parts`; the line that says what was loaded."""
+    # the original code's runs keep their number of classes in the checkpoint: load_trained reads it
+    trained, trained_opts = load_trained(source)  # exits with one line where the checkpoint does not fit
+    state = parts["model"].state_dict()
+    state.update({k: v for k, v in trained.state_dict().items() if not k.startswith(IDENTITY_CLASSIFIER)})
+    parts["model"].load_state_dict(state)
+    verif = load_verif(source, fix=f"start from another run than {source}")
+    if verif is not None:
+        parts["verif"].load_state_dict(verif.state_dict())
+    flags = " ".join(f"--{k}" + ("" if k == "use_dense" else f" {opts[k]}") for k in taken_over
+                     if k != "use_dense" or opts[k])
+    head = "verification head of verif_last.pth" if verif is not None else "a new verification head (it saved none)"
+    return (f"starting from {source}: backbone and bottleneck of net_last.pth, {head}"
+            + f", a new identity classifier for {nclasses} ids (the run's had {trained_opts['nclasses']})"
+            + (f"; its {flags} taken over" if flags else ""))
+
+
 def build_training(args, nclasses, device, pretrained):
     """The network, the verification head and how they learn: SGD with Nesterov momentum, the new
     layers at lr and a pretrained backbone at 0.1 x lr, every rate x0.1 after --decay_epoch."""
@@ -201,8 +288,9 @@ def build_training(args, nclasses, device, pretrained):
     verif = verif_net().to(device)
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    # a pretrained backbone is fine-tuned gently; one trained from scratch has nothing to preserve
-    backbone_lr = 0.1 * args.lr if args.pretrained else args.lr
+    # a pretrained backbone (ImageNet's, or an --init_from run's) is fine-tuned gently; one trained from
+    # scratch has nothing to preserve
+    backbone_lr = 0.1 * args.lr if args.pretrained or args.init_from else args.lr
     optimizer = torch.optim.SGD([
         {"params": model.model.parameters(), "lr": backbone_lr},
         {"params": model.classifier.parameters(), "lr": args.lr},
@@ -323,16 +411,22 @@ def main(argv=None):
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     folder = run_dir(args.name)
+    source = start_from(args, folder)
     state = check_run_folder(folder, args)
     train_set, phases, retrieval = training_data(args)
     opts = dict(vars(args), nclasses=len(train_set.classes))
-    if not args.pretrained and shard.main:
+    if not args.pretrained and not args.init_from and shard.main:
         print("note: --no-pretrained: the backbone starts from random weights, not ImageNet", file=sys.stderr)
     if not args.train_all and shard.main:
         print("note: training on train/, holding out val; the original's train.py trained on train_all whatever "
               "--train_all said: pass --train_all to train on its training set", file=sys.stderr)
-    parts = build_training(args, opts["nclasses"], device, pretrained=args.pretrained and state is None)
+    parts = build_training(args, opts["nclasses"], device,
+                           pretrained=args.pretrained and state is None and source is None)
     model = parts["model"]
+    if source is not None:  # never with --resume
+        loaded = init_weights(parts, *source, opts["nclasses"])
+        if shard.main:
+            print(loaded)
 
     history, first_epoch, sums = {"train": [], "val": []}, 0, None
     if state is None:
