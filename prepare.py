@@ -25,8 +25,9 @@ the other stages read, one folder per identity:
                   cameras.csv (path,camera) or from c<n> / cam<n> in the file names
     mot           annotated footage: MOTChallenge sequence folders (seqinfo.ini, img1/, gt/gt.txt)
                   and/or video files each with its ground truth beside it under the same name
-                  (cam1.mp4 + cam1.txt, MOTChallenge text); the people of the ground truth are
-                  cropped into train_all (below)
+                  (cam1.mp4 + cam1.txt, MOTChallenge text; a video beside a sequence folder of
+                  its name is skipped); the people of the ground truth are cropped into
+                  train_all (below)
 
 --hold_out N makes the test split out of the training images instead, for datasets whose test
 set is missing (or to tune without touching it): N identities seen by two or more cameras
@@ -435,11 +436,13 @@ def plan(images, bad):
 
 def find_footage(root):
     """(footage, ground truth) of each camera under --download_path, in sorted order: every
-    MOTChallenge sequence folder with its gt/gt.txt, every video with the .txt of its name beside it."""
+    MOTChallenge sequence folder with its gt/gt.txt, every video with the .txt of its name beside it.
+    A video beside a sequence folder of its name (cam1.mp4 and cam1/, as synthetic_footage.py writes
+    them) is that camera's footage again: the sequence's frames are read, the video skipped."""
     found = []
     for name in sorted(os.listdir(root)):
         path = os.path.join(root, name)
-        if not is_footage(path):
+        if not is_footage(path) or (os.path.isfile(path) and is_footage(os.path.splitext(path)[0])):
             continue  # the ground truth beside a video, the prepared tree, anything else
         if os.path.isdir(path):
             truth = os.path.join(path, GROUND_TRUTH)

@@ -196,6 +196,10 @@ def test_a_video_with_its_ground_truth_beside_it_is_a_camera(tmp_path):
     cameras = {pid: sorted({parse_name(n)[1] for n in names}) for pid, names in files(out, "train_all").items()}
     assert cameras == {"0001": [1], "0002": [1, 2], "0005": [2]}  # MOT-A sorts before lobby.mp4
     assert len(crops(out)) == 2 * 2 + 2 * 2  # frames 1 and 6
+    # a video beside a sequence folder of its name is that camera again, not one more
+    shutil.copy(root / "lobby.mp4", root / "MOT-A.mp4")
+    out = prepare_mot(root, "--shared_ids", "--mot_stride", "5", out=tmp_path / "again")
+    assert {parse_name(n)[1] for n in crops(out)} == {1, 2} and len(crops(out)) == 8
 
 
 def test_bad_footage_is_one_line_naming_the_file(footage, tmp_path):
