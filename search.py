@@ -1,68 +1,93 @@
-"""Search your own images with a trained run: rank every image of a folder against query images,
-and say for each match whether it shows the same person.
+"""Search your own images and footage with a trained run: rank every image of a folder, or every
+person seen in a video, against query images, and say for each match whether it is the same person.
 
-    python search.py --name ft_ResNet50 --query suspect.jpg more_queries/ --gallery footage/ --top 10
+    python search.py --name ft_ResNet50 --query suspect.jpg more_queries/ --gallery crops/ --top 10
+    python search.py --name ft_ResNet50 --query suspect.jpg --gallery cam1.mp4 cam2/ --detections cam1.txt
+    python search.py --name ft_ResNet50 --gallery cam1/ cam2/     # no --query: who appears in both cameras
 
-The gallery is any folder of images, searched recursively: no naming convention, no identity or
-camera needed (.jpg, .jpeg, .png, .bmp, .webp, .tif; grayscale, palette, RGBA, CMYK and 16-bit
-images are read as RGB, any size is resized to the run's input size, as test.py does). Files
-that cannot be decoded are skipped with a warning naming them.
+--gallery takes folders of images, searched recursively (no naming convention, identity or
+camera needed; .jpg, .jpeg, .png, .bmp, .webp, .tif, in any mode and size, read as test.py reads
+them; files that cannot be decoded are skipped with a warning naming them), and footage: video
+files (.mp4, .avi, .mkv, .mov) and MOTChallenge sequence folders (img1/, seqinfo.ini). In footage,
+people are the boxes of a detections file in MOTChallenge format (--detections, one per footage
+in the order given; a sequence's own det/det.txt, or gt/gt.txt with --ground_truth or where it has
+no det.txt), or of a COCO person detector (detector.py) where there is none, on every --stride-th
+frame. Boxes are linked across frames into tracklets (the file's track ids, else overlap), and a
+tracklet is matched by the mean of its boxes' descriptors: one answer per person and stretch of
+time, with its first and last time and the box that best matches the query.
 
 Each query's matches are ranked by cosine similarity of the descriptors (as the paper ranks
 them; --rank_by head ranks by the verification head instead). For each match it reports the
-cosine similarity, the probability that the two images show the same person, and a
-same/different decision. P(same) is the calibration of cosine similarity that train_new.py
-fitted on held-out pairs (thresholds.yaml in the run folder; beta calibration, which gives an
-exact copy P(same) 1): it means what it says for pairs of which the share --prior is the same
-person (by default the share among the pairs it was fitted on). The verification head's P(same)
-(the head the paper trained to answer exactly that; a weighted inner product of the two
-descriptors, so all pairs cost one matrix product), calibrated too, and its raw output are
-reported beside it. The decision is P(same) at least the threshold calibrated there at a
-false-accept rate of --far (--threshold overrides it). A run whose thresholds.yaml predates
-calibrations reports and decides by the head's raw output; one with neither head nor
-thresholds (the original code's) needs --threshold on cosine similarity.
+cosine similarity, the probability that the two show the same person, and a same/different
+decision. P(same) is the calibration of cosine similarity that train_new.py fitted on held-out
+pairs (thresholds.yaml in the run folder; beta calibration, which gives an exact copy P(same) 1):
+it means what it says for pairs of which the share --prior is the same person (by default the
+share among the pairs it was fitted on). The verification head's P(same) (the head the paper
+trained to answer exactly that; a weighted inner product of the two descriptors, so all pairs
+cost one matrix product), calibrated too, and its raw output are reported beside it. The decision
+is P(same) at least the threshold calibrated there at a false-accept rate of --far (--threshold
+overrides it). A run whose thresholds.yaml predates calibrations reports and decides by the head's
+raw output; one with neither head nor thresholds (the original code's) needs --threshold on
+cosine similarity.
 
 Writes, in --output (model/<name>/search by default):
     results.csv         one row per query and match: query, rank, gallery, cosine, p_same, p_head
                         (the head's calibrated P(same)), p_head_raw (its own output), same (1 or 0),
-                        decided_by (the score P(same) comes from), threshold (on P(same))
-    <n>_<query>.png     the query, then its matches with their scores; green = judged the same person
-and keeps the gallery's descriptors in the run's cache, model/<name>/cache/, one file per gallery
-folder, checkpoint, input size and precision, whatever --output and the queries: a second search
-of an unchanged gallery extracts only the queries. An image is extracted again when it was added
-or changed (its size, times or inode differ), removed images are dropped, and a checkpoint saved
-again under the same name replaces the cache: nothing stale is ever used.
+                        decided_by (the score P(same) comes from), threshold (on P(same)), and for
+                        footage video, frame, time, left, top, width, height (the best box), track,
+                        first_frame, last_frame, start, end (the tracklet; times as hh:mm:ss.s)
+    pairs.csv           without --query: the tracklets of different footage judged the same person
+    <n>_<query>.png     the query, then its matches with their scores (footage: the best frame, the
+                        box drawn); green = judged the same person
+    report.html         one self-contained page of every query's matches, thumbnails inline
+and keeps the gallery's descriptors in the run's cache, model/<name>/cache/ (gallery.py), one file
+per gallery folder or footage, checkpoint, input size and precision, whatever --output and the
+queries: a second search of an unchanged gallery extracts only the queries.
 """
 import argparse
 import csv
-import hashlib
 import os
 import sys
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from PIL import Image, ImageDraw
 
 import cli
-from data import IMAGE_EXTENSIONS, UnreadableImage, is_image, load_image, test_transform
+import footage as fo
+import gallery
+import report
+from cli import UserError
+from data import load_image
 from devices import choose_device
-from model import FEATURE_DIM, descriptors, load_head, load_trained
+from model import load_head, load_trained
 from pictures import draw_ranking
-from runs import SEARCH_CACHE, atomic_path, checkpoint_path, head_path, run_dir
+from runs import atomic_path, head_path, run_dir
 from verification import (COLLAPSED_MEDIAN, FARS, beta_logit, head_block, load_thresholds, median_pair_cosine,
                           probability, with_prior)
 
-# Part of every cache key: a change to how descriptors are computed must not reuse old ones.
-CACHE_VERSION = 1
-COLOURS = {True: "#1a9850", False: "#d73027"}
+
 
 
 def parse_args(argv=None):
     p = cli.parser(__doc__)
     cli.add_run_flags(p, "to search with")
     cli.add_device_flags(p, "run")
-    p.add_argument("--query", nargs="+", required=True, help="query images, or folders of them (searched recursively)")
-    p.add_argument("--gallery", required=True, help="folder of images to search (recursively)")
+    p.add_argument("--query", nargs="+", default=None,
+                   help="query images, or folders of them (searched recursively); not given, with two or more footage "
+                        "galleries: the people judged the same in different footage")
+    p.add_argument("--gallery", nargs="+", required=True,
+                   help="what to search: folders of images (recursively), video files, MOTChallenge sequence folders")
+    p.add_argument("--detections", nargs="+", default=None,
+                   help="MOTChallenge files of the boxes of people in the footage of --gallery, one per footage, in its "
+                        "order (not given: a sequence's det/det.txt, else the person detector)")
+    p.add_argument("--ground_truth", action="store_true",
+                   help="take a sequence's gt/gt.txt (track ids, ground truth) instead of det/det.txt")
+    p.add_argument("--stride", default=1, type=int, help="use every N-th frame of footage (1: every frame)")
+    p.add_argument("--detector", default="fasterrcnn_mobilenet_v3_large_fpn",
+                   choices=["fasterrcnn_mobilenet_v3_large_fpn", "fasterrcnn_resnet50_fpn_v2"],
+                   help="torchvision's COCO detector for footage without detections (weights downloaded once)")
+    p.add_argument("--min_score", default=0.5, type=float, help="the detector's score below which a box is dropped")
     p.add_argument("--top", default=10, type=int, help="matches to report per query")
     p.add_argument("--output", default=None,
                    help="folder for results.csv, the pictures and the gallery cache (not given: model/<name>/search)")
@@ -79,105 +104,10 @@ def parse_args(argv=None):
                         "reported for it (not given: the share of the pairs it was calibrated on); decisions at a "
                         "--far threshold do not change with it")
     p.add_argument("--pictures", default=True, action=argparse.BooleanOptionalAction,
-                   help="draw a picture per query (about 0.3 s each on a CPU; --no-pictures for many queries)")
+                   help="draw a picture per query and write report.html (about 0.3 s a query on a CPU; --no-pictures "
+                        "for many queries)")
     p.add_argument("--batchsize", default=64, type=int, help="images per forward pass")
     return p.parse_args(argv)
-
-
-def list_images(path, flag):
-    """The image files of a file or folder (recursively, sorted), or exit saying what is wrong."""
-    if os.path.isfile(path):
-        if not is_image(path):
-            sys.exit(f"error: {flag} {path} is not an image file ({', '.join(IMAGE_EXTENSIONS)})")
-        return [path]
-    if not os.path.isdir(path):
-        sys.exit(f"error: {flag} {path} does not exist")
-    found = sorted(os.path.join(folder, name) for folder, _, names in os.walk(path) for name in names if is_image(name))
-    if not found:
-        sys.exit(f"error: {flag} {path} holds no images ({', '.join(IMAGE_EXTENSIONS)}), in any subfolder")
-    return found
-
-
-class Images:
-    """A dataset of image files for DataLoader: (image, 1), or (zeros, 0) for a file that cannot be
-    decoded, so that one bad file does not stop a search of thousands."""
-
-    def __init__(self, paths, transform, size):
-        self.paths, self.transform, self.size = paths, transform, size
-
-    def __len__(self):
-        return len(self.paths)
-
-    def __getitem__(self, index):
-        try:
-            return self.transform(load_image(self.paths[index])), 1
-        except UnreadableImage:
-            return torch.zeros(3, *self.size), 0
-
-
-class Recording:
-    """A loader that remembers which images could be read while descriptors() consumes it."""
-
-    def __init__(self, loader):
-        self.loader, self.readable = loader, []
-
-    def __len__(self):
-        return len(self.loader)
-
-    def __iter__(self):
-        for images, readable in self.loader:
-            self.readable.append(readable)
-            yield images, readable
-
-
-def extract(model, paths, args, device, opts, desc):
-    """(descriptors, readable mask) of image files."""
-    if not paths:
-        return np.zeros((0, FEATURE_DIM), np.float32), np.zeros(0, bool)
-    size = (int(opts["height"]), int(opts["width"]))
-    loader = Recording(DataLoader(Images(paths, test_transform(*size), size), batch_size=args.batchsize,
-                                  num_workers=args.num_workers, pin_memory=device.type == "cuda"))
-    features = descriptors(model, loader, device, desc, args.precision)
-    return features, torch.cat(loader.readable).numpy().astype(bool)
-
-
-def file_key(path):
-    """What changes when a file is replaced or written: size, modification and change times, inode."""
-    s = os.stat(path)
-    return [s.st_size, s.st_mtime_ns, s.st_ctime_ns, s.st_ino]
-
-
-def gallery_features(model, paths, args, device, opts, folder):
-    """Descriptors of the gallery images, from the run's cache where an image is unchanged; returns
-    (readable paths, their descriptors, unreadable paths, how many readable ones were extracted now)."""
-    checkpoint = checkpoint_path(folder, args.which_epoch)
-    # The file's name leaves out the checkpoint's times, so that a checkpoint saved again replaces
-    # its cache instead of adding one; the identity inside holds them, so that no stale one is used.
-    place = (CACHE_VERSION, os.path.abspath(args.gallery), os.path.abspath(checkpoint), opts["height"], opts["width"],
-             args.precision)
-    identity = repr(place + (file_key(checkpoint),))
-    cache = os.path.join(folder, SEARCH_CACHE, f"gallery-{hashlib.sha1(repr(place).encode()).hexdigest()[:16]}.npz")
-    rel = [os.path.relpath(p, args.gallery) for p in paths]
-    keys = np.array([file_key(p) for p in paths], dtype=np.int64).reshape(-1, 4)
-    cached = {}
-    if os.path.isfile(cache):
-        with np.load(cache, allow_pickle=False) as saved:
-            if str(saved["identity"]) == identity:  # a hash collision must not pass for this cache
-                cached = {p: (k, f) for p, k, f in zip(saved["paths"].tolist(), saved["keys"], saved["features"])}
-    fresh = [i for i, (p, k) in enumerate(zip(rel, keys)) if p not in cached or not np.array_equal(cached[p][0], k)]
-    new, readable = extract(model, [paths[i] for i in fresh], args, device, opts, "gallery")
-    features = np.zeros((len(paths), FEATURE_DIM), np.float32)
-    ok = np.ones(len(paths), bool)
-    features[fresh], ok[fresh] = new, readable
-    for i in sorted(set(range(len(paths))) - set(fresh)):
-        features[i] = cached[rel[i]][1]
-    if fresh or len(cached) != len(paths):  # something was added, changed or removed
-        # unreadable files are not cached: they are tried again next time
-        with atomic_path(cache) as tmp:
-            with open(tmp, "wb") as f:
-                np.savez(f, identity=np.array(identity), paths=np.array(rel)[ok], keys=keys[ok], features=features[ok])
-    return ([p for p, good in zip(paths, ok) if good], features[ok], [p for p, good in zip(paths, ok) if not good],
-            int(readable.sum()))
 
 
 def judge(args, folder, head):
@@ -249,82 +179,278 @@ def collapse_warning(name, gf):
             f"little, or on images unlike these; do not trust its rankings or same-person decisions")
 
 
-def draw(path, query, matches, decided_on, threshold):
+def footage_detections(args, paths):
+    """{footage path: its --detections file} (None where the footage's own file or the detector is
+    to give the boxes), or a UserError when --detections does not pair up with the footage."""
+    given = args.detections or []
+    if given and len(given) != len(paths):
+        raise UserError(f"--detections names {len(given)} file(s) for {len(paths)} footage galler"
+                        f"{'y' if len(paths) == 1 else 'ies'} ({cli.shorten(paths)}): give one per footage, in order")
+    for path in given:
+        if not os.path.isfile(path):
+            raise UserError(f"--detections {path} does not exist; give a MOTChallenge text file (frame,id,left,top,...)")
+    return {path: given[k] if given else None for k, path in enumerate(paths)}
+
+
+def footage_boxes(footage, detections, args, device, detector):
+    """(boxes of people in the footage, where they come from): --detections, the sequence's own
+    det/det.txt (gt/gt.txt with --ground_truth, or where there is no det.txt), or the detector,
+    loaded once (detector[0])."""
+    ground_truth = args.ground_truth
+    if detections is None and footage.kind == "sequence":
+        own = {truth: os.path.join(footage.path, fo.GROUND_TRUTH if truth else fo.DETECTIONS) for truth in (0, 1)}
+        if not os.path.isfile(own[ground_truth]) and os.path.isfile(own[not ground_truth]):
+            ground_truth = not ground_truth
+        detections = own[ground_truth] if os.path.isfile(own[ground_truth]) else None
+    if detections is not None:
+        boxes, summary = fo.read_detections(detections, footage, ground_truth=ground_truth)
+        print(summary)
+        return boxes, f"{os.path.abspath(detections)} {gallery.file_key(detections)} {ground_truth}"
+    import detector as people  # torchvision's detection models load only where needed
+    if not detector:
+        detector.append(people.load_detector(device, args.detector))
+    boxes, summary = people.detect_people(footage, detector[0], device, stride=args.stride, min_score=args.min_score)
+    print(summary)
+    return boxes, f"detector {args.detector} {args.min_score}"
+
+
+def gallery_entries(model, args, device, opts, folder):
+    """Every gallery entry, images and tracklets: (rows, their unit descriptors, the footage
+    described, the unreadable image files). A row is a dict of what
+    results.csv says of the entry; a tracklet's row also holds "described" and "span" (its boxes'
+    rows in the Described's box_features), for the best box of each match."""
+    footage_paths = [g for g in args.gallery if fo.is_footage(g)]
+    detections = footage_detections(args, footage_paths)
+    rows, features, described, unreadable = [], [], [], []
+    detector = []
+    for path in args.gallery:
+        if path in detections:
+            footage = fo.open_footage(path)
+            if footage.note:
+                print(f"note: {footage.note}", file=sys.stderr)
+            boxes, source = footage_boxes(footage, detections[path], args, device, detector)
+            d = gallery.describe_footage(model, footage, boxes, source, args, device, opts, folder)
+            described.append(d)
+            for t, span in zip(d.tracklets, d.spans()):
+                rows.append({"gallery": footage.path, "described": d, "span": span, "track": t.id,
+                             "first_frame": t.first_frame, "last_frame": t.last_frame,
+                             "start": fo.format_time(t.first_time), "end": fo.format_time(t.last_time)})
+            features.append(d.features)
+            print(f"footage {path}: {footage.length or 'its'} frames, {len(d.tracklets)} tracklets of "
+                  f"{len(d.boxes())} boxes on every {args.stride}. frame, "
+                  + ("described now" if d.extracted else "from the cache"))
+            continue
+        paths = gallery.list_images(path, "--gallery")
+        kept, gf, bad, extracted = gallery.image_features(model, paths, path, args, device, opts, folder)
+        rows += [{"gallery": p} for p in kept]
+        features.append(gf)
+        unreadable += bad
+        print(f"gallery {path}: {len(paths)} images, {extracted} extracted now, {len(kept) - extracted} from the cache"
+              + (f", {len(bad)} unreadable (skipped)" if bad else ""))
+    return rows, np.concatenate(features), described, unreadable
+
+
+def best_box(row, query_feature):
+    """The box of a tracklet row that best matches the query, as results.csv's columns."""
+    d, (start, stop) = row["described"], row["span"]
+    k = start + int(np.argmax(d.box_features[start:stop] @ query_feature))
+    box = d.boxes()[k]
+    return {"video": d.footage.path, "frame": box.frame, "time": fo.format_time(fo.frame_time(box.frame, d.footage.fps)),
+            "left": box.left, "top": box.top, "width": box.width, "height": box.height}
+
+
+def frame_tiles(matches):
+    """{(footage path, frame, box): a picture of the box in its frame} for the footage matches:
+    the box drawn on its frame, cut to the box with context around it; each footage decoded once."""
+    wanted = {}
+    for m in matches:
+        if m["video"] != "":
+            wanted.setdefault(m["described"].footage.path, (m["described"].footage, set()))[1].add(m["frame"])
+    frames = {}
+    for path, (footage, numbers) in wanted.items():
+        for n, rgb in fo.decoded(footage, numbers.__contains__):
+            frames[path, n] = rgb
+    tiles = {}
+    for m in matches:
+        if m["video"] == "":
+            continue
+        image = Image.fromarray(frames[m["video"], m["frame"]])
+        left, top, width, height = (m[k] - (1 if k in ("left", "top") else 0) for k in ("left", "top", "width", "height"))
+        ImageDraw.Draw(image).rectangle((left, top, left + width, top + height), outline=(255, 220, 0),
+                                        width=max(1, round(height / 40)))
+        # the box with as much again around it: who it is, and where
+        cut = image.crop((max(0, left - width), max(0, top - height / 4), min(image.width, left + 2 * width),
+                          min(image.height, top + 1.25 * height)))
+        cut.info["name"] = f"{os.path.basename(m['video'])} {m['time']}"
+        tiles[m["video"], m["frame"], m["left"], m["top"]] = cut
+    return tiles
+
+
+def tile_of(m, tiles):
+    return tiles[m["video"], m["frame"], m["left"], m["top"]] if m["video"] != "" else m["gallery"]
+
+
+def as_image(tile):
+    return tile if isinstance(tile, Image.Image) else load_image(tile)
+
+
+def draw(path, query, matches, decided_on, threshold, tiles):
     """The query, then its matches with scores; a green border where judged the same person."""
-    tiles = [(query, "query", "black")]
+    cells = [(query, "query", "black")]
     for m in matches:
         score = f"cos {m['cosine']:.3f}" + (f"\nP {m['p_same']:.3f}" if m["p_same"] != "" else "")
-        tiles.append((m["gallery"], f"{m['rank']}\n{score}", COLOURS[m["same"] == 1]))
-    draw_ranking(path, tiles, f"{os.path.basename(query)}: green = same person ({decided_on} >= {threshold:.4g})",
+        cells.append((tile_of(m, tiles), f"{m['rank']}\n{score}", report.COLOURS[m["same"] == 1]))
+    draw_ranking(path, cells, f"{os.path.basename(query)}: green = same person ({decided_on} >= {threshold:.4g})",
                  names=True, dpi=110)
+
+
+def caption(m):
+    """The lines under a match in report.html."""
+    if m["video"] == "":
+        return [os.path.basename(m["gallery"])]
+    return [os.path.basename(m["video"]), f"{m['start']} - {m['end']}",
+            f"frames {m['first_frame']}-{m['last_frame']}, track {m['track']}", f"best frame {m['frame']} ({m['time']})"]
+
+
+def write_csv(path, rows, fields):
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(rows)
 
 
 def main(argv=None):
     args = parse_args(argv)
     if args.top < 1:
-        sys.exit(f"error: --top {args.top} must be at least 1")
+        raise UserError(f"--top {args.top} must be at least 1")
+    if args.stride < 1:
+        raise UserError(f"--stride {args.stride} must be at least 1 (1: every frame)")
     if args.prior is not None and not 0 < args.prior < 1:
-        sys.exit(f"error: --prior {args.prior} is a probability: give a value between 0 and 1, e.g. 0.01")
+        raise UserError(f"--prior {args.prior} is a probability: give a value between 0 and 1, e.g. 0.01")
+    for path in args.gallery:
+        if not os.path.exists(path):
+            raise UserError(f"--gallery {path} does not exist")
+    footage_count = sum(fo.is_footage(g) for g in args.gallery)
+    if args.query is None and footage_count < 2:
+        raise UserError("--query is missing: give query images, or two or more footage galleries (videos or sequence "
+                        "folders) to list the people seen in more than one")
     folder = run_dir(args.name)
     output = args.output or os.path.join(folder, "search")
-    gallery_paths = list_images(args.gallery, "--gallery")
-    query_paths = [p for q in args.query for p in list_images(q, "--query")]
+    query_paths = [p for q in args.query or [] for p in gallery.list_images(q, "--query")]
     device = choose_device(args.gpu_ids)
     model, opts = load_trained(folder, args.which_epoch)
     model = model.to(device, memory_format=torch.channels_last).eval()
     head = load_head(folder, args.which_epoch)
     if args.rank_by == "head" and head is None:
-        sys.exit(f"error: --rank_by head, but {os.path.abspath(head_path(folder, args.which_epoch))} does not exist "
-                 f"(runs of the original code saved no head); rank by cosine")
+        raise UserError(f"--rank_by head, but {os.path.abspath(head_path(folder, args.which_epoch))} does not exist "
+                        f"(runs of the original code saved no head); rank by cosine")
     p_same, p_head, threshold, by, made, source = judge(args, folder, head)
     decided_on = "P(same)" if p_same is not None else "cosine similarity"
 
-    listed = len(gallery_paths)
-    gallery_paths, gf, unreadable, extracted = gallery_features(model, gallery_paths, args, device, opts, folder)
-    cached = len(gallery_paths) - extracted
-    qf, readable = extract(model, query_paths, args, device, opts, "queries")
+    entries, gf, described, unreadable = gallery_entries(model, args, device, opts, folder)
+    qf, readable = gallery.extract(model, query_paths, args, device, opts, "queries")
     unreadable += [p for p, ok in zip(query_paths, readable) if not ok]
     if unreadable:
         print(f"warning: skipped {len(unreadable)} file(s) that cannot be decoded as images: {cli.shorten(unreadable)}",
               file=sys.stderr)
     query_paths, qf = [p for p, ok in zip(query_paths, readable) if ok], qf[readable]
-    if not query_paths or not gallery_paths:
-        sys.exit(f"error: no readable {'query' if not query_paths else 'gallery'} image left to search with")
-    print(f"gallery {args.gallery}: {listed} images, {extracted} extracted now, {cached} from the cache"
-          + (f", {listed - extracted - cached} unreadable (skipped)" if listed > extracted + cached else ""))
+    if (args.query is not None and not query_paths) or not entries:
+        raise UserError(f"no readable {'query image' if entries else 'gallery image or person in the footage'} left "
+                        f"to search with")
     collapsed = collapse_warning(args.name, gf)
     if collapsed:
         print(collapsed, file=sys.stderr)
 
+    def scored(c, s):
+        """results.csv's scores of a pair, from its cosine c and head logit s (None without a head)."""
+        p = "" if p_same is None else float(p_same(c, s))
+        return {"cosine": c, "p_same": p, "p_head": "" if p_head is None else float(p_head(s)),
+                "p_head_raw": "" if s is None else float(probability(s)), "same": int((c if p == "" else p) >= threshold),
+                "decided_by": by, "threshold": threshold}
+
+    if args.query is None:
+        across_cameras(args, output, entries, gf, head, scored, decided_on, threshold, source, made)
+        return
     # every pair at once: cosine is qf . gf, the head's logit qf . (w * gf) + b (verification.py)
     cosine = torch.from_numpy(qf) @ torch.from_numpy(gf).T
     logit = None if head is None else head_block(qf, gf, *head)(0, len(qf))
     order = (cosine if args.rank_by == "cosine" else logit).argsort(dim=1, descending=True, stable=True)[:, :args.top]
     rows = []
     for i, query in enumerate(query_paths):
-        matches = []
         for rank, j in enumerate(order[i].tolist(), 1):
-            c, s = float(cosine[i, j]), None if logit is None else float(logit[i, j])
-            p = "" if p_same is None else float(p_same(c, s))
-            matches.append({"query": query, "rank": rank, "gallery": gallery_paths[j], "cosine": c, "p_same": p,
-                            "p_head": "" if p_head is None else float(p_head(s)),
-                            "p_head_raw": "" if s is None else float(probability(s)),
-                            "same": int((c if p == "" else p) >= threshold), "decided_by": by, "threshold": threshold})
-        rows += matches
+            entry = entries[j]
+            row = {"query": query, "rank": rank, "gallery": entry["gallery"]}
+            row.update(scored(float(cosine[i, j]), None if logit is None else float(logit[i, j])))
+            row.update({k: "" for k in gallery.FOOTAGE_COLUMNS})
+            if "described" in entry:
+                row.update(best_box(entry, qf[i]), described=entry["described"],
+                           **{k: entry[k] for k in ("track", "first_frame", "last_frame", "start", "end")})
+            rows.append(row)
+    tiles = frame_tiles(rows) if args.pictures else {}
+    sections = []
+    for i, query in enumerate(query_paths):
+        matches = [r for r in rows if r["query"] == query]
         if args.pictures:
             draw(os.path.join(output, f"{i:03d}_{os.path.splitext(os.path.basename(query))[0]}.png"), query, matches,
-                 decided_on, threshold)
-        print(f"{query}: {sum(m['same'] for m in matches)} of the top {len(matches)} judged the same person; "
-              f"best {matches[0]['gallery']} (cosine {matches[0]['cosine']:.3f}"
-              + (f", P(same) {matches[0]['p_same']:.3f})" if p_same is not None else ")"))
+                 decided_on, threshold, tiles)
+            sections.append({"heading": query, "image": load_image(query), "note": "",
+                             "hits": [{"image": as_image(tile_of(m, tiles)), "caption": caption(m),
+                                       "cosine": m["cosine"], "p_same": m["p_same"] if m["p_same"] != "" else None,
+                                       "same": m["same"] == 1, "rank": m["rank"]} for m in matches]})
+        same = [m for m in matches if m["same"]]
+        print(f"{query}: {len(same)} of the top {len(matches)} judged the same person; best {matches[0]['gallery']} "
+              f"(cosine {matches[0]['cosine']:.3f}" + (f", P(same) {matches[0]['p_same']:.3f})" if p_same is not None
+                                                       else ")"))
+        for m in same:
+            if m["video"] != "":
+                print(f"  {m['video']} {m['start']} - {m['end']} (frames {m['first_frame']}-{m['last_frame']}, track "
+                      f"{m['track']}): cosine {m['cosine']:.3f}" + (f", P(same) {m['p_same']:.3f}" if m["p_same"] != ""
+                                                                    else ""))
+    fields = ["query", "rank", "gallery", "cosine", "p_same", "p_head", "p_head_raw", "same", "decided_by", "threshold"]
     results = os.path.join(output, "results.csv")
-    with atomic_path(results) as tmp:
-        with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
-    print(f"wrote {os.path.abspath(results)}" + (f" and {len(query_paths)} picture(s) beside it" if args.pictures else "")
+    write_csv(results, rows, fields + (gallery.FOOTAGE_COLUMNS if described else []))
+    if args.pictures:
+        report.write_report(os.path.join(output, "report.html"), f"search with {args.name}",
+                            [f"gallery: {', '.join(args.gallery)}", f"same person: {decided_on} >= {threshold:.6g} "
+                             f"({source})"] + ([f"P(same): {made}"] if made else []), sections)
+    print(f"wrote {os.path.abspath(results)}" + (f", {len(query_paths)} picture(s) and report.html beside it"
+                                                 if args.pictures else "")
           + f"; same person: {decided_on} >= {threshold:.6g} ({source})" + (f"; P(same): {made}" if made else ""))
+
+
+PAIR_FIELDS = ["video_a", "track_a", "start_a", "end_a", "frames_a", "video_b", "track_b", "start_b", "end_b", "frames_b"]
+
+
+def across_cameras(args, output, entries, gf, head, scored, decided_on, threshold, source, made):
+    """Without queries: every pair of tracklets of different footage judged the same person, the
+    most likely first, into pairs.csv (and report.html)."""
+    tracks = [k for k, e in enumerate(entries) if "described" in e]
+    tf = gf[tracks]
+    cosine = torch.from_numpy(tf) @ torch.from_numpy(tf).T
+    logit = None if head is None else head_block(tf, tf, *head)(0, len(tf))
+    pairs = []
+    for a in range(len(tracks)):
+        for b in range(a + 1, len(tracks)):
+            ea, eb = entries[tracks[a]], entries[tracks[b]]
+            if ea["described"] is eb["described"]:
+                continue  # the same footage: the question is who appears in two
+            row = scored(float(cosine[a, b]), None if logit is None else float(logit[a, b]))
+            if row["same"]:
+                for side, e in (("a", ea), ("b", eb)):
+                    row.update({f"video_{side}": e["gallery"], f"track_{side}": e["track"], f"start_{side}": e["start"],
+                                f"end_{side}": e["end"], f"frames_{side}": f"{e['first_frame']}-{e['last_frame']}"})
+                pairs.append(row)
+    key = "p_same" if pairs and pairs[0]["p_same"] != "" else "cosine"
+    pairs.sort(key=lambda r: -r[key])
+    for r in pairs:
+        print(f"{r['video_a']} {r['start_a']} - {r['end_a']} (track {r['track_a']})  and  {r['video_b']} {r['start_b']} - "
+              f"{r['end_b']} (track {r['track_b']}): cosine {r['cosine']:.3f}"
+              + (f", P(same) {r['p_same']:.3f}" if r["p_same"] != "" else ""))
+    path = os.path.join(output, "pairs.csv")
+    write_csv(path, pairs, PAIR_FIELDS + ["cosine", "p_same", "p_head", "p_head_raw", "decided_by", "threshold"])
+    print(f"wrote {os.path.abspath(path)}: {len(pairs)} pair(s) of tracklets in different footage judged the same "
+          f"person; same person: {decided_on} >= {threshold:.6g} ({source})" + (f"; P(same): {made}" if made else ""))
 
 
 if __name__ == "__main__":

@@ -11,6 +11,8 @@ search.py and the demo have footage whose answers are known:
     ROOT/cam1/det/det.txt       frame,-1,left,top,width,height,score,-1,-1,-1  (a detector's boxes)
     ROOT/cam1.mp4               the same frames as an H.264 video at the same rate (not with --no-video)
     ROOT/cam2/ ...
+    ROOT/query/0001_cam1_000007.jpg  a photo of each person to search for: their box in the first camera
+                                that sees them, on the frame where they are most visible (then largest)
     ROOT/FOOTAGE                JSON: the parameters, and per camera each person's first and last frame
                                 and their times in seconds (footage.frame_time), from gt.txt
 
@@ -54,7 +56,7 @@ from synthetic import (BACKGROUND_SPAN, SUPERSAMPLE, Param, Pose, _background, _
 
 MARKER = "FOOTAGE"
 # Part of the marker: footage drawn by an older drawing code is not taken for current footage.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 # Random streams, numbered apart from synthetic.py's so that these people and cameras are new ones.
 STREAM_PERSON, STREAM_CAMERA, STREAM_BACKGROUND, STREAM_SENSOR, STREAM_ROUTE, STREAM_DETECTOR = range(100, 106)
 
@@ -309,6 +311,23 @@ def _manifest(params, written):
             "people": [{"id": pid, "cameras": [name for _, name in sorted(seen_by[pid])]} for pid in sorted(seen_by)]}
 
 
+def _write_queries(folder, written, manifest):
+    """query/: each person's box in the first camera that sees them, cut from the frame where they
+    are most visible (the largest such box, the earliest such frame); its name goes into the
+    manifest's people entries as "query"."""
+    os.makedirs(os.path.join(folder, "query"))
+    rows = dict(written)
+    for person in manifest["people"]:
+        camera = person["cameras"][0]
+        n, _, left, top, width, height, _ = max((r for r in rows[camera] if r[1] == person["id"]),
+                                                key=lambda r: (r[6], r[5], -r[0]))
+        frame = Image.open(os.path.join(folder, camera, FRAMES_DIR, f"{n:06d}.jpg"))
+        name = os.path.join("query", f"{person['id']:04d}_{camera}_{n:06d}.jpg")
+        # the file's pixels count from 1, PIL's from 0
+        frame.crop((left - 1, top - 1, left - 1 + width, top - 1 + height)).save(os.path.join(folder, name), quality=95)
+        person["query"] = name
+
+
 def _validate(params):
     for p in PARAMS:
         value = params[p.name]
@@ -359,7 +378,8 @@ def make_footage(root, **params):
         cameras     per camera: name ("cam1"), sequence (its folder in root), video (its file in root,
                     or None), people: per person in its gt.txt, id, first_frame, last_frame,
                     first_time, last_time (seconds, footage.frame_time) and boxes (frames in gt.txt)
-        people      per person: id, and the names of the cameras that see them, in time order
+        people      per person: id, the names of the cameras that see them, in time order, and query
+                    (the file in root of their photo to search for)
 
     The keyword arguments are the names in PARAMS and video (write the .mp4 files, default True);
     each one left out takes its default. If `root` already holds footage made with the same
@@ -386,8 +406,9 @@ def make_footage(root, **params):
         people = {pid: _sample_person(np.random.default_rng([seed, STREAM_PERSON, pid]))
                   for pid in range(1, params["people"] + 1)}
         walks = _routes(params, cameras)
-        manifest = _manifest(params, [_write_camera(tmp, params, cam, cameras[cam], people, walks[cam])
-                                      for cam in range(params["cameras"])])
+        written = [_write_camera(tmp, params, cam, cameras[cam], people, walks[cam]) for cam in range(params["cameras"])]
+        manifest = _manifest(params, written)
+        _write_queries(tmp, written, manifest)
         with open(os.path.join(tmp, MARKER), "w") as f:
             json.dump(manifest, f, indent=1, sort_keys=True)
             f.write("\n")

@@ -40,14 +40,14 @@ import numpy as np, torch
 from devices import choose_device
 from model import load_trained
 from runs import run_dir
-import search
+import gallery, search
 args = search.parse_args(["--name", sys.argv[1], "--query", sys.argv[3], "--gallery", ".", "--gpu_ids", sys.argv[4]])
 device = choose_device(args.gpu_ids)
 model, opts = load_trained(run_dir(args.name))
 model = model.to(device, memory_format=torch.channels_last).eval()
 with np.load(sys.argv[2]) as cache:
     gf = cache["features"]
-qf, _ = search.extract(model, search.list_images(sys.argv[3], "--query"), args, device, opts, "queries")
+qf, _ = gallery.extract(model, gallery.list_images(sys.argv[3], "--query"), args, device, opts, "queries")
 scores = torch.from_numpy(qf) @ torch.from_numpy(gf).T
 print(f"{scores.shape[0]} x {scores.shape[1]} scores in {time.perf_counter() - start:.2f} s")
 '''

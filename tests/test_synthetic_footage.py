@@ -5,6 +5,7 @@ import os
 
 import numpy as np
 import pytest
+from PIL import Image
 
 import cli
 import footage
@@ -47,7 +48,7 @@ def boxes(sequence, ground_truth):
 
 def test_every_camera_reads_back_as_a_sequence_and_a_video(made):
     root, manifest = made
-    assert sorted(os.listdir(root)) == ["FOOTAGE", "cam1", "cam1.mp4", "cam2", "cam2.mp4"]
+    assert sorted(os.listdir(root)) == ["FOOTAGE", "cam1", "cam1.mp4", "cam2", "cam2.mp4", "query"]
     for camera, sequence in sequences(made):
         video = footage.open_footage(os.path.join(root, camera["video"]))
         for seen in (sequence, video):
@@ -153,7 +154,7 @@ def test_no_video_writes_the_sequences_only(tmp_path, capsys):
           "--people", "3"])
     assert capsys.readouterr().out.startswith(f"wrote {out}: cam1: people")
     manifest = make_footage(str(out), video=False, frames=8, width=128, height=96, cameras=3, people=3)
-    assert sorted(os.listdir(out)) == ["FOOTAGE", "cam1", "cam2", "cam3"]
+    assert sorted(os.listdir(out)) == ["FOOTAGE", "cam1", "cam2", "cam3", "query"]
     assert all(camera["video"] is None and camera["people"] for camera in manifest["cameras"])
     for camera in manifest["cameras"]:
         assert footage.open_footage(str(out / camera["sequence"])).length == 8
@@ -168,3 +169,16 @@ def test_parameters_are_checked():
         make_footage("never written", heigth=120)
     assert not os.path.exists("never written")
     assert synthetic_footage.DEFAULTS["video"] is True
+
+
+def test_each_person_has_a_photo_cut_from_the_first_camera_that_sees_them(made):
+    root, manifest = made
+    assert sorted(os.listdir(os.path.join(root, "query"))) == sorted(os.path.basename(p["query"])
+                                                                     for p in manifest["people"])
+    for person in manifest["people"]:
+        pid, camera, frame = os.path.splitext(os.path.basename(person["query"]))[0].split("_")
+        assert (int(pid), camera) == (person["id"], person["cameras"][0])
+        sequence = footage.open_footage(os.path.join(root, camera))
+        box = next(b for b in boxes(sequence, True) if b.id == person["id"] and b.frame == int(frame))
+        with Image.open(os.path.join(root, person["query"])) as photo:
+            assert photo.size == (box.width, box.height)

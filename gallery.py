@@ -1,0 +1,223 @@
+"""What search.py searches: folders of images and footage (video files, MOTChallenge sequence
+folders), turned into descriptors by a trained run, and kept in the run's cache.
+
+An image folder gives one gallery entry per image. Footage gives one entry per tracklet: the
+boxes of a detections file (or of the person detector) on every --stride-th frame, linked across
+frames (footage.link_tracklets), each box cropped and described, and the tracklet described by the
+mean of its boxes' descriptors, normalised (the field's practice for a person seen over frames).
+The boxes' own descriptors are kept too, so that a search can show the box that best matches
+its query.
+
+Cache: model/<name>/cache/, one file per gallery (folder or footage), checkpoint, input size and
+precision (and, for footage, its boxes and stride). Whatever else changes, nothing stale is used:
+an image is extracted again when its file changed; footage whose file, frames or boxes changed is
+described again as a whole.
+"""
+import hashlib
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+import footage as fo
+from cli import UserError
+from data import IMAGE_EXTENSIONS, UnreadableImage, is_image, load_image, test_transform
+from model import FEATURE_DIM, descriptors
+from runs import SEARCH_CACHE, atomic_path, checkpoint_path
+
+# Part of every cache key: a change to how descriptors are computed must not reuse old ones.
+CACHE_VERSION = 1
+# The columns footage adds to a search's results.csv (empty for images of a folder)
+FOOTAGE_COLUMNS = ["video", "frame", "time", "left", "top", "width", "height", "track", "first_frame", "last_frame",
+                   "start", "end"]
+
+
+def list_images(path, flag):
+    """The image files of a file or folder (recursively, sorted), or a UserError saying what is wrong."""
+    if os.path.isfile(path):
+        if not is_image(path):
+            raise UserError(f"{flag} {path} is not an image file ({', '.join(IMAGE_EXTENSIONS)})"
+                            + (f" nor a video file ({', '.join(fo.VIDEO_EXTENSIONS)})" if flag == "--gallery" else ""))
+        return [path]
+    if not os.path.isdir(path):
+        raise UserError(f"{flag} {path} does not exist")
+    found = sorted(os.path.join(folder, name) for folder, _, names in os.walk(path) for name in names if is_image(name))
+    if not found:
+        raise UserError(f"{flag} {path} holds no images ({', '.join(IMAGE_EXTENSIONS)}), in any subfolder")
+    return found
+
+
+class Images:
+    """A dataset of image files for DataLoader: (image, 1), or (zeros, 0) for a file that cannot be
+    decoded, so that one bad file does not stop a search of thousands."""
+
+    def __init__(self, paths, transform, size):
+        self.paths, self.transform, self.size = paths, transform, size
+
+    def __len__(self):
+        return len(self.paths)
+
+    def __getitem__(self, index):
+        try:
+            return self.transform(load_image(self.paths[index])), 1
+        except UnreadableImage:
+            return torch.zeros(3, *self.size), 0
+
+
+class Recording:
+    """A loader that remembers which images could be read while descriptors() consumes it."""
+
+    def __init__(self, loader):
+        self.loader, self.readable = loader, []
+
+    def __len__(self):
+        return len(self.loader)
+
+    def __iter__(self):
+        for images, readable in self.loader:
+            self.readable.append(readable)
+            yield images, readable
+
+
+def input_size(opts):
+    return int(opts["height"]), int(opts["width"])
+
+
+def extract(model, paths, args, device, opts, desc):
+    """(descriptors, readable mask) of image files."""
+    if not paths:
+        return np.zeros((0, FEATURE_DIM), np.float32), np.zeros(0, bool)
+    size = input_size(opts)
+    loader = Recording(DataLoader(Images(paths, test_transform(*size), size), batch_size=args.batchsize,
+                                  num_workers=args.num_workers, pin_memory=device.type == "cuda"))
+    features = descriptors(model, loader, device, desc, args.precision)
+    return features, torch.cat(loader.readable).numpy().astype(bool)
+
+
+def file_key(path):
+    """What changes when a file is replaced or written: size, modification and change times, inode."""
+    s = os.stat(path)
+    return [s.st_size, s.st_mtime_ns, s.st_ctime_ns, s.st_ino]
+
+
+def cache_path(folder, args, what, extra=()):
+    """(the cache file of gallery `what` for this checkpoint, input size and precision, and the
+    identity that the file must hold). The file's name leaves out the checkpoint's times, so that a
+    checkpoint saved again replaces its cache instead of adding one; the identity holds them, so
+    that no stale one is used (and a hash collision cannot pass for a cache)."""
+    checkpoint = checkpoint_path(folder, args.which_epoch)
+    place = (CACHE_VERSION, os.path.abspath(what), os.path.abspath(checkpoint), args.precision) + tuple(extra)
+    identity = repr(place + (file_key(checkpoint),))
+    return os.path.join(folder, SEARCH_CACHE, f"gallery-{hashlib.sha1(repr(place).encode()).hexdigest()[:16]}.npz"), \
+        identity
+
+
+def image_features(model, paths, root, args, device, opts, folder):
+    """Descriptors of the images of gallery folder `root`, from the run's cache where an image is
+    unchanged; returns (readable paths, their descriptors, unreadable paths, how many readable ones
+    were extracted now)."""
+    cache, identity = cache_path(folder, args, root, input_size(opts))
+    rel = [os.path.relpath(p, root) for p in paths]
+    keys = np.array([file_key(p) for p in paths], dtype=np.int64).reshape(-1, 4)
+    cached = {}
+    if os.path.isfile(cache):
+        with np.load(cache, allow_pickle=False) as saved:
+            if str(saved["identity"]) == identity:
+                cached = {p: (k, f) for p, k, f in zip(saved["paths"].tolist(), saved["keys"], saved["features"])}
+    fresh = [i for i, (p, k) in enumerate(zip(rel, keys)) if p not in cached or not np.array_equal(cached[p][0], k)]
+    new, readable = extract(model, [paths[i] for i in fresh], args, device, opts, "gallery")
+    features = np.zeros((len(paths), FEATURE_DIM), np.float32)
+    ok = np.ones(len(paths), bool)
+    features[fresh], ok[fresh] = new, readable
+    for i in sorted(set(range(len(paths))) - set(fresh)):
+        features[i] = cached[rel[i]][1]
+    if fresh or len(cached) != len(paths):  # something was added, changed or removed
+        # unreadable files are not cached: they are tried again next time
+        with atomic_path(cache) as tmp:
+            with open(tmp, "wb") as f:
+                np.savez(f, identity=np.array(identity), paths=np.array(rel)[ok], keys=keys[ok], features=features[ok])
+    return ([p for p, good in zip(paths, ok) if good], features[ok], [p for p, good in zip(paths, ok) if not good],
+            int(readable.sum()))
+
+
+@dataclass
+class Described:
+    """One footage of a search: its tracklets, the descriptors of their boxes (in the order of
+    boxes(), tracklet by tracklet) and of the tracklets themselves (mean of their boxes', normalised)."""
+    footage: fo.Footage
+    tracklets: list
+    box_features: np.ndarray
+    features: np.ndarray
+    extracted: bool  # described now, not taken from the cache
+
+    def boxes(self):
+        return [box for t in self.tracklets for box in t.boxes]
+
+    def spans(self):
+        """(start, stop) of each tracklet's rows in box_features."""
+        ends = np.cumsum([len(t.boxes) for t in self.tracklets])
+        return list(zip(np.concatenate([[0], ends[:-1]]).tolist(), ends.tolist()))
+
+
+class Crops:
+    """Batches of the transformed crops of boxes, in the order given, for descriptors(): the
+    footage is decoded once, in frame order (footage.crop_boxes), whatever the order of the boxes."""
+
+    def __init__(self, footage, boxes, transform, batchsize):
+        self.footage, self.boxes, self.transform, self.batchsize = footage, boxes, transform, batchsize
+        self.order = sorted(range(len(boxes)), key=lambda i: boxes[i].frame)  # stable: a frame's boxes keep theirs
+
+    def __len__(self):
+        return -(-len(self.boxes) // self.batchsize)
+
+    def __iter__(self):
+        batch = []
+        for _, crop in fo.crop_boxes(self.footage, [self.boxes[i] for i in self.order]):
+            batch.append(self.transform(crop))
+            if len(batch) == self.batchsize:
+                yield torch.stack(batch), None
+                batch = []
+        if batch:
+            yield torch.stack(batch), None
+
+
+def footage_key(footage):
+    """What changes when footage is replaced or edited: the video file, or every frame file of a
+    sequence (and its seqinfo.ini)."""
+    if footage.kind == "video":
+        return file_key(footage.path)
+    files = list(footage.frame_files)
+    seqinfo = os.path.join(footage.path, fo.SEQINFO)
+    if os.path.isfile(seqinfo):
+        files.append(seqinfo)
+    return hashlib.sha1(np.array([file_key(f) for f in files], np.int64).tobytes()).hexdigest()
+
+
+def describe_footage(model, footage, boxes, source, args, device, opts, folder):
+    """Described footage: `boxes` (of every frame; those on every args.stride-th frame are used)
+    linked into tracklets, their crops described, from the run's cache when the footage, the
+    boxes (from `source`: a file, or the detector's name) and the stride are unchanged."""
+    tracklets = fo.link_tracklets(boxes, footage.fps, args.stride)
+    linked = [box for t in tracklets for box in t.boxes]
+    table = np.array([tuple(b) for b in linked], np.float64).reshape(-1, len(fo.Box._fields))
+    cache, identity = cache_path(folder, args, footage.path, input_size(opts) + (args.stride, source))
+    identity += repr(footage_key(footage))
+    if os.path.isfile(cache):
+        with np.load(cache, allow_pickle=False) as saved:
+            if str(saved["identity"]) == identity and np.array_equal(saved["boxes"], table):
+                return Described(footage, tracklets, saved["box_features"], saved["features"], False)
+    crops = Crops(footage, linked, test_transform(*input_size(opts)), args.batchsize)
+    box_features = np.zeros((len(linked), FEATURE_DIM), np.float32)
+    if linked:
+        box_features[crops.order] = descriptors(model, crops, device, footage.name, args.precision)
+    described = Described(footage, tracklets, box_features, np.zeros((len(tracklets), FEATURE_DIM), np.float32), True)
+    for k, (start, stop) in enumerate(described.spans()):
+        mean = box_features[start:stop].mean(0)
+        described.features[k] = mean / max(np.linalg.norm(mean), 1e-12)
+    with atomic_path(cache) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, identity=np.array(identity), boxes=table, box_features=box_features,
+                     features=described.features)
+    return described

@@ -1,0 +1,122 @@
+"""search.py on footage: sequence folders and videos as galleries, tracklets as answers with their
+times and best box, the multi-camera question, the cache, and bad input."""
+import csv
+import os
+
+import pytest
+from PIL import Image
+
+import footage as fo
+import search
+import synthetic_footage
+from conftest import run_script
+
+SMALL = dict(cameras=2, people=4, frames=12, width=160, height=120, fps=5, seed=0)
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory):
+    root = tmp_path_factory.mktemp("footage") / "two cameras"
+    return root, synthetic_footage.make_footage(str(root), **SMALL)
+
+
+def rows(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def searched(capsys, run, *args):
+    cwd = os.getcwd()
+    os.chdir(run)
+    try:
+        search.main(["--name", "tiny", "--gpu_ids", "-1", "--num_workers", "0", *map(str, args)])
+    finally:
+        os.chdir(cwd)
+    out = capsys.readouterr()
+    return out.out, out.err
+
+
+def ground_truth(sequence):
+    footage = fo.open_footage(str(sequence))
+    boxes, _ = fo.read_detections(os.path.join(sequence, fo.GROUND_TRUTH), footage, ground_truth=True)
+    return footage, boxes
+
+
+def test_a_box_cropped_from_a_sequence_is_found_in_its_tracklet_at_its_frame(tiny_run, made, tmp_path, capsys):
+    """The query is one person's box cut from frame f of camera 1: the tracklet of that person is
+    an answer, with that very box as its best match, its frame, time and track id, and the
+    tracklet's span is the person's span in the ground truth."""
+    root, manifest = made
+    sequence = root / "cam1"
+    footage, boxes = ground_truth(sequence)
+    person = manifest["cameras"][0]["people"][0]
+    box = [b for b in boxes if b.id == person["id"]][len([b for b in boxes if b.id == person["id"]]) // 2]
+    crop = next(c for b, c in fo.crop_boxes(footage, [box]))
+    crop.save(tmp_path / "query.png")
+    out, _ = searched(capsys, tiny_run, "--query", tmp_path / "query.png", "--gallery", sequence, "--ground_truth",
+                      "--output", tmp_path / "out", "--top", "10")
+    found = rows(tmp_path / "out" / "results.csv")
+    assert list(found[0])[-12:] == ["video", "frame", "time", "left", "top", "width", "height", "track",
+                                    "first_frame", "last_frame", "start", "end"]
+    tracks = {r["track"]: r for r in found}
+    assert len(found) == len({b.id for b in boxes}) and len(tracks) == len(found)  # one answer per person
+    hit = tracks[str(person["id"])]
+    assert (int(hit["frame"]), float(hit["left"]), float(hit["top"])) == (box.frame, box.left, box.top)
+    assert hit["time"] == fo.format_time(fo.frame_time(box.frame, footage.fps))
+    assert (int(hit["first_frame"]), int(hit["last_frame"])) == (person["first_frame"], person["last_frame"])
+    assert hit["start"] == fo.format_time(person["first_time"]) and hit["video"] == str(sequence)
+    assert (tmp_path / "out" / "report.html").is_file() and (tmp_path / "out" / "000_query.png").is_file()
+    assert f"{len(boxes)} kept" in out and "described now" in out
+
+
+def test_a_video_with_its_detections_file_is_a_gallery_and_cached_whatever_the_output(tiny_run, made, tmp_path,
+                                                                                       capsys):
+    root, _ = made
+    query = tmp_path / "query.png"
+    Image.new("RGB", (16, 32), (200, 40, 40)).save(query)
+    video, detections = root / "cam2.mp4", root / "cam2" / "gt" / "gt.txt"
+    out, _ = searched(capsys, tiny_run, "--query", query, "--gallery", video, "--detections", detections,
+                      "--output", tmp_path / "one", "--no-pictures", "--stride", "2")
+    first = rows(tmp_path / "one" / "results.csv")
+    assert first and all(r["video"] == str(video) and (int(r["frame"]) - 1) % 2 == 0 for r in first)
+    assert "described now" in out
+    out, _ = searched(capsys, tiny_run, "--query", query, "--gallery", video, "--detections", detections,
+                      "--output", tmp_path / "two", "--no-pictures", "--stride", "2")
+    assert "from the cache" in out and "described now" not in out
+    assert rows(tmp_path / "two" / "results.csv") == first
+
+
+def test_without_a_query_two_cameras_give_the_pairs_judged_the_same_person(tiny_run, made, tmp_path, capsys):
+    root, _ = made
+    out, _ = searched(capsys, tiny_run, "--gallery", root / "cam1", root / "cam2", "--ground_truth",
+                      "--output", tmp_path / "out", "--threshold", "-1")  # every pair judged the same
+    pairs = rows(tmp_path / "out" / "pairs.csv")
+    one, two = ({b.id for b in ground_truth(root / cam)[1]} for cam in ("cam1", "cam2"))
+    assert len(pairs) == len(one) * len(two)  # pairs across the cameras only, each once
+    assert all(p["video_a"] != p["video_b"] for p in pairs)
+    assert [float(p["p_same"]) for p in pairs] == sorted((float(p["p_same"]) for p in pairs), reverse=True)
+    assert f"{len(pairs)} pair(s) of tracklets in different footage judged the same person" in out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--query", "q.png", "--gallery", "cam1", "cam2", "--detections", "cam1/gt/gt.txt"],
+     "--detections names 1 file(s) for 2 footage galleries"),
+    (["--gallery", "cam1"], "--query is missing: give query images, or two or more footage galleries"),
+    (["--query", "q.png", "--gallery", "frames"], "frames has no img1/ folder of frames"),
+    (["--query", "q.png", "--gallery", "cam1", "--stride", "0"], "--stride 0 must be at least 1"),
+    (["--query", "q.png", "--gallery", "nowhere.mp4"], "--gallery nowhere.mp4 does not exist"),
+])
+def test_bad_footage_input_is_one_line(tiny_run, made, tmp_path, args, message):
+    root, _ = made
+    work = tmp_path / "work"
+    work.mkdir()
+    os.symlink(tiny_run / "model", work / "model")
+    for cam in ("cam1", "cam2"):
+        os.symlink(root / cam, work / cam)
+    (work / "frames" / "det").mkdir(parents=True)
+    (work / "frames" / "det" / "det.txt").write_text("1,-1,1,1,10,20,1,-1,-1,-1\n")  # a sequence without frames
+    Image.new("RGB", (16, 32)).save(work / "q.png")
+    out = run_script("search.py", "--name", "tiny", "--gpu_ids", "-1", *args, cwd=work)
+    errors = [line for line in out.stderr.splitlines() if line.startswith("error:")]
+    assert out.returncode != 0 and "Traceback" not in out.stderr
+    assert len(errors) == 1 and message in errors[0], out.stderr
