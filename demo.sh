@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole pipeline on the built-in synthetic dataset, each stage by its normal command
 # line: generate a raw Market-1501-style tree, prepare it, train, extract features,
-# evaluate, draw one query's ranking, then search the raw gallery folder as one would
-# search footage from one's own cameras. The time of each stage is printed at the end.
+# evaluate, draw one query's ranking, search the raw gallery folder as one would search
+# crops from one's own cameras, then draw footage of two cameras and find, in camera 2's
+# video, a person photographed in camera 1. The time of each stage is printed at the end.
 #
 #   bash demo.sh          # the demo (writes demo_data/ and model/demo/)
 #   bash demo.sh --tiny   # about a minute on a tiny tree: every stage, a barely trained network
@@ -26,6 +27,11 @@ NAME=demo
 # Channels-first: channels-last is about 10% slower on CPUs at such small images.
 SYNTHETIC=(--train_ids 120 --test_ids 50)
 PREPARE=(--calibration 20)
+# Person 4 of the footage walks past camera 1 (query/0004_cam1_000023.jpg: the photo), then camera 2
+# from 00:00:03.6 to 00:00:05.5 (FOOTAGE, the generator's record, says so). Its people are new ones,
+# never trained on; gt.txt's track ids link its boxes into tracklets.
+FOOTAGE=(--seed 0)
+PERSON=0004
 TRAIN=(--height 32 --width 16 --epochs 30 --decay_epoch 24 --lr 0.03 --batchsize 64 --sampler pk --instances 2
        --train_all --no-channels_last)
 if [ "${1:-}" = "--tiny" ]; then
@@ -33,6 +39,8 @@ if [ "${1:-}" = "--tiny" ]; then
     NAME=tiny
     SYNTHETIC=(--train_ids 8 --test_ids 6 --images_per_camera 2 --height 32 --width 16)
     PREPARE=()
+    FOOTAGE=(--seed 0 --people 4 --frames 12 --fps 5 --width 160 --height 120)
+    PERSON=0001
     TRAIN=(--height 64 --width 32 --epochs 1 --lr 0.01 --batchsize 8 --num_workers 0)
 fi
 
@@ -49,19 +57,29 @@ stage() {  # stage "<title>" command...: run it and remember how long it took
     TIMES+=("$((($(now) - start) / 100000))|$title")
 }
 
-stage "1/7 synthetic raw dataset in $DATA" python synthetic.py --out "$DATA" --seed 0 "${SYNTHETIC[@]}"
-stage "2/7 prepare: $DATA/pytorch" python prepare.py --download_path "$DATA" "${PREPARE[@]}"
-stage "3/7 train model/$NAME (no ImageNet weights: --no-pretrained; a previous demo run is replaced)" \
+stage "1/9 synthetic raw dataset in $DATA" python synthetic.py --out "$DATA" --seed 0 "${SYNTHETIC[@]}"
+stage "2/9 prepare: $DATA/pytorch" python prepare.py --download_path "$DATA" "${PREPARE[@]}"
+stage "3/9 train model/$NAME (no ImageNet weights: --no-pretrained; a previous demo run is replaced)" \
     python train_new.py --name "$NAME" --data_dir "$DATA/pytorch" --no-pretrained --overwrite "${TRAIN[@]}"
-stage "4/7 test: features into model/$NAME/pytorch_result.mat" \
+stage "4/9 test: features into model/$NAME/pytorch_result.mat" \
     python test.py --name "$NAME" --test_dir "$DATA/pytorch" --multi --output "model/$NAME/pytorch_result.mat"
-stage "5/7 evaluate" python evaluate.py --result "model/$NAME/pytorch_result.mat" --roc "model/$NAME/roc.png"
-stage "6/7 ranking of query 0: model/$NAME/show.png (training curves: model/$NAME/train.png)" \
+stage "5/9 evaluate" python evaluate.py --result "model/$NAME/pytorch_result.mat" --roc "model/$NAME/roc.png"
+stage "6/9 ranking of query 0: model/$NAME/show.png (training curves: model/$NAME/train.png)" \
     python demo.py --test_dir "$DATA/pytorch" --result "model/$NAME/pytorch_result.mat" --query_index 0 \
     --output "model/$NAME/show.png"
 QUERIES=("$DATA"/query/*.jpg)
-stage "7/7 search the raw gallery folder for two query images: model/$NAME/search/" \
+stage "7/9 search the raw gallery folder for two query images: model/$NAME/search/" \
     python search.py --name "$NAME" --query "${QUERIES[@]:0:2}" --gallery "$DATA/bounding_box_test" --top 8
+FOOTAGE_DIR=$(dirname "$DATA")/footage-$NAME
+stage "8/9 synthetic footage of two cameras in $FOOTAGE_DIR" python synthetic_footage.py --out "$FOOTAGE_DIR" "${FOOTAGE[@]}"
+PHOTO=("$FOOTAGE_DIR"/query/"$PERSON"_*.jpg)
+SEEN=${PHOTO[0]##*/"$PERSON"_}
+SEEN=${SEEN%%_*}
+OTHER=cam2
+[ "$SEEN" = cam2 ] && OTHER=cam1
+stage "9/9 find person $PERSON, photographed in $SEEN, in $OTHER's video: model/$NAME/footage/" \
+    python search.py --name "$NAME" --query "${PHOTO[0]}" --gallery "$FOOTAGE_DIR/$OTHER.mp4" \
+    --detections "$FOOTAGE_DIR/$OTHER/gt/gt.txt" --ground_truth --output "model/$NAME/footage" --top 3
 
 echo "== time per stage"
 for entry in "${TIMES[@]}"; do

@@ -82,7 +82,8 @@ def parse_args(argv=None):
                    help="MOTChallenge files of the boxes of people in the footage of --gallery, one per footage, in its "
                         "order (not given: a sequence's det/det.txt, else the person detector)")
     p.add_argument("--ground_truth", action="store_true",
-                   help="take a sequence's gt/gt.txt (track ids, ground truth) instead of det/det.txt")
+                   help="the boxes are ground truth (track ids; conf 0 and other classes left out): a sequence's "
+                        "gt/gt.txt instead of its det/det.txt, and the --detections files read as such")
     p.add_argument("--stride", default=1, type=int, help="use every N-th frame of footage (1: every frame)")
     p.add_argument("--detector", default="fasterrcnn_mobilenet_v3_large_fpn",
                    choices=["fasterrcnn_mobilenet_v3_large_fpn", "fasterrcnn_resnet50_fpn_v2"],
@@ -136,7 +137,7 @@ def judge(args, folder, head):
         def p_head(logit):
             return probability(with_prior(platt["a"] * np.asarray(logit, np.float64) + platt["b"], fitted, prior))
         made = (f"cosine similarity calibrated on {calibrated['pairs']}, at a prior of {prior:.4g}"
-                + (f" (the pairs' own; --prior changes it)" if args.prior is None else f" (fitted at {fitted:.4g})"))
+                + (" (the pairs' own; --prior changes it)" if args.prior is None else f" (fitted at {fitted:.4g})"))
         if args.threshold is not None:
             return p_same, p_head if platt and head is not None else None, args.threshold, "cosine", made, "--threshold"
         threshold = float(p_same(calibrated["cosine"][f"far={args.far:g}"], None))
@@ -237,7 +238,7 @@ def gallery_entries(model, args, device, opts, folder):
                              "start": fo.format_time(t.first_time), "end": fo.format_time(t.last_time)})
             features.append(d.features)
             print(f"footage {path}: {footage.length or 'its'} frames, {len(d.tracklets)} tracklets of "
-                  f"{len(d.boxes())} boxes on every {args.stride}. frame, "
+                  f"{len(d.boxes())} boxes on {'every frame' if args.stride == 1 else f'1 frame in {args.stride}'}, "
                   + ("described now" if d.extracted else "from the cache"))
             continue
         paths = gallery.list_images(path, "--gallery")
@@ -288,6 +289,15 @@ def frame_tiles(matches):
 
 def tile_of(m, tiles):
     return tiles[m["video"], m["frame"], m["left"], m["top"]] if m["video"] != "" else m["gallery"]
+
+
+def where(m):
+    """A match in words: the image, or the footage with the tracklet's times, and its scores."""
+    scores = f"cosine {m['cosine']:.3f}" + (f", P(same) {m['p_same']:.3f}" if m["p_same"] != "" else "")
+    if m["video"] == "":
+        return f"{m['gallery']} ({scores})"
+    return (f"{m['video']} {m['start']} - {m['end']} (frames {m['first_frame']}-{m['last_frame']}, track {m['track']}; "
+            f"{scores})")
 
 
 def as_image(tile):
@@ -399,14 +409,9 @@ def main(argv=None):
                                        "cosine": m["cosine"], "p_same": m["p_same"] if m["p_same"] != "" else None,
                                        "same": m["same"] == 1, "rank": m["rank"]} for m in matches]})
         same = [m for m in matches if m["same"]]
-        print(f"{query}: {len(same)} of the top {len(matches)} judged the same person; best {matches[0]['gallery']} "
-              f"(cosine {matches[0]['cosine']:.3f}" + (f", P(same) {matches[0]['p_same']:.3f})" if p_same is not None
-                                                       else ")"))
-        for m in same:
-            if m["video"] != "":
-                print(f"  {m['video']} {m['start']} - {m['end']} (frames {m['first_frame']}-{m['last_frame']}, track "
-                      f"{m['track']}): cosine {m['cosine']:.3f}" + (f", P(same) {m['p_same']:.3f}" if m["p_same"] != ""
-                                                                    else ""))
+        print(f"{query}: {len(same)} of the top {len(matches)} judged the same person; best {where(matches[0])}")
+        for m in same[1:] if matches[0]["same"] else same:
+            print(f"  same person: {where(m)}")
     fields = ["query", "rank", "gallery", "cosine", "p_same", "p_head", "p_head_raw", "same", "decided_by", "threshold"]
     results = os.path.join(output, "results.csv")
     write_csv(results, rows, fields + (gallery.FOOTAGE_COLUMNS if described else []))

@@ -1,4 +1,5 @@
 """The README's "see it work in a minute" command, run as written, as a newcomer runs it."""
+import csv
 import glob
 import os
 import re
@@ -39,6 +40,11 @@ def test_the_readme_quick_demo_runs_every_stage(tmp_path):
     for _, *values in lines:
         assert all(0.0 <= float(v) <= 1.0 for v in values)
     assert "--no-pretrained" in out.stdout + out.stderr
-    # the time of each of the seven stages, at the end
+    # the footage stages: person 1's photo from one camera searched in the other camera's video
+    with open(run / "footage" / "results.csv", newline="") as f:
+        found = list(csv.DictReader(f))
+    assert found and all(r["video"].endswith(".mp4") and r["start"] for r in found)
+    assert (run / "footage" / "report.html").stat().st_size > 0
+    # the time of each of the nine stages, at the end
     times = out.stdout.split("== time per stage\n", 1)[1].splitlines()
-    assert len(times) == 7 and all(re.match(r"^\s*\d+\.\d s  \d/7 ", t) for t in times)
+    assert len(times) == 9 and all(re.match(r"^\s*\d+\.\d s  \d/9 ", t) for t in times)
