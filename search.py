@@ -442,9 +442,11 @@ def across_cameras(args, output, entries, gf, head, scored, decided_on, threshol
                 continue  # the same footage: the question is who appears in two
             row = scored(float(cosine[a, b]), None if logit is None else float(logit[a, b]))
             if row["same"]:
-                for side, e in (("a", ea), ("b", eb)):
+                for side, e, other in (("a", ea, tf[b]), ("b", eb, tf[a])):
                     row.update({f"video_{side}": e["gallery"], f"track_{side}": e["track"], f"start_{side}": e["start"],
-                                f"end_{side}": e["end"], f"frames_{side}": f"{e['first_frame']}-{e['last_frame']}"})
+                                f"end_{side}": e["end"], f"frames_{side}": f"{e['first_frame']}-{e['last_frame']}",
+                                # its box that looks most like the other tracklet, for the report
+                                side: dict(best_box(e, other), described=e["described"])})
                 pairs.append(row)
     key = "p_same" if pairs and pairs[0]["p_same"] != "" else "cosine"
     pairs.sort(key=lambda r: -r[key])
@@ -454,8 +456,32 @@ def across_cameras(args, output, entries, gf, head, scored, decided_on, threshol
               + (f", P(same) {r['p_same']:.3f}" if r["p_same"] != "" else ""))
     path = os.path.join(output, "pairs.csv")
     write_csv(path, pairs, PAIR_FIELDS + ["cosine", "p_same", "p_head", "p_head_raw", "decided_by", "threshold"])
-    print(f"wrote {os.path.abspath(path)}: {len(pairs)} pair(s) of tracklets in different footage judged the same "
-          f"person; same person: {decided_on} >= {threshold:.6g} ({source})" + (f"; P(same): {made}" if made else ""))
+    if args.pictures:
+        tiles = frame_tiles([r[side] for r in pairs for side in ("a", "b")])
+        hits = [{"image": side_by_side(tile_of(r["a"], tiles), tile_of(r["b"], tiles)), "rank": k,
+                 "caption": [f"{os.path.basename(r['video_a'])} {r['start_a']} - {r['end_a']}, track {r['track_a']}",
+                             f"{os.path.basename(r['video_b'])} {r['start_b']} - {r['end_b']}, track {r['track_b']}"],
+                 "cosine": r["cosine"], "p_same": r["p_same"] if r["p_same"] != "" else None, "same": True}
+                for k, r in enumerate(pairs, 1)]
+        report.write_report(os.path.join(output, "report.html"), f"people seen in more than one footage, by {args.name}",
+                            [f"footage: {', '.join(args.gallery)}", f"same person: {decided_on} >= {threshold:.6g} "
+                             f"({source})"] + ([f"P(same): {made}"] if made else []),
+                            [{"heading": "pairs of tracklets judged the same person, the most likely first",
+                              "image": None, "note": "each: the box of one tracklet beside the box of the other",
+                              "hits": hits}])
+    print(f"wrote {os.path.abspath(path)}" + (" and report.html beside it" if args.pictures else "")
+          + f": {len(pairs)} pair(s) of tracklets in different footage judged the same person; same person: "
+            f"{decided_on} >= {threshold:.6g} ({source})" + (f"; P(same): {made}" if made else ""))
+
+
+def side_by_side(left, right):
+    """Two pictures in one, at the height of the taller, a gap between them."""
+    height = max(left.height, right.height)
+    left, right = (p.resize((max(1, round(p.width * height / p.height)), height)) for p in (left, right))
+    both = Image.new("RGB", (left.width + right.width + 8, height), "white")
+    both.paste(left, (0, 0))
+    both.paste(right, (left.width + 8, 0))
+    return both
 
 
 if __name__ == "__main__":

@@ -96,6 +96,8 @@ def test_without_a_query_two_cameras_give_the_pairs_judged_the_same_person(tiny_
     assert all(p["video_a"] != p["video_b"] for p in pairs)
     assert [float(p["p_same"]) for p in pairs] == sorted((float(p["p_same"]) for p in pairs), reverse=True)
     assert f"{len(pairs)} pair(s) of tracklets in different footage judged the same person" in out
+    page = (tmp_path / "out" / "report.html").read_text()
+    assert page.count("<img") == len(pairs) and page.count("track ") == 2 * len(pairs)
 
 
 @pytest.mark.parametrize("args, message", [
