@@ -221,3 +221,22 @@ def describe_footage(model, footage, boxes, source, args, device, opts, folder):
             np.savez(f, identity=np.array(identity), boxes=table, box_features=box_features,
                      features=described.features)
     return described
+
+
+def detected_boxes(footage, source, args, folder, detect):
+    """The person detector's boxes of the footage: from the run's cache when the footage, the
+    detector and its score threshold (`source`) and the stride are unchanged, else detect() and
+    keep them. They do not depend on the run's checkpoint, so a retrained run reuses them."""
+    place = (CACHE_VERSION, os.path.abspath(footage.path), source, args.stride)
+    identity = repr(place + (footage_key(footage),))
+    cache = os.path.join(folder, SEARCH_CACHE, f"boxes-{hashlib.sha1(repr(place).encode()).hexdigest()[:16]}.npz")
+    if os.path.isfile(cache):
+        with np.load(cache, allow_pickle=False) as saved:
+            if str(saved["identity"]) == identity:
+                return [fo.Box(int(r[0]), int(r[1]), *map(float, r[2:])) for r in saved["boxes"]]
+    boxes = detect()
+    with atomic_path(cache) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, identity=np.array(identity),
+                     boxes=np.array([tuple(b) for b in boxes], np.float64).reshape(-1, len(fo.Box._fields)))
+    return boxes

@@ -45,7 +45,9 @@ per gallery folder or footage, checkpoint, input size and precision, whatever --
 queries: a second search of an unchanged gallery extracts only the queries.
 """
 import argparse
+import contextlib
 import csv
+import io
 import os
 import sys
 
@@ -59,7 +61,7 @@ import gallery
 import report
 from cli import UserError
 from data import load_image
-from devices import choose_device
+from devices import start_processes
 from model import load_head, load_trained
 from pictures import draw_ranking
 from runs import atomic_path, head_path, run_dir
@@ -193,7 +195,7 @@ def footage_detections(args, paths):
     return {path: given[k] if given else None for k, path in enumerate(paths)}
 
 
-def footage_boxes(footage, detections, args, device, detector):
+def footage_boxes(footage, detections, args, device, folder, detector):
     """(boxes of people in the footage, where they come from): --detections, the sequence's own
     det/det.txt (gt/gt.txt with --ground_truth, or where there is no det.txt), or the detector,
     loaded once (detector[0])."""
@@ -207,39 +209,48 @@ def footage_boxes(footage, detections, args, device, detector):
         boxes, summary = fo.read_detections(detections, footage, ground_truth=ground_truth)
         print(summary)
         return boxes, f"{os.path.abspath(detections)} {gallery.file_key(detections)} {ground_truth}"
-    import detector as people  # torchvision's detection models load only where needed
-    if not detector:
-        detector.append(people.load_detector(device, args.detector))
-    boxes, summary = people.detect_people(footage, detector[0], device, stride=args.stride, min_score=args.min_score)
-    print(summary)
-    return boxes, f"detector {args.detector} {args.min_score}"
+    source = f"detector {args.detector} {args.min_score}"
+
+    def detect():
+        import detector as people  # torchvision's detection models load only where needed
+        if not detector:
+            detector.append(people.load_detector(device, args.detector))
+        boxes, summary = people.detect_people(footage, detector[0], device, stride=args.stride,
+                                              min_score=args.min_score)
+        print(summary)
+        return boxes
+    return gallery.detected_boxes(footage, source, args, folder, detect), source
 
 
-def gallery_entries(model, args, device, opts, folder):
+def describe(path, detections, model, args, device, opts, folder, detector):
+    """The Described footage at `path`: opened, its boxes found (footage_boxes), described."""
+    footage = fo.open_footage(path)
+    if footage.note:
+        print(f"note: {footage.note}", file=sys.stderr)
+    boxes, source = footage_boxes(footage, detections, args, device, folder, detector)
+    d = gallery.describe_footage(model, footage, boxes, source, args, device, opts, folder)
+    print(f"footage {path}: {footage.length or 'its'} frames, {len(d.tracklets)} tracklets of {len(d.boxes())} boxes "
+          f"on {'every frame' if args.stride == 1 else f'1 frame in {args.stride}'}, "
+          + ("described now" if d.extracted else "from the cache"))
+    return d
+
+
+def gallery_entries(model, args, device, opts, folder, detections):
     """Every gallery entry, images and tracklets: (rows, their unit descriptors, the footage
-    described, the unreadable image files). A row is a dict of what
-    results.csv says of the entry; a tracklet's row also holds "described" and "span" (its boxes'
-    rows in the Described's box_features), for the best box of each match."""
-    footage_paths = [g for g in args.gallery if fo.is_footage(g)]
-    detections = footage_detections(args, footage_paths)
+    described, the unreadable image files). A row is a dict of what results.csv says of the
+    entry; a tracklet's row also holds "described" and "span" (its boxes' rows in the Described's
+    box_features), for the best box of each match. `detections`: footage_detections()."""
     rows, features, described, unreadable = [], [], [], []
     detector = []
     for path in args.gallery:
         if path in detections:
-            footage = fo.open_footage(path)
-            if footage.note:
-                print(f"note: {footage.note}", file=sys.stderr)
-            boxes, source = footage_boxes(footage, detections[path], args, device, detector)
-            d = gallery.describe_footage(model, footage, boxes, source, args, device, opts, folder)
+            d = describe(path, detections[path], model, args, device, opts, folder, detector)
             described.append(d)
             for t, span in zip(d.tracklets, d.spans()):
-                rows.append({"gallery": footage.path, "described": d, "span": span, "track": t.id,
+                rows.append({"gallery": d.footage.path, "described": d, "span": span, "track": t.id,
                              "first_frame": t.first_frame, "last_frame": t.last_frame,
                              "start": fo.format_time(t.first_time), "end": fo.format_time(t.last_time)})
             features.append(d.features)
-            print(f"footage {path}: {footage.length or 'its'} frames, {len(d.tracklets)} tracklets of "
-                  f"{len(d.boxes())} boxes on {'every frame' if args.stride == 1 else f'1 frame in {args.stride}'}, "
-                  + ("described now" if d.extracted else "from the cache"))
             continue
         paths = gallery.list_images(path, "--gallery")
         kept, gf, bad, extracted = gallery.image_features(model, paths, path, args, device, opts, folder)
@@ -348,9 +359,20 @@ def main(argv=None):
     folder = run_dir(args.name)
     output = args.output or os.path.join(folder, "search")
     query_paths = [p for q in args.query or [] for p in gallery.list_images(q, "--query")]
-    device = choose_device(args.gpu_ids)
+    detections = footage_detections(args, [g for g in args.gallery if fo.is_footage(g)])
+    shard, device = start_processes(args.gpu_ids)
     model, opts = load_trained(folder, args.which_epoch)
     model = model.to(device, memory_format=torch.channels_last).eval()
+    if shard.world > 1:
+        # under torchrun each process describes its share of the footage into the run's cache (which
+        # must be on a disk they all see), and the first then searches it all from there
+        with contextlib.redirect_stdout(io.StringIO()) if not shard.main else contextlib.nullcontext():
+            for path in shard.take(list(detections)):
+                describe(path, detections[path], model, args, device, opts, folder, [])
+        torch.distributed.barrier()
+        shard.finish()
+        if not shard.main:
+            return
     head = load_head(folder, args.which_epoch)
     if args.rank_by == "head" and head is None:
         raise UserError(f"--rank_by head, but {os.path.abspath(head_path(folder, args.which_epoch))} does not exist "
@@ -358,7 +380,7 @@ def main(argv=None):
     p_same, p_head, threshold, by, made, source = judge(args, folder, head)
     decided_on = "P(same)" if p_same is not None else "cosine similarity"
 
-    entries, gf, described, unreadable = gallery_entries(model, args, device, opts, folder)
+    entries, gf, described, unreadable = gallery_entries(model, args, device, opts, folder, detections)
     qf, readable = gallery.extract(model, query_paths, args, device, opts, "queries")
     unreadable += [p for p, ok in zip(query_paths, readable) if not ok]
     if unreadable:

@@ -2,14 +2,18 @@
 times and best box, the multi-camera question, the cache, and bad input."""
 import csv
 import os
+import shutil
+import subprocess
+import sys
 
 import pytest
+import torch
 from PIL import Image
 
 import footage as fo
 import search
 import synthetic_footage
-from conftest import run_script
+from conftest import REPO, run_script
 
 SMALL = dict(cameras=2, people=4, frames=12, width=160, height=120, fps=5, seed=0)
 
@@ -122,3 +126,62 @@ def test_bad_footage_input_is_one_line(tiny_run, made, tmp_path, args, message):
     errors = [line for line in out.stderr.splitlines() if line.startswith("error:")]
     assert out.returncode != 0 and "Traceback" not in out.stderr
     assert len(errors) == 1 and message in errors[0], out.stderr
+
+
+class FakeDetector:
+    """Stands in for torchvision's detector (no COCO weights can be downloaded in tests): on every
+    frame a person at the same place, and a car; counts the frames it was shown."""
+
+    def __init__(self):
+        self.frames = 0
+
+    def __call__(self, images):
+        self.frames += len(images)
+        return [{"boxes": torch.tensor([[40.0, 20.0, 80.0, 110.0], [0.0, 0.0, 30.0, 30.0]]),
+                 "labels": torch.tensor([1, 3]), "scores": torch.tensor([0.9, 0.99])} for _ in images]
+
+
+def test_a_video_without_detections_gets_the_person_detector_once(tiny_run, made, tmp_path, capsys, monkeypatch):
+    """Boxes from the detector (people only), linked by overlap into one tracklet; a second search
+    takes the detector's boxes and the descriptors from the cache, whatever the output."""
+    import detector
+    fake = FakeDetector()
+    monkeypatch.setattr(detector, "load_detector", lambda device, name: fake)
+    root, _ = made
+    query = tmp_path / "query.png"
+    Image.new("RGB", (16, 32), (200, 40, 40)).save(query)
+    out, _ = searched(capsys, tiny_run, "--query", query, "--gallery", root / "cam1.mp4", "--stride", "3",
+                      "--output", tmp_path / "one", "--no-pictures")
+    found = rows(tmp_path / "one" / "results.csv")
+    assert fake.frames == 4 and "person detector on 4 frames (1 in 3)" in out  # frames 1, 4, 7, 10 of 12
+    assert len(found) == 1 and (found[0]["first_frame"], found[0]["last_frame"]) == ("1", "10")
+    assert (float(found[0]["left"]), float(found[0]["top"]), float(found[0]["width"])) == (41, 21, 40)
+    out, _ = searched(capsys, tiny_run, "--query", query, "--gallery", root / "cam1.mp4", "--stride", "3",
+                      "--output", tmp_path / "two", "--no-pictures")
+    assert fake.frames == 4 and "from the cache" in out
+    assert rows(tmp_path / "two" / "results.csv") == found
+
+
+def test_under_torchrun_the_footage_is_shared_out_and_the_answer_is_the_same(tiny_run, made, tmp_path):
+    """Two processes (gloo, CPU) describe one camera each into the run's cache; the first then
+    answers from there, as one process answers."""
+    root, _ = made
+    work = tmp_path / "work"
+    shutil.copytree(tiny_run / "model", work / "model", ignore=shutil.ignore_patterns("cache"))
+    query = root / "query" / sorted(os.listdir(root / "query"))[0]
+    args = ["--name", "tiny", "--gpu_ids", "-1", "--num_workers", "0", "--query", str(query), "--gallery",
+            str(root / "cam1"), str(root / "cam2"), "--ground_truth", "--no-pictures"]
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                          os.path.join(REPO, "search.py"), *args, "--output", "two"], cwd=work, capture_output=True,
+                         text=True)
+    assert two.returncode == 0, two.stderr[-2000:]
+    # the first process says what it described of its share, then takes it all from the cache
+    assert two.stdout.count("described now") == 1 and two.stdout.count("from the cache") == 2
+    one = run_script("search.py", *args, "--output", "one", cwd=work)
+    assert one.returncode == 0, one.stderr[-2000:]
+    # torchrun runs each process on one thread: the query's descriptor may differ in the last bits
+    one, two = rows(work / "one" / "results.csv"), rows(work / "two" / "results.csv")
+    scores = ("cosine", "p_same", "p_head", "p_head_raw")
+    assert [{k: v for k, v in r.items() if k not in scores} for r in one] == \
+        [{k: v for k, v in r.items() if k not in scores} for r in two]
+    assert [float(r["cosine"]) for r in one] == pytest.approx([float(r["cosine"]) for r in two], abs=1e-5)
