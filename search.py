@@ -171,15 +171,28 @@ def judge(args, folder, head):
              f"similarity above which two images count as the same person, or calibrate it")
 
 
-def collapse_warning(name, gf):
-    """The warning line for a gallery whose descriptors (unit rows of gf) the run has nearly
-    collapsed into one, or None: its rankings and decisions then carry no information."""
-    spread = median_pair_cosine(gf)
+def collapse_warning(name, gf, groups=None):
+    """The warning line for a gallery whose descriptors (unit rows of gf; rows of one group, the
+    boxes of a tracklet, are one person) the run has nearly collapsed into one, or None: its
+    rankings and decisions then carry no information."""
+    spread = median_pair_cosine(gf, groups)
     if spread is None or spread <= COLLAPSED_MEDIAN:
         return None
-    return (f"warning: {name} does not tell these images apart: two random gallery images have a median cosine "
-            f"similarity of {spread:.3f} (above {COLLAPSED_MEDIAN}), as if all showed one person: it was trained too "
-            f"little, or on images unlike these; do not trust its rankings or same-person decisions")
+    return (f"warning: {name} does not tell these images apart: two random gallery images (in footage, boxes of two "
+            f"tracklets) have a median cosine similarity of {spread:.3f} (above {COLLAPSED_MEDIAN}), as if all showed "
+            f"one person: it was trained too little, or on images unlike these; do not trust its rankings or "
+            f"same-person decisions")
+
+
+def spread_of(entries, gf):
+    """(descriptors, groups) for collapse_warning: each image alone, and each box of footage in the
+    group of its tracklet (a tracklet's mean is smoother than its boxes, and its boxes all one person)."""
+    features, groups = [], []
+    for k, entry in enumerate(entries):
+        start, stop = entry.get("span", (0, 1))
+        features.append(entry["described"].box_features[start:stop] if "described" in entry else gf[k:k + 1])
+        groups += [k] * (stop - start)
+    return np.concatenate(features), np.array(groups)
 
 
 def footage_detections(args, paths):
@@ -390,7 +403,7 @@ def main(argv=None):
     if (args.query is not None and not query_paths) or not entries:
         raise UserError(f"no readable {'query image' if entries else 'gallery image or person in the footage'} left "
                         f"to search with")
-    collapsed = collapse_warning(args.name, gf)
+    collapsed = collapse_warning(args.name, *spread_of(entries, gf))
     if collapsed:
         print(collapsed, file=sys.stderr)
 

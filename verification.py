@@ -329,19 +329,22 @@ def rates_at(qf, ql, qc, gf, gl, gc, thresholds, decided=lambda s: s, w=None, b=
     return far.tolist(), tar.tolist()
 
 
-# The median cosine similarity of random pairs of gallery images above which search.py warns that
-# the run does not tell these images apart. Measured (docs/search.md#when-the-run-cannot-tell-people-apart):
+# The median cosine similarity of random pairs of gallery images (in footage: of boxes of different
+# tracklets) above which search.py warns that the run does not tell these images apart. Measured (docs/search.md#when-the-run-cannot-tell-people-apart):
 # runs searching images like those they trained on sit near 0 (the demo on its synthetic gallery
 # -0.012, a real-image run on held-out Market-1501 people -0.005); the demo searching real Market-1501
 # crops 0.19 and 0.23 (two demo runs; Rank@1 0.21 there), a run after one epoch 0.99.
 COLLAPSED_MEDIAN = 0.15
 
 
-def median_pair_cosine(features, pairs=100_000, seed=0):
-    """The median cosine similarity between two different images of a set of unit descriptors:
-    of every pair, or of `pairs` random ones where there are more; None for fewer than 2 images."""
+def median_pair_cosine(features, groups=None, pairs=100_000, seed=0):
+    """The median cosine similarity between two images of a set of unit descriptors that belong to
+    different groups (the boxes of one tracklet are one group: the same person; by default every
+    image is its own): of every such pair, or of about `pairs` random ones where there are more;
+    None where there is no such pair."""
     f = np.asarray(features, np.float32)
     n = len(f)
+    groups = np.arange(n) if groups is None else np.asarray(groups)
     if n < 2:
         return None
     if n * (n - 1) // 2 <= pairs:
@@ -350,7 +353,10 @@ def median_pair_cosine(features, pairs=100_000, seed=0):
         rng = np.random.default_rng(seed)
         i = rng.integers(0, n, pairs)
         j = (i + rng.integers(1, n, pairs)) % n  # never i itself
-    return float(np.median(np.einsum("ij,ij->i", f[i], f[j])))
+    apart = groups[i] != groups[j]
+    if not apart.any():
+        return None
+    return float(np.median(np.einsum("ij,ij->i", f[i[apart]], f[j[apart]])))
 
 
 def calibration_images(data_dir, height, width, batchsize, num_workers):

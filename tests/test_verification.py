@@ -214,3 +214,6 @@ def test_median_pair_cosine_of_every_pair_and_of_random_pairs():
     # drawn pairs never pair an image with itself: orthogonal descriptors stay at 0, never 1
     assert median_pair_cosine(np.eye(50, dtype=np.float32), pairs=100) == 0
     assert median_pair_cosine(np.ones((500, 4), np.float32) / 2, pairs=100) == pytest.approx(1)
+    # a and b one tracklet: only (a, c) at 0 and (b, c) at 0.866 count, not the same person's (a, b)
+    assert median_pair_cosine(f, groups=[7, 7, 9]) == pytest.approx(0.866 / 2, abs=1e-3)
+    assert median_pair_cosine(f, groups=[7, 7, 7]) is None
