@@ -2,7 +2,7 @@
 person seen in a video, against query images, and say for each match whether it is the same person.
 
     python search.py --name ft_ResNet50 --query suspect.jpg more_queries/ --gallery crops/ --top 10
-    python search.py --name ft_ResNet50 --query suspect.jpg --gallery cam1.mp4 cam2/ --detections cam1.txt
+    python search.py --name ft_ResNet50 --query suspect.jpg --gallery cam1.mp4 cam2/ --detections cam1.txt cam2/det/det.txt
     python search.py --name ft_ResNet50 --gallery cam1/ cam2/     # no --query: who appears in both cameras
 
 --gallery takes folders of images, searched recursively (no naming convention, identity or

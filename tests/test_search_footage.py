@@ -185,3 +185,16 @@ def test_under_torchrun_the_footage_is_shared_out_and_the_answer_is_the_same(tin
     assert [{k: v for k, v in r.items() if k not in scores} for r in one] == \
         [{k: v for k, v in r.items() if k not in scores} for r in two]
     assert [float(r["cosine"]) for r in one] == pytest.approx([float(r["cosine"]) for r in two], abs=1e-5)
+
+
+def test_the_readme_command_a_video_and_a_sequence_with_a_detections_file_each(tiny_run, made, tmp_path, capsys):
+    """search.py --gallery cam1.mp4 cam2/ --detections cam1.txt cam2/det/det.txt: both searched,
+    each with its own boxes (det.txt: no track ids, linked by overlap)."""
+    root, _ = made
+    query = root / "query" / sorted(os.listdir(root / "query"))[0]
+    out, _ = searched(capsys, tiny_run, "--query", query, "--gallery", root / "cam1.mp4", root / "cam2",
+                      "--detections", root / "cam1" / "det" / "det.txt", root / "cam2" / "det" / "det.txt",
+                      "--output", tmp_path / "out", "--top", "100", "--no-pictures")
+    found = rows(tmp_path / "out" / "results.csv")
+    assert {r["video"] for r in found} == {str(root / "cam1.mp4"), str(root / "cam2")}
+    assert out.count("boxes (MOT15)") == 2 and out.count("footage ") == 2
