@@ -55,6 +55,7 @@ CONFIGS = {
 }
 SPLIT_SEED = 0
 # evaluate.py's verification table: "  cosine  <auc> <eer> <tar@1e-2> <tar@1e-3>", then "  head ..."
+# (its table of the run's thresholds comes later, in rows of the same shape)
 VERIFICATION_ROW = re.compile(r"^  (cosine|head)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)$", re.M)
 HEAD_RESULT = re.compile(r"^ranked by the head: Rank@1:(\d\.\d+) .* mAP:(\d\.\d+)$", re.M)
 EPOCH_LINE = re.compile(r"^epoch (\d+)/\d+ \|.* ([\d.]+) samples/s .*\| ([\d.]+)s$", re.M)
@@ -110,7 +111,10 @@ def train_and_measure(config, seed, tree, work, extra):
     run_stage("test.py", "--name", name, "--test_dir", tree, "--output", result, cwd=work)
     printed = run_stage("evaluate.py", "--result", result, cwd=work)
     _, rank1, rank5, rank10, mean_ap = RESULT_LINE.search(printed).groups()
-    verification = {m[0]: m[1:] for m in VERIFICATION_ROW.findall(printed)}
+    verification = {}
+    for score, *values in VERIFICATION_ROW.findall(printed):
+        # the first row of each score: the thresholds table that follows has rows of the same shape
+        verification.setdefault(score, values)
     head = HEAD_RESULT.search(printed)
     options = train_new.parse_args(flags(config, extra))  # the options as training resolved them
     seconds = [float(s) for _, _, s in epochs]

@@ -27,6 +27,13 @@ def test_bench_measures_held_out_people_and_resumes(raw_market_once, tmp_path):
     assert [(r["config"], r["seed"], r["epochs"]) for r in rows] == [("recipe", "0", "1")]
     assert 0 <= float(rows[0]["rank1"]) <= 1 and 0 < float(rows[0]["cosine_auc"]) <= 1
     assert rows[0]["flags"].endswith(" ".join(TINY_RECIPE[1:]))  # the recipe, then what the command line changed
+    # the verification columns are evaluate.py's verification table, not the thresholds table after it
+    printed = subprocess.run([sys.executable, os.path.join(REPO, "evaluate.py"), "--result",
+                              str(work / "model" / "recipe_s0" / "pytorch_result.mat")], capture_output=True,
+                             text=True).stdout.splitlines()
+    header = next(k for k, line in enumerate(printed) if "ROC AUC" in line and "EER" in line)
+    for score, line in zip(("cosine", "head"), printed[header + 1:header + 3]):
+        assert line.split() == [score] + [rows[0][f"{score}_{k}"] for k in ("auc", "eer", "tar1e-2", "tar1e-3")]
     assert "3 held-out identities" in first.stdout and "chance level Rank@1" in first.stdout
     assert "| recipe (as above) | 1 |" in first.stdout
     log = (work / "model" / "recipe_s0" / "train.log").read_text()
