@@ -5,7 +5,7 @@ appears.
 
 Footage
     video file          .mp4, .avi, .mkv, .mov: decoded with PyAV (FFmpeg inside its wheel; chosen
-                        by measurement, docs/footage.md)
+                        by measurement, docs/benchmarks.md#decoding-which-library)
     sequence folder     the MOTChallenge layout:
         seqinfo.ini         [Sequence] name, frameRate, seqLength, imWidth, imHeight
         img1/000001.jpg     frame 1, and so on (any image type of data.IMAGE_EXTENSIONS)
