@@ -628,29 +628,38 @@ def make_market_tree(root, **params):
     counts = _existing_counts(root, params)
     if counts is not None:
         return counts
+    def build(tmp):
+        counts = _write_tree(tmp, params)
+        with open(os.path.join(tmp, MARKER), "w") as f:
+            json.dump({"generator": "synthetic.py", "params": params, "counts": counts}, f, indent=1, sort_keys=True)
+            f.write("\n")
+        return counts
+    return publish_tree(root, build, lambda: _existing_counts(root, params))
+
+
+def publish_tree(root, build, existing):
+    """build(tmp) writes a tree (its marker included) into a temporary folder beside `root` and
+    returns what to return; the folder is then renamed to `root`, so an interrupted run leaves
+    nothing half-written. If someone else filled `root` meanwhile, existing() returns what that
+    tree holds if it is this very tree, else None (and the rename's error stands)."""
     parent = os.path.dirname(os.path.abspath(root))
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix="." + os.path.basename(os.path.abspath(root)) + ".", suffix=".tmp", dir=parent)
     try:
         os.chmod(tmp, 0o755)
-        counts = _write_tree(tmp, params)
-        with open(os.path.join(tmp, MARKER), "w") as f:
-            json.dump({"generator": "synthetic.py", "params": params, "counts": counts}, f, indent=1, sort_keys=True)
-            f.write("\n")
+        result = build(tmp)
         try:
             if os.path.isdir(root):
                 os.rmdir(root)
             os.rename(tmp, root)
         except OSError:
-            # Someone else filled `root` meanwhile: accept it only if it is this very tree.
-            existing = _existing_counts(root, params)
-            if existing is None:
+            result = existing()
+            if result is None:
                 raise
-            counts = existing
     finally:
         if os.path.isdir(tmp):
             shutil.rmtree(tmp)
-    return counts
+    return result
 
 
 def main(argv=None):

@@ -38,8 +38,6 @@ import io
 import json
 import math
 import os
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from fractions import Fraction
@@ -52,7 +50,7 @@ import cli
 from cli import UserError
 from footage import DETECTIONS, FRAMES_DIR, GROUND_TRUTH, MIN_BOX, SEQINFO, Box, frame_time, iou_matrix
 from synthetic import (BACKGROUND_SPAN, SUPERSAMPLE, Param, Pose, _background, _draw_person, _finish,
-                       _sample_camera, _sample_person)
+                       _sample_camera, _sample_person, publish_tree)
 
 MARKER = "FOOTAGE"
 # Part of the marker: footage drawn by an older drawing code is not taken for current footage.
@@ -396,11 +394,7 @@ def make_footage(root, **params):
     manifest = _existing(root, params)
     if manifest is not None:
         return manifest
-    parent = os.path.dirname(os.path.abspath(root))
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix="." + os.path.basename(os.path.abspath(root)) + ".", suffix=".tmp", dir=parent)
-    try:
-        os.chmod(tmp, 0o755)
+    def build(tmp):
         seed = params["seed"]
         cameras = [_sample_camera(np.random.default_rng([seed, STREAM_CAMERA, c])) for c in range(params["cameras"])]
         people = {pid: _sample_person(np.random.default_rng([seed, STREAM_PERSON, pid]))
@@ -412,20 +406,8 @@ def make_footage(root, **params):
         with open(os.path.join(tmp, MARKER), "w") as f:
             json.dump(manifest, f, indent=1, sort_keys=True)
             f.write("\n")
-        try:
-            if os.path.isdir(root):
-                os.rmdir(root)
-            os.rename(tmp, root)
-        except OSError:
-            # someone else filled `root` meanwhile: accept it only if it is this very footage
-            existing = _existing(root, params)
-            if existing is None:
-                raise
-            manifest = existing
-    finally:
-        if os.path.isdir(tmp):
-            shutil.rmtree(tmp)
-    return manifest
+        return manifest
+    return publish_tree(root, build, lambda: _existing(root, params))
 
 
 def main(argv=None):
