@@ -8,6 +8,7 @@ import sys
 import pytest
 
 import prepare
+import search
 import synthetic
 import test as test_stage
 import train_new
@@ -26,6 +27,18 @@ def start_script(script, *args, cwd):
     """Start one of the repository's scripts in the background (stdout and stderr piped, text)."""
     return subprocess.Popen([sys.executable, os.path.join(REPO, script), *args], cwd=cwd,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def searched(capsys, run, *args):
+    """Run search.py in the tiny run's folder; (its stdout, its stderr)."""
+    cwd = os.getcwd()
+    os.chdir(run)
+    try:
+        search.main(["--name", "tiny", "--gpu_ids", "-1", "--num_workers", "0", *map(str, args)])
+    finally:
+        os.chdir(cwd)
+    out = capsys.readouterr()
+    return out.out, out.err
 
 
 @pytest.fixture(scope="session")

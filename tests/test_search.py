@@ -9,25 +9,13 @@ from PIL import Image
 
 import evaluate
 import search
-from conftest import run_script
+from conftest import run_script, searched
 from metrics import RESULT_LINE
 
 
 def rows(folder):
     with open(folder / "results.csv", newline="") as f:
         return list(csv.DictReader(f))
-
-
-def searched(capsys, run, *args):
-    """Run search.py in the tiny run's folder; (its stdout, its stderr)."""
-    cwd = os.getcwd()
-    os.chdir(run)
-    try:
-        search.main(["--name", "tiny", "--gpu_ids", "-1", "--num_workers", "0", *map(str, args)])
-    finally:
-        os.chdir(cwd)
-    out = capsys.readouterr()
-    return out.out, out.err
 
 
 @pytest.fixture

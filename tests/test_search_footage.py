@@ -11,9 +11,8 @@ import torch
 from PIL import Image
 
 import footage as fo
-import search
 import synthetic_footage
-from conftest import REPO, run_script
+from conftest import REPO, run_script, searched
 
 SMALL = dict(cameras=2, people=4, frames=12, width=160, height=120, fps=5, seed=0)
 
@@ -27,17 +26,6 @@ def made(tmp_path_factory):
 def rows(path):
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
-
-
-def searched(capsys, run, *args):
-    cwd = os.getcwd()
-    os.chdir(run)
-    try:
-        search.main(["--name", "tiny", "--gpu_ids", "-1", "--num_workers", "0", *map(str, args)])
-    finally:
-        os.chdir(cwd)
-    out = capsys.readouterr()
-    return out.out, out.err
 
 
 def ground_truth(sequence):
