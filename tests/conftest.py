@@ -41,6 +41,17 @@ def searched(capsys, run, *args):
     return out.out, out.err
 
 
+def contents(root):
+    """Relative path -> bytes of every file under root."""
+    out = {}
+    for folder, _, files in os.walk(root):
+        for name in files:
+            path = os.path.join(folder, name)
+            with open(path, "rb") as f:
+                out[os.path.relpath(path, root)] = f.read()
+    return out
+
+
 @pytest.fixture(scope="session")
 def raw_market_once(tmp_path_factory):
     root = tmp_path_factory.mktemp("data set") / "Märkt 1501"

@@ -8,21 +8,11 @@ from PIL import Image
 from data import parse_name
 import synthetic
 from synthetic import FOLDERS, MARKER, main, make_market_tree
+from conftest import contents
 
 TRAIN, TEST, CAMERAS, PER_CAMERA, JUNK, DISTRACTORS = 8, 6, 6, 2, 2, 3
 TINY = dict(train_ids=TRAIN, test_ids=TEST, cameras=CAMERAS, images_per_camera=PER_CAMERA,
             height=32, width=16, junk_per_camera=JUNK, distractors_per_camera=DISTRACTORS)
-
-
-def contents(root):
-    """Relative path -> bytes of every file under root."""
-    out = {}
-    for folder, _, files in os.walk(root):
-        for name in files:
-            path = os.path.join(folder, name)
-            with open(path, "rb") as f:
-                out[os.path.relpath(path, root)] = f.read()
-    return out
 
 
 def parsed(root, folder):

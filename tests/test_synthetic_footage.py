@@ -12,19 +12,9 @@ import footage
 import synthetic_footage
 from cli import UserError
 from synthetic_footage import MARKER, main, make_footage
+from conftest import contents
 
 TINY = dict(seed=3, cameras=2, people=4, frames=12, fps=5, width=160, height=120)
-
-
-def contents(root):
-    """Relative path -> bytes of every file under root."""
-    out = {}
-    for folder, _, files in os.walk(root):
-        for name in files:
-            path = os.path.join(folder, name)
-            with open(path, "rb") as f:
-                out[os.path.relpath(path, root)] = f.read()
-    return out
 
 
 @pytest.fixture(scope="module")
