@@ -45,8 +45,8 @@ def add_device_flags(p, work):
     p.add_argument("--num_workers", default=min(8, os.cpu_count() or 1), type=int,
                    help="DataLoader worker processes that decode images (0: in the main process)")
     p.add_argument("--precision", default="fp32", choices=PRECISION_CHOICES,
-                   help="arithmetic of the network: fp32, or bf16/fp16 through autocast (faster on GPUs; "
-                        "on CPUs without AMX units slower than fp32)")
+                   help="arithmetic of the network: fp32, or bf16/fp16 through autocast (faster on GPUs; on a "
+                        "CPU, measure first with bench/step_speed.py: from 1.8x faster to slower than fp32)")
 
 
 def shorten(items, shown=5):

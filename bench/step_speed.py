@@ -1,0 +1,77 @@
+"""Training steps per second of the network alone, by input size and arithmetic: what chooses a
+CPU recipe's input size and --precision before any hour of training is spent.
+
+Each configuration builds the training network as train_new.py does (build_training: ResNet-50
+from scratch, the verification head, SGD) and times full steps on random images of a P x K batch
+(--sampler pk: one forward pass, pairs from the batch, the paper's loss, backward, update). No
+image is decoded: a real epoch adds loading, on the same cores.
+
+    python bench/step_speed.py                                   # 64x32, 96x48, 128x64: about 3 minutes on 2 cores
+    python bench/step_speed.py --sizes 256x128 --steps 4         # the paper's size
+
+samples/s is the median over the timed steps; "ratio" is against fp32 channels-first at the same
+size, measured in the same run; "min/epoch" is --images divided by samples/s.
+"""
+import statistics
+import time
+
+import torch
+
+from stages import machine
+import cli  # noqa: E402  (stages puts the repository on the path)
+import train_new
+from model import Verification, objective
+
+CONFIGS = [("fp32", False), ("fp32", True), ("bf16", False), ("bf16", True)]
+
+
+def samples_per_s(height, width, precision, channels_last, batch, steps, classes=651):
+    args = train_new.parse_args(["--no-pretrained", "--sampler", "pk", "--batchsize", str(batch), "--precision",
+                                 precision, "--channels_last" if channels_last else "--no-channels_last"])
+    torch.manual_seed(0)
+    parts = train_new.build_training(args, classes, torch.device("cpu"), pretrained=False)
+    net = Verification(parts["model"], parts["verif"]).train()
+    images = torch.randn(batch, 3, height, width)
+    if channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    labels = torch.arange(batch // 2).repeat_interleave(2)  # P identities x K = 2 images
+    times = []
+    for _ in range(steps + 2):  # the first two steps allocate and pick kernels: not timed
+        start = time.perf_counter()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            loss_id, loss_verif = objective(*net([images, labels]), args.alpha)
+        parts["optimizer"].zero_grad(set_to_none=True)
+        (loss_id + loss_verif).backward()
+        parts["optimizer"].step()
+        times.append(time.perf_counter() - start)
+    return batch / statistics.median(times[2:])
+
+
+def main():
+    p = cli.parser(__doc__)
+    p.add_argument("--sizes", nargs="+", default=["64x32", "96x48", "128x64"],
+                   help="input sizes HEIGHTxWIDTH to time")
+    p.add_argument("--batch", type=int, default=64, help="images per step (the real-image recipe's 64)")
+    p.add_argument("--steps", type=int, default=6, help="timed steps per configuration (after 2 untimed)")
+    p.add_argument("--images", type=int, default=11241,
+                   help="images per epoch, for min/epoch (default: Market-1501's 651 training identities)")
+    args = p.parse_args()
+    sizes = []
+    for size in args.sizes:
+        height, _, width = size.partition("x")
+        if not (height.isdigit() and width.isdigit()):
+            p.error(f"--sizes {size}: give HEIGHTxWIDTH, e.g. 64x32")
+        sizes.append((int(height), int(width)))
+    print(machine(), f"| torch {torch.__version__}, {torch.get_num_threads()} threads", flush=True)
+    print(f"{'size':>8} {'precision':>9} {'memory':>14} {'samples/s':>10} {'ratio':>6} {'min/epoch':>9}")
+    for height, width in sizes:
+        base = None
+        for precision, channels_last in CONFIGS:
+            rate = samples_per_s(height, width, precision, channels_last, args.batch, args.steps)
+            base = base or rate
+            print(f"{height:>4}x{width:<3} {precision:>9} {'channels-last' if channels_last else 'channels-first':>14} "
+                  f"{rate:>10.1f} {rate / base:>5.2f}x {args.images / rate / 60:>9.1f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
