@@ -20,6 +20,7 @@ import torch
 from stages import machine
 import cli  # noqa: E402  (stages puts the repository on the path)
 import train_new
+from devices import autocast
 from model import Verification, objective
 
 CONFIGS = [("fp32", False), ("fp32", True), ("bf16", False), ("bf16", True)]
@@ -38,7 +39,7 @@ def samples_per_s(height, width, precision, channels_last, batch, steps, classes
     times = []
     for _ in range(steps + 2):  # the first two steps allocate and pick kernels: not timed
         start = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+        with autocast(torch.device("cpu"), precision):
             loss_id, loss_verif = objective(*net([images, labels]), args.alpha)
         parts["optimizer"].zero_grad(set_to_none=True)
         (loss_id + loss_verif).backward()
