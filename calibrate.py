@@ -19,7 +19,7 @@ import sys
 import torch
 
 import cli
-from devices import choose_device
+from devices import choose_device, loader_workers
 from model import descriptors, load_head, load_trained
 from runs import run_dir
 from verification import FARS, calibrate_on_people, calibration_images, save_thresholds
@@ -39,6 +39,8 @@ def main(argv=None):
                    help="a tree written by prepare.py --calibration, holding calibration/")
     p.add_argument("--batchsize", default=256, type=int, help="images per forward pass")
     args = p.parse_args(argv)
+    device = choose_device(args.gpu_ids)
+    args.num_workers = loader_workers(args.num_workers, device)
 
     folder = run_dir(args.name)
     model, opts = load_trained(folder, args.which_epoch)
@@ -55,7 +57,6 @@ def main(argv=None):
         sys.exit(f"error: {len(overlap)} identities of {os.path.join(args.data_dir, 'calibration')} were trained on by "
                  f"{args.name} ({cli.shorten(overlap)}), which would make P(same) and the thresholds optimistic; "
                  f"calibrate on people it never saw (prepare.py --calibration holds them out before training)")
-    device = choose_device(args.gpu_ids)
     model = model.to(device, memory_format=torch.channels_last).eval()
     f = descriptors(model, loader, device, "calibration", args.precision)
     found = calibrate_on_people(f, ids, cams, load_head(folder, args.which_epoch), args.which_epoch)

@@ -42,8 +42,9 @@ def add_device_flags(p, work):
     p.add_argument("--gpu_ids", default=None,
                    help=f"GPU to {work} on, e.g. 0 (not given: GPU 0 where CUDA is available, else the CPU); "
                         f"-1 {work}s on the CPU")
-    p.add_argument("--num_workers", default=min(8, os.cpu_count() or 1), type=int,
-                   help="DataLoader worker processes that decode images (0: in the main process)")
+    p.add_argument("--num_workers", default=None, type=int,
+                   help="DataLoader worker processes that decode images (0: in the main process; not given: 0 on a "
+                        "CPU, where workers slow the network's threads down, min(8, cores) on a GPU)")
     p.add_argument("--precision", default="fp32", choices=PRECISION_CHOICES,
                    help="arithmetic of the network: fp32, or bf16/fp16 through autocast (faster on GPUs; on a "
                         "CPU, measure first with bench/step_speed.py: from 1.8x faster to slower than fp32)")

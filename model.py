@@ -220,10 +220,11 @@ class Verification(nn.Module):
         return logits, label, self.verif(f, f_pos), self.verif(f, f_neg)
 
 
-def objective(logits, label, pos_score, neg_score, alpha):
+def objective(logits, label, pos_score, neg_score, alpha, label_smoothing=0.0):
     """The paper's loss in its two parts, (loss_id, loss_verif); the loss is their sum.
-    loss_verif carries alpha, as the verification loss the original code prints."""
-    loss_id = F.cross_entropy(logits, label)
+    loss_verif carries alpha, as the verification loss the original code prints. label_smoothing
+    (not in the paper) moves that share of the identity target onto all identities evenly."""
+    loss_id = F.cross_entropy(logits, label, label_smoothing=label_smoothing)
     same = torch.full_like(label, SAME)
     different = torch.full_like(label, DIFFERENT)
     loss_verif = alpha * 0.5 * (F.cross_entropy(pos_score, same) + F.cross_entropy(neg_score, different))

@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, Subset
 
 import cli
 from data import image_folder, parse_names, save_features, test_transform
-from devices import start_processes
+from devices import loader_workers, start_processes
 from model import descriptors, load_head, load_trained
 from runs import run_dir
 from verification import load_thresholds
@@ -48,6 +48,7 @@ def extract_split(model, root, split, args, device, transform, shard):
 def main(argv=None):
     args = parse_args(argv)
     shard, device = start_processes(args.gpu_ids)
+    args.num_workers = loader_workers(args.num_workers, device)
     folder = run_dir(args.name)
     model, opts = load_trained(folder, args.which_epoch)
     model = model.to(device, memory_format=torch.channels_last).eval()

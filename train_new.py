@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 import cli
 from data import IMAGENET_MEAN, IMAGENET_STD, LabelledImages, image_folder, parse_names, test_transform
-from devices import autocast, check_in_sync, start_processes
+from devices import autocast, check_in_sync, loader_workers, start_processes
 from metrics import rank_queries, summarize
 from model import (DIFFERENT, IDENTITY_CLASSIFIER, SAME, Verification, VerificationTriplets, build_model, descriptors,
                    head_weights, load_trained, load_verif, objective, verif_net)
@@ -52,6 +52,9 @@ def parse_args(argv=None):
     p.add_argument("--batchsize", default=32, type=int, help="anchors per batch (each brings a positive and a negative)")
     p.add_argument("--lr", default=0.1, type=float, help="learning rate of the new layers; a pretrained backbone gets 0.1 x lr")
     p.add_argument("--alpha", default=1.0, type=float, help="weight of the verification loss")
+    p.add_argument("--label_smoothing", default=0.0, type=float,
+                   help="share of the identity loss's target spread evenly over all identities (0: the paper's "
+                        "plain cross-entropy; 0.1 is common in later re-ID work)")
     p.add_argument("--erasing_p", default=0, type=float, help="random erasing probability (0 disables it)")
     p.add_argument("--color_jitter", action="store_true", help="jitter brightness, contrast and saturation by 0.1")
     p.add_argument("--use_dense", action="store_true", default=None,
@@ -320,7 +323,8 @@ def run_epoch(net, loader, device, args, *, desc, optimizer=None, scaler=None, s
                 batch = [b.contiguous(memory_format=torch.channels_last) if b.dim() == 4 else b for b in batch]
             with autocast(device, args.precision):
                 logits, label, pos_score, neg_score = net(batch)
-                loss_id, loss_verif = objective(logits, label, pos_score, neg_score, args.alpha)
+                loss_id, loss_verif = objective(logits, label, pos_score, neg_score, args.alpha,
+                                                args.label_smoothing)
                 loss = loss_id + loss_verif
             stopping = agree_to_stop(loss, f"{desc} step {sums['steps'] + local['steps'] + 1}", stop, shard)
             if training:
@@ -404,6 +408,7 @@ def calibrate_thresholds(folder, parts, retrieval, calibration, device, args):
 def main(argv=None):
     args = parse_args(argv)
     shard, device = start_processes(args.gpu_ids)
+    args.num_workers = loader_workers(args.num_workers, device)
     check_batches(args, shard)
     random.seed(args.seed)
     np.random.seed(args.seed)

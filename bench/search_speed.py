@@ -37,12 +37,13 @@ import sys, time
 start = time.perf_counter()
 sys.path.insert(0, sys.argv[5])
 import numpy as np, torch
-from devices import choose_device
+from devices import choose_device, loader_workers
 from model import load_trained
 from runs import run_dir
 import gallery, search
 args = search.parse_args(["--name", sys.argv[1], "--query", sys.argv[3], "--gallery", ".", "--gpu_ids", sys.argv[4]])
 device = choose_device(args.gpu_ids)
+args.num_workers = loader_workers(args.num_workers, device)
 model, opts = load_trained(run_dir(args.name))
 model = model.to(device, memory_format=torch.channels_last).eval()
 with np.load(sys.argv[2]) as cache:

@@ -16,6 +16,7 @@ import synthetic
 import test as test_stage
 import train_new
 from conftest import run_script
+from devices import loader_workers
 
 ENTRY_POINTS = {"train_new.py": train_new.parse_args, "test.py": test_stage.parse_args, "search.py": search.parse_args,
                 "export.py": export.parse_args, "evaluate.py": evaluate.main, "demo.py": demo.main,
@@ -42,8 +43,15 @@ def test_help_shows_every_default(monkeypatch, capsys, script):
 
 def test_the_defaults_people_asked_about(capsys):
     assert "images per forward pass (default: 256)" in help_text(capsys, "test.py")
-    assert f"(default: {min(8, os.cpu_count())})" in help_text(capsys, "test.py")  # --num_workers
+    assert "not given: 0 on a CPU" in help_text(capsys, "test.py")  # --num_workers
     assert "number of gallery images to show (default: 10)" in help_text(capsys, "demo.py")
+
+
+def test_loading_workers_default_to_none_on_a_cpu_and_up_to_8_beside_a_gpu():
+    cpu, gpu = torch.device("cpu"), torch.device("cuda", 0)
+    assert loader_workers(None, cpu) == 0
+    assert loader_workers(None, gpu) == min(8, os.cpu_count())
+    assert loader_workers(3, cpu) == 3 and loader_workers(0, gpu) == 0  # given: as given
 
 
 def test_the_cuda_note_names_gpu_ids_only_when_given(monkeypatch, capsys):

@@ -78,6 +78,18 @@ def test_alpha_weighs_the_verification_loss_only():
     assert objective(logits, LABELS, -sure, sure, 1.0)[1] > 10
 
 
+def test_label_smoothing_mixes_the_identity_target_with_a_uniform_one_and_leaves_verification_alone():
+    logits, pos_score, neg_score = torch.randn(8, 4), torch.randn(8, 2), torch.randn(8, 2)
+    plain_id, plain_verif = objective(logits, LABELS, pos_score, neg_score, 1.0)
+    smooth_id, smooth_verif = objective(logits, LABELS, pos_score, neg_score, 1.0, label_smoothing=0.1)
+    # by hand: 0.9 x the usual cross-entropy + 0.1 x the mean of -log p over the 4 identities
+    log_p = torch.log_softmax(logits.double(), 1)
+    want = 0.9 * cross_entropy(logits, LABELS) + 0.1 * (-log_p.mean(1)).mean()
+    torch.testing.assert_close(smooth_id.double(), want, rtol=1e-5, atol=1e-6)
+    assert not torch.isclose(smooth_id, plain_id)
+    assert torch.equal(smooth_verif, plain_verif)
+
+
 @pytest.mark.parametrize("sampler", ["triplet", "pk"])
 def test_a_small_batch_is_learnt_by_heart(sampler):
     """Trained on one batch, both parts of the loss fall: the identity loss from log 4 to nearly 0,
