@@ -10,7 +10,7 @@ rounds, so that a host's slow minute hits all of them; samples/s is the median o
 and "ratio" is against the old default, min(8, cores) workers, measured in the same run.
 
     python bench/loader_workers.py                     # the demo's synthetic people: about 4 minutes on 2 cores
-    python bench/loader_workers.py --data_dir data/real_market_e30/market1501_h100   # real images: 3 min
+    python bench/loader_workers.py --data_dir data/real_market_e30/market1501_h100   # real_market.py's tree: 3 min
 """
 import os
 import statistics
