@@ -27,7 +27,7 @@ from devices import autocast
 from model import Verification, objective
 
 
-def label(workers):
+def loading_name(workers):
     return f"{workers} worker{'s' * (workers != 1)}"
 
 
@@ -79,7 +79,7 @@ def main():
         train_steps(parts, net, loaded[:3], train_args)  # the first steps allocate and pick kernels: not timed
 
         configs = {"network alone": lambda: loaded}
-        configs |= {label(n): (lambda n=n: DataLoader(phases["train"], batch_sampler=batches, num_workers=n))
+        configs |= {loading_name(n): (lambda n=n: DataLoader(phases["train"], batch_sampler=batches, num_workers=n))
                     for n in args.workers}
         rates = {name: [] for name in configs}
         for _ in range(args.rounds):
@@ -87,7 +87,7 @@ def main():
                 rates[name].append(train_steps(parts, net, loader(), train_args))
     print(f"{machine()} | torch {torch.__version__}, {torch.get_num_threads()} threads | 64 x 32, batch 64, "
           f"{args.precision}, {args.steps} steps x {args.rounds} rounds, {len(train_set)} images")
-    old = label(min(8, os.cpu_count() or 1))
+    old = loading_name(min(8, os.cpu_count() or 1))
     print(f"{'loading':>16} {'samples/s':>10} {'ratio':>6}   rounds")
     for name, found in rates.items():
         ratio = f"{statistics.median(found) / statistics.median(rates[old]):.2f}x" if old in rates else "-"
