@@ -20,7 +20,7 @@ import time
 import torch
 from torch.utils.data import DataLoader
 
-from stages import machine, run_stage
+from stages import machine, training_tree
 import cli  # noqa: E402  (stages puts the repository on the path)
 import train_new
 from devices import autocast
@@ -57,11 +57,7 @@ def main():
     args = p.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="loader_workers_") as work:
-        data = args.data_dir and os.path.abspath(args.data_dir)
-        if data is None:  # the demo's dataset (demo.sh)
-            run_stage("synthetic.py", "--out", "raw", "--seed", "0", "--train_ids", "100", "--test_ids", "50", cwd=work)
-            run_stage("prepare.py", "--download_path", "raw", cwd=work)
-            data = os.path.join(work, "raw", "pytorch")
+        data = training_tree(args.data_dir, work)
         train_args = train_new.parse_args(
             ["--data_dir", data, "--train_all", "--height", "64", "--width", "32", "--sampler", "pk", "--instances",
              "2", "--batchsize", "64", "--erasing_p", "0.5", "--alpha", "2", "--no-pretrained", "--channels_last",

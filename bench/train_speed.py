@@ -22,7 +22,7 @@ import tempfile
 
 import torch
 
-from stages import RESULT_LINE, run_stage
+from stages import RESULT_LINE, run_stage, training_tree
 import cli  # noqa: E402  (stages puts the repository on the path)
 
 RATE = re.compile(r"\| train .* ([\d.]+) samples/s")
@@ -44,11 +44,7 @@ def main():
     extra = [a for a in args.train_args if a != "--"] or ["--lr", "0.02", "--no-pretrained", "--no-channels_last"]
 
     with tempfile.TemporaryDirectory(prefix="train_speed_") as work:
-        data = args.data_dir and os.path.abspath(args.data_dir)
-        if data is None:  # the demo's dataset (demo.sh)
-            run_stage("synthetic.py", "--out", "raw", "--seed", "0", "--train_ids", "100", "--test_ids", "50", cwd=work)
-            run_stage("prepare.py", "--download_path", "raw", cwd=work)
-            data = os.path.join(work, "raw", "pytorch")
+        data = training_tree(args.data_dir, work)
         where = torch.cuda.get_device_name() if torch.cuda.is_available() else f"{os.cpu_count()} CPU cores"
         print(f"{args.epochs} epochs, batch {args.batchsize}, {args.height} x {args.width}, {where}; "
               f"train_new.py flags {' '.join(extra)}")
