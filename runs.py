@@ -186,9 +186,10 @@ RESUMABLE = {"gpu_ids", "num_workers", "resume", "overwrite", "epochs", "state_e
              "channels_last", "compile"}
 
 
-def check_run_folder(folder, args):
+def check_run_folder(folder, args, defaults):
     """Refuse to mix two runs in one folder. With --resume, return the saved state after checking
-    that the options are the run's own; otherwise None."""
+    that the options are the run's own; otherwise None. An option its opts.yaml lacks (one added
+    to the script after the run was saved) counts as having its default: what the run trained with."""
     opts_file, state_file = os.path.join(folder, "opts.yaml"), os.path.join(folder, STATE)
     if args.resume and args.overwrite:
         sys.exit("error: --resume and --overwrite contradict each other; choose one")
@@ -201,8 +202,8 @@ def check_run_folder(folder, args):
             sys.exit(f"error: --resume: {os.path.abspath(state_file)} not found, so there is nothing to resume; drop --resume to start "
                      f"a run (add --overwrite if {folder} holds one)")
         saved = load_opts(folder)
-        changed = [f"--{k} {saved.get(k)!r} -> {v!r}" for k, v in vars(args).items()
-                   if k not in RESUMABLE and saved.get(k) != v]
+        changed = [f"--{k} {saved.get(k, defaults[k])!r} -> {v!r}" for k, v in vars(args).items()
+                   if k not in RESUMABLE and saved.get(k, defaults[k]) != v]
         if changed:
             sys.exit(f"error: --resume continues {folder} with its own options, but these differ: {', '.join(changed)}; "
                      f"pass the same ones, or start a new run with another --name")

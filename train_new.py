@@ -61,6 +61,9 @@ def parse_args(argv=None):
                    help="DenseNet-121 backbone instead of ResNet-50 (not given: ResNet-50, or the --init_from run's)")
     p.add_argument("--epochs", default=60, type=int, help="number of epochs")
     p.add_argument("--decay_epoch", default=40, type=int, help="epoch after which every learning rate is multiplied by 0.1")
+    p.add_argument("--warm_epoch", default=0, type=int,
+                   help="epochs over which every learning rate rises step by step from 0.1 x its value to it "
+                        "(0: none, as the paper; at most --decay_epoch)")
     p.add_argument("--seed", default=0, type=int, help="seed of every random number generator (weights, sampling, augmentation)")
     p.add_argument("--height", default=None, type=int,
                    help="input image height (not given: 256, or the --init_from run's)")
@@ -203,6 +206,8 @@ def epoch_loader(dataset, args, epoch, device, train, skip=0, shard=None):
 def check_batches(args, shard):
     if args.val_every < 1 or args.state_every < 1:
         sys.exit("error: --val_every and --state_every count epochs: give 1 or more")
+    if not 0 <= args.warm_epoch <= args.decay_epoch:
+        sys.exit(f"error: --warm_epoch {args.warm_epoch}: give 0 (no warm-up) up to --decay_epoch {args.decay_epoch}")
     if args.batchsize % shard.world:
         sys.exit(f"error: --batchsize {args.batchsize} is the total over {shard.world} processes; make it a multiple of it")
     if args.sampler == "pk" and (args.instances < 2 or (args.batchsize // args.instances) % shard.world
@@ -305,12 +310,23 @@ def build_training(args, nclasses, device, pretrained):
     return {"model": model, "verif": verif, "optimizer": optimizer, "scheduler": scheduler, "scaler": scaler}
 
 
+def warm_up(args, epoch, steps):
+    """The multiplier of every learning rate at each step of `epoch` (`steps` steps) during
+    --warm_epoch: it rises linearly from 0.1 and is 1 at the warm-up's last step; None after it.
+    It depends on the epoch and step alone, so a resumed epoch replays the same rates."""
+    if epoch >= args.warm_epoch:
+        return None
+    return lambda step: 0.1 + 0.9 * (epoch + (step + 1) / steps) / args.warm_epoch
+
+
 SUMS = ("steps", "total", "loss_id_sum", "loss_verif_sum", "id_correct", "verif_correct")
 
 
-def run_epoch(net, loader, device, args, *, desc, optimizer=None, scaler=None, sums=None, stop=None, shard=None):
-    """One pass over `loader`; trains when an optimizer is given. `sums` carries the running
-    totals of an epoch resumed in the middle. Returns the totals, summed over all processes."""
+def run_epoch(net, loader, device, args, *, desc, optimizer=None, scaler=None, sums=None, stop=None, shard=None,
+              lr_scale=None):
+    """One pass over `loader`; trains when an optimizer is given, each step's learning rates
+    scaled by lr_scale(step) where given (warm_up). `sums` carries the running totals of an
+    epoch resumed in the middle. Returns the totals, summed over all processes."""
     training = optimizer is not None
     net.train(training)
     sums = {k: 0 for k in SUMS} | (sums or {})
@@ -328,6 +344,11 @@ def run_epoch(net, loader, device, args, *, desc, optimizer=None, scaler=None, s
                 loss = loss_id + loss_verif
             stopping = agree_to_stop(loss, f"{desc} step {sums['steps'] + local['steps'] + 1}", stop, shard)
             if training:
+                if lr_scale is not None:
+                    # the schedule's rate is initial_lr until --decay_epoch, which the warm-up never passes
+                    scale = lr_scale(sums["steps"] + local["steps"])
+                    for group in optimizer.param_groups:
+                        group["lr"] = group["initial_lr"] * scale
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.step(optimizer)
@@ -417,7 +438,7 @@ def main(argv=None):
         torch.backends.cudnn.benchmark = True
     folder = run_dir(args.name)
     source = start_from(args, folder)
-    state = check_run_folder(folder, args)
+    state = check_run_folder(folder, args, defaults=vars(parse_args([])))
     train_set, phases, retrieval = training_data(args)
     opts = dict(vars(args), nclasses=len(train_set.classes))
     if not args.pretrained and not args.init_from and shard.main:
@@ -458,10 +479,11 @@ def main(argv=None):
         for epoch in range(first_epoch, args.epochs):
             start, done_before = time.time(), sums["total"] if sums else 0
             progress = f"{epoch + 1}/{args.epochs}"
-            loader = epoch_loader(phases["train"], args, epoch, device, train=True,
-                                  skip=sums["steps"] if sums else 0, shard=shard)
+            skip = sums["steps"] if sums else 0
+            loader = epoch_loader(phases["train"], args, epoch, device, train=True, skip=skip, shard=shard)
             totals = run_epoch(trained, loader, device, args, desc=f"train {progress}", optimizer=parts["optimizer"],
-                               scaler=parts["scaler"], sums=sums, stop=stop, shard=shard)
+                               scaler=parts["scaler"], sums=sums, stop=stop, shard=shard,
+                               lr_scale=warm_up(args, epoch, skip + len(loader)))
             if stop.signum is not None:
                 if shard.main:
                     save_state(folder, parts, epoch=epoch, sums=totals, history=history)

@@ -94,6 +94,13 @@ def test_a_folder_holding_a_run_is_never_overwritten_silently(tiny_run, prepared
     assert (tmp_path / "model" / "tiny" / "net_last.pth").read_bytes() == before
     with pytest.raises(SystemExit, match="nothing to resume"):
         train_new.main([*TRAIN, "--name", "other", "--data_dir", str(prepared_market), "--resume"])
+    # a run saved before an option existed resumes, the option counting as its default
+    opts = tmp_path / "model" / "tiny" / "opts.yaml"
+    saved = yaml.safe_load(opts.read_text())
+    del saved["label_smoothing"]
+    opts.write_text(yaml.safe_dump(saved))
+    with pytest.raises(SystemExit, match=r"these differ: --label_smoothing 0.0 -> 0.1"):
+        train_new.main(args + ["--label_smoothing", "0.1", "--resume"])
     # resuming a finished run trains nothing more; --overwrite starts afresh
     train_new.main(args + ["--resume"])
     assert (tmp_path / "model" / "tiny" / "train.log").read_text().count("epoch 1/1") == 1

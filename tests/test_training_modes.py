@@ -13,6 +13,7 @@ import test as test_stage
 import train_new
 from conftest import REPO, TRAIN
 from model import in_batch_pairs
+from torch.optim.optimizer import register_optimizer_step_pre_hook
 from train_new import pk_batches
 
 
@@ -59,6 +60,29 @@ def test_pk_needs_batches_that_split_into_identities(prepared_market, tmp_path, 
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit, match="--sampler pk needs --instances"):
         train_new.main([*TRAIN, "--name", "x", "--data_dir", str(prepared_market), "--sampler", "pk", "--instances", "3"])
+
+
+def test_warm_up_raises_every_rate_step_by_step_to_its_own(prepared_market, tmp_path, monkeypatch):
+    args = train_new.parse_args(["--warm_epoch", "2", "--decay_epoch", "5"])
+    scales = [train_new.warm_up(args, epoch, 4)(step) for epoch in range(2) for step in range(4)]
+    assert scales == pytest.approx([0.1 + 0.9 * k / 8 for k in range(1, 9)])
+    assert scales[-1] == 1.0 and train_new.warm_up(args, 2, 4) is None
+    # in training: every group's rate at each step (0.1 x lr for a pretrained backbone's), then the schedule's
+    rates = []
+    hook = register_optimizer_step_pre_hook(
+        lambda optimizer, *_: rates.append([group["lr"] for group in optimizer.param_groups]))
+    monkeypatch.chdir(tmp_path)
+    try:
+        train_new.main([*TRAIN, "--epochs", "3", "--decay_epoch", "2", "--warm_epoch", "1", "--name", "warm",
+                        "--data_dir", str(prepared_market)])
+    finally:
+        hook.remove()
+    steps = len(rates) // 3
+    expected = [0.01 * (0.1 + 0.9 * (k + 1) / steps) for k in range(steps)] + [0.01] * steps + [0.001] * steps
+    assert len(rates) == 3 * steps and steps > 1
+    assert [r[1] for r in rates] == pytest.approx(expected) and all(len(set(r)) == 1 for r in rates)
+    with pytest.raises(SystemExit, match="--warm_epoch 3: give 0 .* up to --decay_epoch 2"):
+        train_new.main([*TRAIN, "--decay_epoch", "2", "--warm_epoch", "3", "--name", "x", "--data_dir", str(prepared_market)])
 
 
 def torchrun(script, *args, cwd):
