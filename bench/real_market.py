@@ -63,10 +63,11 @@ SPLIT_SEED = 0
 # (its table of the run's thresholds comes later, in rows of the same shape)
 VERIFICATION_ROW = re.compile(r"^  (cosine|head)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)$", re.M)
 HEAD_RESULT = re.compile(r"^ranked by the head: Rank@1:(\d\.\d+) .* mAP:(\d\.\d+)$", re.M)
-EPOCH_LINE = re.compile(r"^epoch (\d+)/\d+ \|.* ([\d.]+) samples/s .*\| ([\d.]+)s$", re.M)
-FIELDS = ["config", "seed", "alpha", "sampler", "epochs", "train_s", "s_per_epoch", "samples_per_s", "rank1", "rank5",
-          "rank10", "mAP", "cosine_auc", "cosine_eer", "cosine_tar1e-2", "cosine_tar1e-3", "head_auc", "head_eer",
-          "head_tar1e-2", "head_tar1e-3", "head_rank1", "head_mAP", "machine", "date", "flags"]
+# train_new.py's line per epoch: "epoch 3/30 | train loss ... id acc <a> verif acc ... <r> samples/s | lr ... | <s>s"
+EPOCH_LINE = re.compile(r"^epoch (\d+)/\d+ \|.* id acc ([\d.]+) .* ([\d.]+) samples/s .*\| ([\d.]+)s$", re.M)
+FIELDS = ["config", "seed", "alpha", "sampler", "epochs", "train_s", "s_per_epoch", "samples_per_s", "fit", "rank1",
+          "rank5", "rank10", "mAP", "cosine_auc", "cosine_eer", "cosine_tar1e-2", "cosine_tar1e-3", "head_auc",
+          "head_eer", "head_tar1e-2", "head_tar1e-3", "head_rank1", "head_mAP", "machine", "date", "flags"]
 TARGET = {"rank1": 0.85, "mAP": 0.70}
 
 
@@ -84,12 +85,24 @@ def read_rows(path):
 
 
 def append_row(path, row):
-    """One finished run, appended (a header first when the file is new): a stop loses no finished run."""
-    new = not os.path.isfile(path)
+    """One finished run, appended (a header first when the file is new): a stop loses no finished run.
+    A file written before a column was added gets it first (blank for its older runs), by a whole
+    copy put in its place, so that its rows stay readable by their header."""
+    header = None
+    if os.path.isfile(path):
+        with open(path, newline="") as f:
+            header = next(csv.reader(f), None)
+    if header is not None and header != FIELDS:
+        rows = read_rows(path)
+        with open(path + ".tmp", "w", newline="") as f:
+            writer = csv.DictWriter(f, FIELDS, lineterminator="\n")
+            writer.writeheader()
+            writer.writerows(rows)
+        os.replace(path + ".tmp", path)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "a", newline="") as f:
         writer = csv.DictWriter(f, FIELDS, lineterminator="\n")
-        if new:
+        if header is None:
             writer.writeheader()
         writer.writerow(row)
 
@@ -122,13 +135,14 @@ def train_and_measure(config, seed, tree, work, extra):
         verification.setdefault(score, values)
     head = HEAD_RESULT.search(printed)
     options = train_new.parse_args(flags(config, extra))  # the options as training resolved them
-    seconds = [float(s) for _, _, s in epochs]
+    seconds = [float(s) for _, _, _, s in epochs]
     row = {"config": config, "seed": seed, "alpha": options.alpha, "sampler": options.sampler,
            "epochs": len(epochs), "train_s": f"{sum(seconds):.0f}", "s_per_epoch": f"{statistics.median(seconds):.1f}",
-           "samples_per_s": f"{statistics.median(float(r) for _, r, _ in epochs):.1f}", "rank1": rank1,
-           "rank5": rank5, "rank10": rank10, "mAP": mean_ap, "head_rank1": head[1] if head else "",
-           "head_mAP": head[2] if head else "", "machine": machine(), "date": datetime.date.today().isoformat(),
-           "flags": " ".join(flags(config, extra))}
+           "samples_per_s": f"{statistics.median(float(r) for _, _, r, _ in epochs):.1f}",
+           # the share of its training images the network classified right in its last epoch
+           "fit": epochs[-1][1], "rank1": rank1, "rank5": rank5, "rank10": rank10, "mAP": mean_ap,
+           "head_rank1": head[1] if head else "", "head_mAP": head[2] if head else "", "machine": machine(),
+           "date": datetime.date.today().isoformat(), "flags": " ".join(flags(config, extra))}
     for score in ("cosine", "head"):
         for key, value in zip(("auc", "eer", "tar1e-2", "tar1e-3"), verification.get(score, ("",) * 4)):
             row[f"{score}_{key}"] = value

@@ -2,6 +2,7 @@
 held-out split, trains, tests and evaluates by the repository's commands, keeps each finished
 run as a row, and neither trains a finished run again nor restarts a stopped one."""
 import csv
+import importlib
 import os
 import subprocess
 import sys
@@ -37,6 +38,7 @@ def test_bench_measures_held_out_people_and_resumes(raw_market_once, tmp_path):
     assert "3 held-out identities" in first.stdout and "chance level Rank@1" in first.stdout
     assert "| recipe (as above) | 1 |" in first.stdout
     log = (work / "model" / "recipe_s0" / "train.log").read_text()
+    assert f" id acc {rows[0]['fit']} " in log.splitlines()[-1]  # the fit: the last epoch's identity accuracy
 
     again = bench(raw_market_once, work, results)  # finished: nothing is trained again
     assert again.returncode == 0 and "recipe_s0: training" not in again.stdout
@@ -51,3 +53,16 @@ def test_bench_names_a_folder_without_training_images(tmp_path):
     done = bench(tmp_path, tmp_path / "work", tmp_path / "runs.csv")
     assert done.returncode == 1 and f"--data {tmp_path} holds no bounding_box_train/" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_results_file_written_before_a_column_gains_it(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(os.path.join(REPO, "bench"))
+    real_market = importlib.import_module("real_market")
+    old = [f for f in real_market.FIELDS if f != "fit"]
+    results = tmp_path / "runs.csv"
+    results.write_text(",".join(old) + "\n" + ",".join("1" if f == "rank1" else "x" for f in old) + "\n")
+    real_market.append_row(str(results), dict.fromkeys(real_market.FIELDS, "2"))
+    with open(results, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["rank1"], r["fit"]) for r in rows] == [("1", ""), ("2", "2")]
+    assert sorted(os.listdir(tmp_path)) == ["runs.csv"]
