@@ -44,6 +44,7 @@ import cli  # noqa: E402  (stages puts the repository on the path)
 import train_new
 from data import IMAGE_EXTENSIONS, parse_names
 from metrics import rank_queries, summarize
+from runs import atomic_path
 
 RECIPE = {"--height": "64", "--width": "32", "--sampler": "pk", "--instances": "2", "--batchsize": "64",
           "--lr": "0.03", "--epochs": "30", "--decay_epoch": "24", "--alpha": "2", "--erasing_p": "0.5",
@@ -85,26 +86,18 @@ def read_rows(path):
 
 
 def append_row(path, row):
-    """One finished run, appended (a header first when the file is new): a stop loses no finished run.
-    A file written before a column was added gets it first (blank for its older runs), by a whole
-    copy put in its place, so that its rows stay readable by their header."""
-    header = None
-    if os.path.isfile(path):
-        with open(path, newline="") as f:
-            header = next(csv.reader(f), None)
-    if header is not None and header != FIELDS:
-        rows = read_rows(path)
-        with open(path + ".tmp", "w", newline="") as f:
-            writer = csv.DictWriter(f, FIELDS, lineterminator="\n")
-            writer.writeheader()
-            writer.writerows(rows)
-        os.replace(path + ".tmp", path)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "a", newline="") as f:
+    """One finished run, appended: a stop loses no finished run. A new file, or one written before a
+    column was added (its older runs get it blank), is written whole instead, under a temporary name
+    renamed into place, so that a stop leaves the file as it was."""
+    rows = read_rows(path)
+    if rows and list(rows[0]) == FIELDS:
+        with open(path, "a", newline="") as f:
+            csv.DictWriter(f, FIELDS, lineterminator="\n").writerow(row)
+        return
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, FIELDS, lineterminator="\n")
-        if header is None:
-            writer.writeheader()
-        writer.writerow(row)
+        writer.writeheader()
+        writer.writerows(rows + [row])
 
 
 def prepare(raw, work, hold_out):
