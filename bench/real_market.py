@@ -16,7 +16,9 @@ gallery, never trained on. Then, for each configuration and seed:
 in <work>, each run in <work>/model/<configuration>_s<seed>/. Each finished run becomes one
 row of --results (CSV); a run already there is not trained again, and one stopped midway
 (Ctrl-C, a closed session) resumes from its state.pth. The table of means and spreads over
-the seeds is printed at the end, with the chance level (random descriptors) of the split.
+the seeds is printed at the end, with the chance level (random descriptors) of the split,
+and each configuration's gain over the recipe (and alpha 1's over alpha 0) against the seeds'
+spread: Welch's t-test.
 
 The recipe, chosen by measurement on 2 CPU cores (docs/real_market.md): 64 x 32 images, from
 scratch (no ImageNet weights), P x K batches of 32 identities x 2 images, lr 0.03, 30 epochs
@@ -38,6 +40,7 @@ import sys
 import time
 
 import numpy as np
+import scipy.stats
 
 from stages import REPO, RESULT_LINE, machine, run_stage
 import cli  # noqa: E402  (stages puts the repository on the path)
@@ -185,6 +188,27 @@ def table(rows, configs):
     return "\n".join(lines)
 
 
+def compare(rows, configs):
+    """Each configuration against the recipe, and alpha 1 against alpha 0 (the paper's claim): the difference of
+    the means of Rank@1 and mAP in points, and Welch's t-test over the seeds (unequal spreads), so that a gain
+    reads against the seed-to-seed spread."""
+    pairs = [(c, "recipe") for c in configs if c != "recipe"]
+    if "alpha1" in configs and "alpha0" in configs:
+        pairs.append(("alpha1", "alpha0"))
+    lines = []
+    for a, b in pairs:
+        runs = {c: [r for r in rows if r["config"] == c] for c in (a, b)}
+        if min(len(v) for v in runs.values()) < 2:
+            continue  # a t-test needs a spread on both sides
+        parts = []
+        for label, key in (("Rank@1", "rank1"), ("mAP", "mAP")):
+            x, y = ([float(r[key]) for r in runs[c]] for c in (a, b))
+            t, p = scipy.stats.ttest_ind(x, y, equal_var=False)
+            parts.append(f"{label} {100 * (statistics.mean(x) - statistics.mean(y)):+.1f} points (t {t:.2f}, p {p:.2g})")
+        lines.append(f"{a} against {b} ({len(runs[a])} + {len(runs[b])} seeds, Welch): " + ", ".join(parts))
+    return "\n".join(lines)
+
+
 def main():
     p = cli.parser(__doc__)
     p.add_argument("--data", required=True, help="the raw Market-1501 folder holding bounding_box_train/")
@@ -241,6 +265,8 @@ def report(rows, configs, seeds):
     """The table of the finished runs of these configurations and seeds, and where the recipe stands."""
     rows = [r for r in rows if int(r["seed"]) in seeds]
     print(table(rows, configs))
+    if compared := compare(rows, configs):
+        print(compared)
     recipe = [r for r in rows if r["config"] == "recipe"]
     if recipe:
         means = {k: statistics.mean(float(r[k]) for r in recipe) for k in TARGET}

@@ -66,3 +66,18 @@ def test_a_results_file_written_before_a_column_gains_it(tmp_path, monkeypatch):
         rows = list(csv.DictReader(f))
     assert [(r["rank1"], r["fit"]) for r in rows] == [("1", ""), ("2", "2")]
     assert sorted(os.listdir(tmp_path)) == ["runs.csv"]
+
+
+def test_the_table_weighs_each_gain_against_the_seeds_spread(monkeypatch):
+    monkeypatch.syspath_prepend(os.path.join(REPO, "bench"))
+    real_market = importlib.import_module("real_market")
+    runs = {"recipe": ([0.80, 0.82, 0.84], [0.70, 0.71, 0.72]), "alpha0": ([0.76, 0.78, 0.80], [0.68, 0.70, 0.72]),
+            "alpha1": ([0.85], [0.75])}
+    rows = [{"config": c, "rank1": str(r), "mAP": str(m)} for c, (ranks, maps) in runs.items()
+            for r, m in zip(ranks, maps)]
+    # by hand: Rank@1 -4.0 points, standard error sqrt(0.02^2/3 + 0.02^2/3) = 0.01633, t = -2.449 on 4 degrees
+    # of freedom, two-sided p = 0.070; mAP -1.0 points, t = -0.01 / sqrt(0.01^2/3 + 0.02^2/3) = -0.775.
+    # alpha 1 has one seed, no spread: no test for it
+    assert real_market.compare(rows, ["recipe", "alpha0", "alpha1"]) == (
+        "alpha0 against recipe (3 + 3 seeds, Welch): Rank@1 -4.0 points (t -2.45, p 0.07), "
+        "mAP -1.0 points (t -0.77, p 0.5)")
