@@ -8,9 +8,13 @@ image is decoded: a real epoch adds loading, on the same cores.
 
     python bench/step_speed.py                                   # 64x32, 96x48, 128x64: about 3 minutes on 2 cores
     python bench/step_speed.py --sizes 256x128 --steps 4         # the paper's size
+    python bench/step_speed.py --sizes 64x32 --compile           # and the fastest of them under torch.compile
 
 samples/s is the median over the timed steps; "ratio" is against fp32 channels-first at the same
-size, measured in the same run; "min/epoch" is --images divided by samples/s.
+size, measured in the same run; "min/epoch" is --images divided by samples/s. With --compile,
+the fastest of the four is timed again as train_new.py --compile runs it (bf16 channels-last on a
+CPU with AVX-512 bf16, fp32 on one with AVX2 only); its compilation happens in the untimed first
+steps, and is printed apart.
 """
 import statistics
 import time
@@ -26,12 +30,14 @@ from model import Verification, objective
 CONFIGS = [("fp32", False), ("fp32", True), ("bf16", False), ("bf16", True)]
 
 
-def samples_per_s(height, width, precision, channels_last, batch, steps, classes=651):
+def samples_per_s(height, width, precision, channels_last, batch, steps, compiled=False, classes=651):
+    """Median samples/s over the timed steps, and the seconds of the untimed first two (compilation, if any)."""
     args = train_new.parse_args(["--no-pretrained", "--sampler", "pk", "--batchsize", str(batch), "--precision",
                                  precision, "--channels_last" if channels_last else "--no-channels_last"])
     torch.manual_seed(0)
     parts = train_new.build_training(args, classes, torch.device("cpu"), pretrained=False)
     net = Verification(parts["model"], parts["verif"]).train()
+    net = torch.compile(net) if compiled else net
     images = torch.randn(batch, 3, height, width)
     if channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
@@ -45,7 +51,7 @@ def samples_per_s(height, width, precision, channels_last, batch, steps, classes
         (loss_id + loss_verif).backward()
         parts["optimizer"].step()
         times.append(time.perf_counter() - start)
-    return batch / statistics.median(times[2:])
+    return batch / statistics.median(times[2:]), sum(times[:2])
 
 
 def main():
@@ -54,6 +60,8 @@ def main():
                    help="input sizes HEIGHTxWIDTH to time")
     p.add_argument("--batch", type=int, default=64, help="images per step (the real-image recipe's 64)")
     p.add_argument("--steps", type=int, default=6, help="timed steps per configuration (after 2 untimed)")
+    p.add_argument("--compile", action="store_true",
+                   help="also time the fastest configuration under torch.compile (train_new.py --compile)")
     p.add_argument("--images", type=int, default=11241,
                    help="images per epoch, for min/epoch (default: Market-1501's 651 training identities)")
     args = p.parse_args()
@@ -64,14 +72,23 @@ def main():
             p.error(f"--sizes {size}: give HEIGHTxWIDTH, e.g. 64x32")
         sizes.append((int(height), int(width)))
     print(machine(), f"| torch {torch.__version__}, {torch.get_num_threads()} threads", flush=True)
-    print(f"{'size':>8} {'precision':>9} {'memory':>14} {'samples/s':>10} {'ratio':>6} {'min/epoch':>9}")
+    print(f"{'size':>8} {'precision':>9} {'memory':>24} {'samples/s':>10} {'ratio':>6} {'min/epoch':>9}")
     for height, width in sizes:
-        base = None
+        rates = {}
         for precision, channels_last in CONFIGS:
-            rate = samples_per_s(height, width, precision, channels_last, args.batch, args.steps)
-            base = base or rate
-            print(f"{height:>4}x{width:<3} {precision:>9} {'channels-last' if channels_last else 'channels-first':>14} "
-                  f"{rate:>10.1f} {rate / base:>5.2f}x {args.images / rate / 60:>9.1f}", flush=True)
+            rates[precision, channels_last] = report(height, width, precision, channels_last, False, args,
+                                                     rates.get(("fp32", False)))
+        if args.compile:
+            report(height, width, *max(rates, key=rates.get), True, args, rates[("fp32", False)])
+
+
+def report(height, width, precision, channels_last, compiled, args, base):
+    """Time one configuration and print its row; its samples/s, against `base` (fp32 channels-first)."""
+    rate, first = samples_per_s(height, width, precision, channels_last, args.batch, args.steps, compiled)
+    memory = ("channels-last" if channels_last else "channels-first") + (", compiled" if compiled else "")
+    print(f"{height:>4}x{width:<3} {precision:>9} {memory:>24} {rate:>10.1f} {rate / (base or rate):>5.2f}x "
+          f"{args.images / rate / 60:>9.1f}" + (f"  ({first:.0f} s compiling)" if compiled else ""), flush=True)
+    return rate
 
 
 if __name__ == "__main__":
