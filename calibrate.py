@@ -19,7 +19,7 @@ import sys
 import torch
 
 import cli
-from devices import choose_device, loader_workers
+from devices import choose_device, loader_workers, note_emulated
 from model import descriptors, load_head, load_trained
 from runs import run_dir
 from verification import FARS, calibrate_on_people, calibration_images, save_thresholds
@@ -41,6 +41,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     device = choose_device(args.gpu_ids)
     args.num_workers = loader_workers(args.num_workers, device)
+    note_emulated(device, args.precision)
 
     folder = run_dir(args.name)
     model, opts = load_trained(folder, args.which_epoch)

@@ -8,11 +8,40 @@ import numpy as np
 import torch
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+# The /proc/cpuinfo flags of the instructions a CPU computes bf16 or fp16 with. Without them PyTorch
+# emulates the format, and autocast slows the network down instead: on an AVX2-only CPU a bf16
+# training step ran 12 times slower than fp32 (docs/benchmarks.md, M9).
+CPU_INSTRUCTIONS = {"bf16": ("avx512_bf16", "amx_bf16"), "fp16": ("avx512_fp16", "amx_fp16")}
 
 
 def autocast(device, precision):
     """The context the network runs in: bf16 or fp16 through autocast, plain fp32 otherwise."""
     return torch.autocast(device.type, dtype=PRECISIONS[precision], enabled=precision != "fp32")
+
+
+def native(device, precision, cpuinfo="/proc/cpuinfo"):
+    """Whether `device` computes `precision` with instructions of its own: fp32 always; on a GPU,
+    fp16 always and bf16 where CUDA says so; on a CPU, when its flags name the instructions (a
+    system without /proc/cpuinfo is given the benefit of the doubt)."""
+    if precision == "fp32":
+        return True
+    if device.type == "cuda":
+        return precision == "fp16" or torch.cuda.is_bf16_supported()
+    try:
+        with open(cpuinfo) as f:
+            flags = set(f.read().split())
+    except OSError:
+        return True
+    return not flags.isdisjoint(CPU_INSTRUCTIONS[precision])
+
+
+def note_emulated(device, precision):
+    """One line on stderr when --precision asks for arithmetic the device can only emulate."""
+    if not native(device, precision):
+        print(f"note: --precision {precision}: this CPU has no {precision} instructions "
+              f"({' or '.join(CPU_INSTRUCTIONS[precision])}), so PyTorch emulates them, slower than fp32 (a bf16 "
+              f"training step ran 12x slower on an AVX2-only CPU: docs/benchmarks.md); pass --precision fp32",
+              file=sys.stderr)
 
 
 def choose_device(gpu_ids):

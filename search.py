@@ -61,7 +61,7 @@ import gallery
 import report
 from cli import UserError
 from data import load_image
-from devices import loader_workers, start_processes
+from devices import loader_workers, note_emulated, start_processes
 from model import load_head, load_trained
 from pictures import draw_ranking
 from runs import atomic_path, head_path, run_dir
@@ -375,6 +375,7 @@ def main(argv=None):
     detections = footage_detections(args, [g for g in args.gallery if fo.is_footage(g)])
     shard, device = start_processes(args.gpu_ids)
     args.num_workers = loader_workers(args.num_workers, device)
+    note_emulated(device, args.precision)
     model, opts = load_trained(folder, args.which_epoch)
     model = model.to(device, memory_format=torch.channels_last).eval()
     if shard.world > 1:

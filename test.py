@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, Subset
 
 import cli
 from data import image_folder, parse_names, save_features, test_transform
-from devices import loader_workers, start_processes
+from devices import loader_workers, note_emulated, start_processes
 from model import descriptors, load_head, load_trained
 from runs import run_dir
 from verification import load_thresholds
@@ -49,6 +49,7 @@ def main(argv=None):
     args = parse_args(argv)
     shard, device = start_processes(args.gpu_ids)
     args.num_workers = loader_workers(args.num_workers, device)
+    note_emulated(device, args.precision)
     folder = run_dir(args.name)
     model, opts = load_trained(folder, args.which_epoch)
     model = model.to(device, memory_format=torch.channels_last).eval()

@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 import cli
 from data import IMAGENET_MEAN, IMAGENET_STD, LabelledImages, image_folder, parse_names, test_transform
-from devices import autocast, check_in_sync, loader_workers, start_processes
+from devices import autocast, check_in_sync, loader_workers, note_emulated, start_processes
 from metrics import rank_queries, summarize
 from model import (DIFFERENT, IDENTITY_CLASSIFIER, SAME, Verification, VerificationTriplets, build_model, descriptors,
                    head_weights, load_trained, load_verif, objective, verif_net)
@@ -430,6 +430,7 @@ def main(argv=None):
     args = parse_args(argv)
     shard, device = start_processes(args.gpu_ids)
     args.num_workers = loader_workers(args.num_workers, device)
+    note_emulated(device, args.precision)
     check_batches(args, shard)
     random.seed(args.seed)
     np.random.seed(args.seed)

@@ -9,6 +9,7 @@ import pytest
 import scipy.io
 import torch
 
+import devices
 import test as test_stage
 import train_new
 from conftest import REPO, TRAIN
@@ -45,6 +46,22 @@ def test_in_batch_pairs():
 
 # fp16 arithmetic is emulated on CPUs (minutes even at this size): checked where there is a GPU
 FP16 = pytest.param(["--precision", "fp16"], marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"))
+
+
+def test_a_cpu_without_bf16_instructions_is_told_to_train_in_fp32(tmp_path, monkeypatch, capsys):
+    cpu = torch.device("cpu")
+    avx2 = tmp_path / "avx2"
+    avx2.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx f16c fma avx2\n")
+    avx512 = tmp_path / "avx512"
+    avx512.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512bw avx512_bf16\n")
+    assert not devices.native(cpu, "bf16", avx2) and devices.native(cpu, "bf16", avx512)
+    assert devices.native(cpu, "fp32", avx2) and not devices.native(cpu, "fp16", avx512)
+    # this machine as one without the instructions, whatever it has
+    monkeypatch.setitem(devices.CPU_INSTRUCTIONS, "bf16", ("an_instruction_no_cpu_has",))
+    devices.note_emulated(cpu, "bf16")
+    devices.note_emulated(cpu, "fp32")
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and "--precision bf16" in err[0] and err[0].endswith("pass --precision fp32")
 
 
 @pytest.mark.parametrize("extra", [["--sampler", "pk", "--instances", "2"], ["--precision", "bf16"], FP16])
