@@ -23,8 +23,8 @@ spread: Welch's t-test.
 The recipe, chosen by measurement on 2 CPU cores (docs/real_market.md): 64 x 32 images, from
 scratch (no ImageNet weights), P x K batches of 32 identities x 2 images, lr 0.03, 30 epochs
 with every rate x0.1 after 24, random erasing (p 0.5), alpha 2, bf16 autocast with
-channels-last (1.4x the steps of fp32 on a CPU with AVX-512 bf16; on one without, pass
--- --precision fp32 --no-channels_last), all training images (--train_all). The configurations
+channels-last (1.2-1.4x the steps of fp32 on a CPU with AVX-512 bf16; on a CPU without bf16
+instructions, which would emulate it 12x slower, fp32 instead), all training images (--train_all). The configurations
 of --full change one thing each: alpha 0 (identification only), alpha 1 (the paper's weight),
 and the original's triplet loading (three images per anchor) for the epochs that take the
 recipe's time. docs/real_market_14ep_runs.csv holds the same table for the recipe before
@@ -41,17 +41,18 @@ import time
 
 import numpy as np
 import scipy.stats
+import torch
 
 from stages import REPO, RESULT_LINE, machine, run_stage
 import cli  # noqa: E402  (stages puts the repository on the path)
 import train_new
 from data import IMAGE_EXTENSIONS, parse_names
+from devices import native
 from metrics import rank_queries, summarize
 from runs import atomic_path
 
 RECIPE = {"--height": "64", "--width": "32", "--sampler": "pk", "--instances": "2", "--batchsize": "64",
-          "--lr": "0.03", "--epochs": "30", "--decay_epoch": "24", "--alpha": "2", "--erasing_p": "0.5",
-          "--precision": "bf16"}
+          "--lr": "0.03", "--epochs": "30", "--decay_epoch": "24", "--alpha": "2", "--erasing_p": "0.5"}
 SWITCHES = ["--no-pretrained", "--train_all", "--channels_last"]
 # configuration -> what it changes in the recipe. The triplet loader passes three images per
 # anchor through the network: at about 1/2.7 of the pk samples/s (docs/benchmarks.md), 11 epochs
@@ -75,9 +76,16 @@ FIELDS = ["config", "seed", "alpha", "sampler", "epochs", "train_s", "s_per_epoc
 TARGET = {"rank1": 0.85, "mAP": 0.70}
 
 
+def arithmetic():
+    """The recipe's --precision: bf16 where the machine that trains computes it (a GPU; a CPU with
+    AVX-512 bf16 or AMX, where it gives 1.2-1.4x the steps of fp32), fp32 elsewhere (an AVX2-only CPU
+    emulates bf16, 12x slower than fp32: docs/benchmarks.md)."""
+    return "bf16" if native(torch.device("cuda" if torch.cuda.is_available() else "cpu"), "bf16") else "fp32"
+
+
 def flags(config, extra):
     """train_new.py's flags for a configuration; `extra` (after -- on the command line) comes last and wins."""
-    options = RECIPE | CONFIGS[config]
+    options = RECIPE | {"--precision": arithmetic()} | CONFIGS[config]
     return [x for pair in options.items() for x in pair] + SWITCHES + extra
 
 
@@ -241,7 +249,7 @@ def main():
     work = os.path.abspath(args.work)
     os.makedirs(work, exist_ok=True)
 
-    print(machine(), flush=True)
+    print(machine(), f"| the recipe's arithmetic here: {arithmetic()}", flush=True)
     tree = prepare(os.path.abspath(args.data), work, args.hold_out)
     level, n_query, n_gallery = chance(tree)
     print(f"split: {args.hold_out} held-out identities, {n_query} queries, {n_gallery} gallery images; chance level "

@@ -81,3 +81,13 @@ def test_the_table_weighs_each_gain_against_the_seeds_spread(monkeypatch):
     assert real_market.compare(rows, ["recipe", "alpha0", "alpha1"]) == (
         "alpha0 against recipe (3 + 3 seeds, Welch): Rank@1 -4.0 points (t -2.45, p 0.07), "
         "mAP -1.0 points (t -0.77, p 0.5)")
+
+
+def test_the_recipe_trains_in_fp32_where_bf16_would_be_emulated(monkeypatch):
+    monkeypatch.syspath_prepend(os.path.join(REPO, "bench"))
+    real_market = importlib.import_module("real_market")
+    for has_bf16, precision in ((True, "bf16"), (False, "fp32")):
+        monkeypatch.setattr(real_market, "native", lambda device, wanted: has_bf16)
+        options = real_market.flags("recipe", [])
+        assert options[options.index("--precision") + 1] == precision
+    assert real_market.flags("recipe", ["--precision", "bf16"])[-1] == "bf16"  # the command line still wins
