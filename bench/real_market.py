@@ -5,6 +5,7 @@ verification beats identification alone) at this scale.
     python bench/real_market.py --data ../shared/data/market1501          # quick: the recipe, one seed
     python bench/real_market.py --data ../shared/data/market1501 --full   # the table: hours; resumes
     python bench/real_market.py --data ../shared/data/market1501 --full --table   # the table so far
+    python bench/real_market.py --data x --full --table --figure docs/real_market_seeds.png   # and a picture
 
 --data is the raw folder holding bounding_box_train/ (Market-1501's 12,936 training images of
 751 people). prepare.py --hold_out 100 --seed 0 turns it into <work>/market1501_h100: 651
@@ -217,6 +218,30 @@ def compare(rows, configs):
     return "\n".join(lines)
 
 
+def draw_seeds(rows, configs, path):
+    """A PNG of each configuration's seeds, Rank@1 and mAP side by side: a dot a seed, a line at their
+    mean, the target dashed, so that a gain reads against the seeds' spread at a glance."""
+    import matplotlib  # here: only --figure needs it
+    matplotlib.use("Agg")  # the picture goes to a file; no screen is needed
+    import matplotlib.pyplot as plt
+    done = [c for c in configs if any(r["config"] == c for r in rows)]
+    fig, axes = plt.subplots(1, 2, figsize=(1.6 + 1.3 * len(done), 3.4))
+    for ax, (label, key) in zip(axes, (("Rank@1", "rank1"), ("mAP", "mAP"))):
+        for x, config in enumerate(done):
+            values = [float(r[key]) for r in rows if r["config"] == config]
+            ax.plot([x] * len(values), values, "o", color="tab:blue", alpha=0.6)
+            ax.hlines(statistics.mean(values), x - 0.3, x + 0.3, color="black")
+        ax.axhline(TARGET[key], ls="--", lw=1, color="tab:red", label=f"target {TARGET[key]}")
+        ax.set_xticks(range(len(done)), ["\n".join([c] + [f"{k} {v}" for k, v in CONFIGS[c].items()]) for c in done],
+                      fontsize=7)
+        ax.set_title(f"{label}: seeds (dots), mean (line)", fontsize=8)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+
+
 def main():
     p = cli.parser(__doc__)
     p.add_argument("--data", required=True, help="the raw Market-1501 folder holding bounding_box_train/")
@@ -228,6 +253,9 @@ def main():
                    help="the configurations to run (not given: recipe alone, or all with --full)")
     p.add_argument("--table", action="store_true",
                    help="print the table of the runs --results holds, and run nothing")
+    p.add_argument("--figure", default=None,
+                   help="also draw each configuration's seeds (Rank@1 and mAP) into this PNG, e.g. "
+                        "docs/real_market_seeds.png")
     p.add_argument("--hold_out", type=int, default=100, help="identities held out of training as query and gallery")
     p.add_argument("--work", default=os.path.join(REPO, "data", "real_market_e30"),
                    help="working folder: the prepared tree and model/ with every run")
@@ -241,7 +269,7 @@ def main():
     configs = args.configs or (list(CONFIGS) if args.full else ["recipe"])
     seeds = range(args.seeds if args.seeds is not None else 3 if args.full else 1)
     if args.table:
-        report(read_rows(args.results), configs, seeds)
+        report(read_rows(args.results), configs, seeds, args.figure)
         return
     if not os.path.isdir(os.path.join(args.data, "bounding_box_train")):
         sys.exit(f"error: --data {args.data} holds no bounding_box_train/; pass the raw Market-1501 folder "
@@ -266,12 +294,15 @@ def main():
             print(f"{config}_s{seed}: Rank@1 {float(row['rank1']):.4f} mAP {float(row['mAP']):.4f}, "
                   f"{int(row['epochs'])} epochs in {float(row['train_s']) / 60:.1f} min of training "
                   f"({row['s_per_epoch']} s/epoch); {time.time() - start:.0f} s in all", flush=True)
-    report(read_rows(args.results), configs, seeds)
+    report(read_rows(args.results), configs, seeds, args.figure)
 
 
-def report(rows, configs, seeds):
-    """The table of the finished runs of these configurations and seeds, and where the recipe stands."""
+def report(rows, configs, seeds, figure=None):
+    """The table of the finished runs of these configurations and seeds, and where the recipe stands;
+    with `figure`, their seeds drawn into it."""
     rows = [r for r in rows if int(r["seed"]) in seeds]
+    if figure:
+        draw_seeds(rows, configs, figure)
     print(table(rows, configs))
     if compared := compare(rows, configs):
         print(compared)

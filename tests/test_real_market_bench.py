@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 
+from PIL import Image
+
 from conftest import REPO
 
 TINY_RECIPE = ["--", "--epochs", "1", "--height", "32", "--width", "16", "--batchsize", "8", "--num_workers", "0",
@@ -91,3 +93,17 @@ def test_the_recipe_trains_in_fp32_where_bf16_would_be_emulated(monkeypatch):
         options = real_market.flags("recipe", [])
         assert options[options.index("--precision") + 1] == precision
     assert real_market.flags("recipe", ["--precision", "bf16"])[-1] == "bf16"  # the command line still wins
+
+
+def test_the_figure_shows_the_seeds_of_each_configuration_run(monkeypatch, tmp_path):
+    monkeypatch.syspath_prepend(os.path.join(REPO, "bench"))
+    real_market = importlib.import_module("real_market")
+    rows = [dict.fromkeys(real_market.FIELDS, "1") | {"config": c, "seed": str(s), "rank1": str(0.8 + s / 100),
+                                                       "mAP": str(0.7 - s / 100)}
+            for c in ("recipe", "alpha0") for s in range(3)]
+    figure = tmp_path / "seeds.png"
+    real_market.report(rows, ["recipe", "alpha0", "alpha1"], range(3), str(figure))
+    with Image.open(figure) as image:
+        image.load()  # a whole PNG, not a half-written one
+        assert image.format == "PNG"
+    assert sorted(os.listdir(tmp_path)) == ["seeds.png"]
