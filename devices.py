@@ -2,6 +2,7 @@
 processes of a torchrun launch, each doing its share (train_new.py, test.py, search.py).
 """
 import os
+import re
 import sys
 
 import numpy as np
@@ -19,6 +20,19 @@ def autocast(device, precision):
     return torch.autocast(device.type, dtype=PRECISIONS[precision], enabled=precision != "fp32")
 
 
+def cpu_info(cpuinfo="/proc/cpuinfo"):
+    """The CPU's model name and the set of its flags (instruction sets), from /proc/cpuinfo;
+    (None, None) where the system has none."""
+    try:
+        with open(cpuinfo) as f:
+            info = f.read()
+    except OSError:
+        return None, None
+    model = re.search(r"^model name\s*:\s*(.*)$", info, re.M)
+    flags = re.search(r"^flags\s*:\s*(.*)$", info, re.M)
+    return (model[1] if model else None), set(flags[1].split() if flags else ())
+
+
 def native(device, precision, cpuinfo="/proc/cpuinfo"):
     """Whether `device` computes `precision` with instructions of its own: fp32 always; on a GPU,
     fp16 always and bf16 where CUDA says so; on a CPU, when its flags name the instructions (a
@@ -27,12 +41,8 @@ def native(device, precision, cpuinfo="/proc/cpuinfo"):
         return True
     if device.type == "cuda":
         return precision == "fp16" or torch.cuda.is_bf16_supported()
-    try:
-        with open(cpuinfo) as f:
-            flags = set(f.read().split())
-    except OSError:
-        return True
-    return not flags.isdisjoint(CPU_INSTRUCTIONS[precision])
+    flags = cpu_info(cpuinfo)[1]
+    return flags is None or not flags.isdisjoint(CPU_INSTRUCTIONS[precision])
 
 
 def note_emulated(device, precision):

@@ -2,13 +2,13 @@
 their own (where model/ and relative paths go), and reading the line evaluate.py prints."""
 import os
 import platform
-import re
 import subprocess
 import sys
 import tempfile
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
+from devices import cpu_info  # noqa: E402
 from metrics import RESULT_LINE  # noqa: E402,F401  evaluate.py's metrics line, for the benchmarks
 
 
@@ -44,9 +44,9 @@ def training_tree(given, work):
 
 def machine():
     """The CPU's model, vector extensions (they change CPU timings by 2x and more) and cores."""
-    info = open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else ""
-    model = re.search(r"^model name\s*:\s*(.*)$", info, re.M)
-    vector = ("AVX-512" + (" with bf16" if " avx512_bf16" in info else "") + (", AMX" if " amx_tile" in info else "")
-              if " avx512f" in info else "AVX2, no AVX-512" if " avx2" in info else "neither AVX2 nor AVX-512")
+    model, flags = cpu_info()
+    flags = flags or set()
+    vector = ("AVX-512" + (" with bf16" if "avx512_bf16" in flags else "") + (", AMX" if "amx_tile" in flags else "")
+              if "avx512f" in flags else "AVX2, no AVX-512" if "avx2" in flags else "neither AVX2 nor AVX-512")
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return f"CPU: {model[1] if model else platform.processor()}, {vector}, {cores} cores"
+    return f"CPU: {model or platform.processor()}, {vector}, {cores} cores"

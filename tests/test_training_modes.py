@@ -56,6 +56,10 @@ def test_a_cpu_without_bf16_instructions_is_told_to_train_in_fp32(tmp_path, monk
     avx512.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512bw avx512_bf16\n")
     assert not devices.native(cpu, "bf16", avx2) and devices.native(cpu, "bf16", avx512)
     assert devices.native(cpu, "fp32", avx2) and not devices.native(cpu, "fp16", avx512)
+    named = tmp_path / "named"
+    named.write_text("processor\t: 0\nmodel name\t: AMD EPYC 9R14\nflags\t\t: fpu avx2\n")
+    assert devices.cpu_info(named) == ("AMD EPYC 9R14", {"fpu", "avx2"})
+    assert devices.cpu_info(tmp_path / "none") == (None, None) and devices.native(cpu, "bf16", tmp_path / "none")
     # this machine as one without the instructions, whatever it has
     monkeypatch.setitem(devices.CPU_INSTRUCTIONS, "bf16", ("an_instruction_no_cpu_has",))
     devices.note_emulated(cpu, "bf16")
