@@ -104,7 +104,7 @@ def write_rows(path, rows):
     """The whole file, under a temporary name renamed into place, so that a stop leaves it as it was;
     a row read from a file written before a column was added gets that column blank."""
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, FIELDS, restval="", lineterminator="\n")
+        writer = csv.DictWriter(f, FIELDS, lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
 
@@ -128,9 +128,19 @@ def prepare(raw, work, hold_out):
     return tree
 
 
+def run_name(config, seed):
+    """The run's name: its folder under <work>/model/."""
+    return f"{config}_s{seed}"
+
+
+def features(name):
+    """Where test.py writes a run's features, relative to the work folder."""
+    return os.path.join("model", name, "pytorch_result.mat")
+
+
 def train_and_measure(config, seed, tree, work, extra):
     """Train one run (resuming a stopped one), test and evaluate it; its row of the results file."""
-    name = f"{config}_s{seed}"
+    name = run_name(config, seed)
     folder = os.path.join(work, "model", name)
     again = ["--resume"] if os.path.isfile(os.path.join(folder, "state.pth")) else ["--overwrite"]
     print(f"{name}: training{' (resumed)' if again == ['--resume'] else ''} in {folder}", flush=True)
@@ -138,7 +148,7 @@ def train_and_measure(config, seed, tree, work, extra):
               cwd=work, echo=f"  {name}: ")
     with open(os.path.join(folder, "train.log")) as f:
         epochs = EPOCH_LINE.findall(f.read())
-    result = os.path.join("model", name, "pytorch_result.mat")
+    result = features(name)
     run_stage("test.py", "--name", name, "--test_dir", tree, "--output", result, cwd=work)
     printed = run_stage("evaluate.py", "--result", result, cwd=work)
     _, rank1, rank5, rank10, mean_ap = RESULT_LINE.search(printed).groups()
@@ -178,10 +188,11 @@ def fill_reranked(path, work):
     rows = read_rows(path)
     filled = False
     for row in rows:
-        result = os.path.join("model", f"{row['config']}_s{row['seed']}", "pytorch_result.mat")
+        name = run_name(row["config"], row["seed"])
+        result = features(name)
         if not row.get("rerank_rank1") and os.path.isfile(os.path.join(work, result)):
             row["rerank_rank1"], row["rerank_mAP"] = reranked(work, result)
-            print(f"{row['config']}_s{row['seed']}: re-ranked from its features: Rank@1 {row['rerank_rank1']} "
+            print(f"{name}: re-ranked from its features: Rank@1 {row['rerank_rank1']} "
                   f"mAP {row['rerank_mAP']}", flush=True)
             filled = True
     if filled:
@@ -327,7 +338,7 @@ def main():
             start = time.time()
             row = train_and_measure(config, seed, tree, work, extra)
             append_row(args.results, row)
-            print(f"{config}_s{seed}: Rank@1 {float(row['rank1']):.4f} mAP {float(row['mAP']):.4f}, "
+            print(f"{run_name(config, seed)}: Rank@1 {float(row['rank1']):.4f} mAP {float(row['mAP']):.4f}, "
                   f"{int(row['epochs'])} epochs in {float(row['train_s']) / 60:.1f} min of training "
                   f"({row['s_per_epoch']} s/epoch); {time.time() - start:.0f} s in all", flush=True)
     report(read_rows(args.results), configs, seeds, args.figure)
