@@ -19,6 +19,7 @@ network and the images it learned from), and must match where given. opts.yaml r
 it started from; a --resume of this run continues it without --init_from.
 """
 import argparse
+import math
 import os
 import random
 import sys
@@ -60,10 +61,15 @@ def parse_args(argv=None):
     p.add_argument("--use_dense", action="store_true", default=None,
                    help="DenseNet-121 backbone instead of ResNet-50 (not given: ResNet-50, or the --init_from run's)")
     p.add_argument("--epochs", default=60, type=int, help="number of epochs")
-    p.add_argument("--decay_epoch", default=40, type=int, help="epoch after which every learning rate is multiplied by 0.1")
+    p.add_argument("--decay_epoch", default=40, type=int,
+                   help="--lr_schedule step: epoch after which every learning rate is multiplied by 0.1")
+    p.add_argument("--lr_schedule", default="step", choices=["step", "cosine"],
+                   help="step: every learning rate x0.1 after --decay_epoch (the original's); cosine: each falls "
+                        "along half a cosine from its value at the first epoch towards 0 after the last (a --resume "
+                        "with more --epochs stretches the rest of the curve)")
     p.add_argument("--warm_epoch", default=0, type=int,
-                   help="epochs over which every learning rate rises step by step from 0.1 x its value to it "
-                        "(0: none, as the paper; at most --decay_epoch)")
+                   help="epochs over which every learning rate rises step by step from 0.1 x its scheduled value "
+                        "to it (0: none, as the paper; at most --decay_epoch, or --epochs with --lr_schedule cosine)")
     p.add_argument("--seed", default=0, type=int, help="seed of every random number generator (weights, sampling, augmentation)")
     p.add_argument("--height", default=None, type=int,
                    help="input image height (not given: 256, or the --init_from run's)")
@@ -206,7 +212,9 @@ def epoch_loader(dataset, args, epoch, device, train, skip=0, shard=None):
 def check_batches(args, shard):
     if args.val_every < 1 or args.state_every < 1:
         sys.exit("error: --val_every and --state_every count epochs: give 1 or more")
-    if not 0 <= args.warm_epoch <= args.decay_epoch:
+    if args.lr_schedule == "cosine" and not 0 <= args.warm_epoch <= args.epochs:
+        sys.exit(f"error: --warm_epoch {args.warm_epoch}: give 0 (no warm-up) up to --epochs {args.epochs}")
+    if args.lr_schedule == "step" and not 0 <= args.warm_epoch <= args.decay_epoch:
         sys.exit(f"error: --warm_epoch {args.warm_epoch}: give 0 (no warm-up) up to --decay_epoch {args.decay_epoch}")
     if args.batchsize % shard.world:
         sys.exit(f"error: --batchsize {args.batchsize} is the total over {shard.world} processes; make it a multiple of it")
@@ -289,9 +297,16 @@ def init_weights(parts, source, opts, taken_over, nclasses):
             + (f"; its {flags} taken over" if flags else ""))
 
 
+def cosine_factor(args, epoch):
+    """--lr_schedule cosine: the multiplier of every initial learning rate during `epoch` (0-based):
+    1 at the first epoch, falling along half a cosine, 0 where a next epoch after the last would be."""
+    return 0.5 * (1 + math.cos(math.pi * epoch / args.epochs))
+
+
 def build_training(args, nclasses, device, pretrained):
     """The network, the verification head and how they learn: SGD with Nesterov momentum, the new
-    layers at lr and a pretrained backbone at 0.1 x lr, every rate x0.1 after --decay_epoch."""
+    layers at lr and a pretrained backbone at 0.1 x lr, every rate x0.1 after --decay_epoch (or
+    along a cosine)."""
     model = build_model({**vars(args), "nclasses": nclasses}, pretrained=pretrained).to(device)
     verif = verif_net().to(device)
     if args.channels_last:
@@ -304,19 +319,27 @@ def build_training(args, nclasses, device, pretrained):
         {"params": model.classifier.parameters(), "lr": args.lr},
         {"params": verif.parameters(), "lr": args.lr},
     ], momentum=0.9, weight_decay=5e-4, nesterov=True)
-    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=args.decay_epoch, gamma=0.1)
+    if args.lr_schedule == "cosine":
+        # LambdaLR computes each epoch's rate from the initial one, so the warm-up's own setting of
+        # the rates within an epoch does not carry into the next
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: cosine_factor(args, epoch))
+    else:
+        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=args.decay_epoch, gamma=0.1)
     # fp16 gradients underflow without loss scaling; bf16 and fp32 need none (the scaler then does nothing)
     scaler = torch.amp.GradScaler(device.type, enabled=args.precision == "fp16")
     return {"model": model, "verif": verif, "optimizer": optimizer, "scheduler": scheduler, "scaler": scaler}
 
 
 def warm_up(args, epoch, steps):
-    """The multiplier of every learning rate at each step of `epoch` (`steps` steps) during
-    --warm_epoch: it rises linearly from 0.1 and is 1 at the warm-up's last step; None after it.
-    It depends on the epoch and step alone, so a resumed epoch replays the same rates."""
+    """The multiplier of every initial learning rate at each step of `epoch` (`steps` steps) during
+    --warm_epoch: the schedule's, times a ramp that rises linearly from 0.1 and is 1 at the
+    warm-up's last step; None after it. It depends on the epoch and step alone, so a resumed epoch
+    replays the same rates."""
     if epoch >= args.warm_epoch:
         return None
-    return lambda step: 0.1 + 0.9 * (epoch + (step + 1) / steps) / args.warm_epoch
+    # the step schedule's rate is the initial one until --decay_epoch, which the warm-up never passes
+    scheduled = cosine_factor(args, epoch) if args.lr_schedule == "cosine" else 1.0
+    return lambda step: scheduled * (0.1 + 0.9 * (epoch + (step + 1) / steps) / args.warm_epoch)
 
 
 SUMS = ("steps", "total", "loss_id_sum", "loss_verif_sum", "id_correct", "verif_correct")
@@ -345,7 +368,6 @@ def run_epoch(net, loader, device, args, *, desc, optimizer=None, scaler=None, s
             stopping = agree_to_stop(loss, f"{desc} step {sums['steps'] + local['steps'] + 1}", stop, shard)
             if training:
                 if lr_scale is not None:
-                    # the schedule's rate is initial_lr until --decay_epoch, which the warm-up never passes
                     scale = lr_scale(sums["steps"] + local["steps"])
                     for group in optimizer.param_groups:
                         group["lr"] = group["initial_lr"] * scale

@@ -106,6 +106,27 @@ def test_warm_up_raises_every_rate_step_by_step_to_its_own(prepared_market, tmp_
         train_new.main([*TRAIN, "--decay_epoch", "2", "--warm_epoch", "3", "--name", "x", "--data_dir", str(prepared_market)])
 
 
+def test_cosine_schedule_falls_along_half_a_cosine_after_its_warm_up(prepared_market, tmp_path, monkeypatch):
+    rates = []
+    hook = register_optimizer_step_pre_hook(
+        lambda optimizer, *_: rates.append([group["lr"] for group in optimizer.param_groups]))
+    monkeypatch.chdir(tmp_path)
+    try:
+        train_new.main([*TRAIN, "--epochs", "3", "--lr_schedule", "cosine", "--warm_epoch", "1", "--decay_epoch", "1",
+                        "--name", "cosine", "--data_dir", str(prepared_market)])
+    finally:
+        hook.remove()
+    steps = len(rates) // 3
+    # TRAIN trains from scratch at lr 0.01, every group alike; --decay_epoch 1 plays no part
+    expected = ([0.01 * (0.1 + 0.9 * (k + 1) / steps) for k in range(steps)]
+                + [0.01 * 0.75] * steps + [0.01 * 0.25] * steps)
+    assert len(rates) == 3 * steps and steps > 1
+    assert [r[1] for r in rates] == pytest.approx(expected) and all(len(set(r)) == 1 for r in rates)
+    with pytest.raises(SystemExit, match="--warm_epoch 4: give 0 .* up to --epochs 3"):
+        train_new.main([*TRAIN, "--epochs", "3", "--lr_schedule", "cosine", "--warm_epoch", "4", "--name", "x",
+                        "--data_dir", str(prepared_market)])
+
+
 def torchrun(script, *args, cwd):
     return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", os.path.join(REPO, script),
                            *args], cwd=cwd, capture_output=True, text=True)
