@@ -212,10 +212,11 @@ def epoch_loader(dataset, args, epoch, device, train, skip=0, shard=None):
 def check_batches(args, shard):
     if args.val_every < 1 or args.state_every < 1:
         sys.exit("error: --val_every and --state_every count epochs: give 1 or more")
-    if args.lr_schedule == "cosine" and not 0 <= args.warm_epoch <= args.epochs:
-        sys.exit(f"error: --warm_epoch {args.warm_epoch}: give 0 (no warm-up) up to --epochs {args.epochs}")
-    if args.lr_schedule == "step" and not 0 <= args.warm_epoch <= args.decay_epoch:
-        sys.exit(f"error: --warm_epoch {args.warm_epoch}: give 0 (no warm-up) up to --decay_epoch {args.decay_epoch}")
+    # the warm-up ends before the rate first falls: at --decay_epoch, or with the cosine at --epochs
+    warm_limit = "epochs" if args.lr_schedule == "cosine" else "decay_epoch"
+    if not 0 <= args.warm_epoch <= getattr(args, warm_limit):
+        sys.exit(f"error: --warm_epoch {args.warm_epoch}: give 0 (no warm-up) up to --{warm_limit} "
+                 f"{getattr(args, warm_limit)}")
     if args.batchsize % shard.world:
         sys.exit(f"error: --batchsize {args.batchsize} is the total over {shard.world} processes; make it a multiple of it")
     if args.sampler == "pk" and (args.instances < 2 or (args.batchsize // args.instances) % shard.world

@@ -83,21 +83,27 @@ def test_pk_needs_batches_that_split_into_identities(prepared_market, tmp_path, 
         train_new.main([*TRAIN, "--name", "x", "--data_dir", str(prepared_market), "--sampler", "pk", "--instances", "3"])
 
 
+def rates_in_training(flags, monkeypatch, folder):
+    """Every parameter group's learning rate at each optimizer step of `train_new.main(flags)` run in `folder`."""
+    rates = []
+    hook = register_optimizer_step_pre_hook(
+        lambda optimizer, *_: rates.append([group["lr"] for group in optimizer.param_groups]))
+    monkeypatch.chdir(folder)
+    try:
+        train_new.main(flags)
+    finally:
+        hook.remove()
+    return rates
+
+
 def test_warm_up_raises_every_rate_step_by_step_to_its_own(prepared_market, tmp_path, monkeypatch):
     args = train_new.parse_args(["--warm_epoch", "2", "--decay_epoch", "5"])
     scales = [train_new.warm_up(args, epoch, 4)(step) for epoch in range(2) for step in range(4)]
     assert scales == pytest.approx([0.1 + 0.9 * k / 8 for k in range(1, 9)])
     assert scales[-1] == 1.0 and train_new.warm_up(args, 2, 4) is None
     # in training: every group's rate at each step (0.1 x lr for a pretrained backbone's), then the schedule's
-    rates = []
-    hook = register_optimizer_step_pre_hook(
-        lambda optimizer, *_: rates.append([group["lr"] for group in optimizer.param_groups]))
-    monkeypatch.chdir(tmp_path)
-    try:
-        train_new.main([*TRAIN, "--epochs", "3", "--decay_epoch", "2", "--warm_epoch", "1", "--name", "warm",
-                        "--data_dir", str(prepared_market)])
-    finally:
-        hook.remove()
+    rates = rates_in_training([*TRAIN, "--epochs", "3", "--decay_epoch", "2", "--warm_epoch", "1", "--name", "warm",
+                               "--data_dir", str(prepared_market)], monkeypatch, tmp_path)
     steps = len(rates) // 3
     expected = [0.01 * (0.1 + 0.9 * (k + 1) / steps) for k in range(steps)] + [0.01] * steps + [0.001] * steps
     assert len(rates) == 3 * steps and steps > 1
@@ -107,15 +113,9 @@ def test_warm_up_raises_every_rate_step_by_step_to_its_own(prepared_market, tmp_
 
 
 def test_cosine_schedule_falls_along_half_a_cosine_after_its_warm_up(prepared_market, tmp_path, monkeypatch):
-    rates = []
-    hook = register_optimizer_step_pre_hook(
-        lambda optimizer, *_: rates.append([group["lr"] for group in optimizer.param_groups]))
-    monkeypatch.chdir(tmp_path)
-    try:
-        train_new.main([*TRAIN, "--epochs", "3", "--lr_schedule", "cosine", "--warm_epoch", "1", "--decay_epoch", "1",
-                        "--name", "cosine", "--data_dir", str(prepared_market)])
-    finally:
-        hook.remove()
+    rates = rates_in_training([*TRAIN, "--epochs", "3", "--lr_schedule", "cosine", "--warm_epoch", "1",
+                               "--decay_epoch", "1", "--name", "cosine", "--data_dir", str(prepared_market)],
+                              monkeypatch, tmp_path)
     steps = len(rates) // 3
     # TRAIN trains from scratch at lr 0.01, every group alike; --decay_epoch 1 plays no part
     expected = ([0.01 * (0.1 + 0.9 * (k + 1) / steps) for k in range(steps)]
