@@ -27,6 +27,7 @@ import time
 
 import numpy as np
 import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
 from torchvision import transforms
 from tqdm import tqdm
@@ -70,6 +71,10 @@ def parse_args(argv=None):
     p.add_argument("--warm_epoch", default=0, type=int,
                    help="epochs over which every learning rate rises step by step from 0.1 x its scheduled value "
                         "to it (0: none, as the paper; at most --decay_epoch, or --epochs with --lr_schedule cosine)")
+    p.add_argument("--ema_decay", default=0.0, type=float,
+                   help="keep an exponential moving average of the weights and BatchNorm statistics, each step "
+                        "average = decay x average + (1 - decay) x weights, and validate and save it instead of the "
+                        "last weights (0: none, as the paper; 0.999 averages over about the last 1000 steps)")
     p.add_argument("--seed", default=0, type=int, help="seed of every random number generator (weights, sampling, augmentation)")
     p.add_argument("--height", default=None, type=int,
                    help="input image height (not given: 256, or the --init_from run's)")
@@ -212,6 +217,8 @@ def epoch_loader(dataset, args, epoch, device, train, skip=0, shard=None):
 def check_batches(args, shard):
     if args.val_every < 1 or args.state_every < 1:
         sys.exit("error: --val_every and --state_every count epochs: give 1 or more")
+    if not 0 <= args.ema_decay < 1:
+        sys.exit(f"error: --ema_decay {args.ema_decay}: give 0 (no average) or a decay below 1, such as 0.999")
     # the warm-up ends before the rate first falls: at --decay_epoch, or with the cosine at --epochs
     warm_limit = "epochs" if args.lr_schedule == "cosine" else "decay_epoch"
     if not 0 <= args.warm_epoch <= getattr(args, warm_limit):
@@ -331,6 +338,15 @@ def build_training(args, nclasses, device, pretrained):
     return {"model": model, "verif": verif, "optimizer": optimizer, "scheduler": scheduler, "scaler": scaler}
 
 
+def average(args, parts):
+    """--ema_decay: the moving average of the network and its verification head, which starts as
+    their current weights (an --init_from run's where loaded) and takes in each training step;
+    Its BatchNorm statistics are averaged too (use_buffers), so it needs no pass over the data to
+    set them."""
+    return AveragedModel(Verification(parts["model"], parts["verif"]), use_buffers=True,
+                         multi_avg_fn=get_ema_multi_avg_fn(args.ema_decay))
+
+
 def warm_up(args, epoch, steps):
     """The multiplier of every initial learning rate at each step of `epoch` (`steps` steps) during
     --warm_epoch: the schedule's, times a ramp that rises linearly from 0.1 and is 1 at the
@@ -347,9 +363,10 @@ SUMS = ("steps", "total", "loss_id_sum", "loss_verif_sum", "id_correct", "verif_
 
 
 def run_epoch(net, loader, device, args, *, desc, optimizer=None, scaler=None, sums=None, stop=None, shard=None,
-              lr_scale=None):
+              lr_scale=None, after_step=None):
     """One pass over `loader`; trains when an optimizer is given, each step's learning rates
-    scaled by lr_scale(step) where given (warm_up). `sums` carries the running totals of an
+    scaled by lr_scale(step) where given (warm_up), calling after_step() after each step where
+    given. `sums` carries the running totals of an
     epoch resumed in the middle. Returns the totals, summed over all processes."""
     training = optimizer is not None
     net.train(training)
@@ -376,6 +393,8 @@ def run_epoch(net, loader, device, args, *, desc, optimizer=None, scaler=None, s
                 scaler.scale(loss).backward()
                 scaler.step(optimizer)
                 scaler.update()
+                if after_step is not None:
+                    after_step()
             n = label.size(0)
             local["steps"] += 1
             local["total"] += n
@@ -419,18 +438,18 @@ def val_retrieval(model, retrieval, device, precision):
     return {k: found[k] for k in ("Rank@1", "mAP")}
 
 
-def calibrate_thresholds(folder, parts, retrieval, calibration, device, args):
+def calibrate_thresholds(folder, net, retrieval, calibration, device, args):
     """thresholds.yaml for search.py: the same/different thresholds of cosine and of the head at
     each false-accept rate, and the calibration of each into P(same), fitted on the pairs of
     calibration/ (identities never trained on) where the tree has it, else on val queries against
     training images of other cameras (identities trained on)."""
-    head = head_weights(parts["verif"])
+    head = head_weights(net.verif)
     if calibration is not None:
         loader, ids, cams = calibration
-        f = descriptors(parts["model"], loader, device, "calibration", args.precision)
+        f = descriptors(net.model, loader, device, "calibration", args.precision)
         found = calibrate_on_people(f, ids, cams, head, "last")
     else:
-        (q, ql, qc), (g, gl, gc) = retrieval_features(parts["model"], retrieval, device, args.precision)
+        (q, ql, qc), (g, gl, gc) = retrieval_features(net.model, retrieval, device, args.precision)
         found = calibrate(q, ql, qc, g, gl, gc, head=head)
         pairs = (f"{len(q)} val images x {len(g)} training images of the same identities "
                  f"({found['positive_pairs']} positive, {found['negative_pairs']} negative pairs)")
@@ -477,6 +496,8 @@ def main(argv=None):
         loaded = init_weights(parts, *source, opts["nclasses"])
         if shard.main:
             print(loaded)
+    if args.ema_decay:
+        parts["ema"] = average(args, parts)
 
     history, first_epoch, sums = {"train": [], "val": []}, 0, None
     if state is None:
@@ -494,6 +515,8 @@ def main(argv=None):
                 print(f"resuming {folder} at epoch {first_epoch + 1}" + (f", step {sums['steps'] + 1}" if sums else ""))
 
     net = Verification(model, parts["verif"])
+    # what is validated, saved and calibrated: the moving average where one is kept
+    kept = parts["ema"].module if "ema" in parts else net
     trained = torch.nn.parallel.DistributedDataParallel(net) if shard.world > 1 else net
     trained = torch.compile(trained) if args.compile else trained
     with StopRequest() as stop:
@@ -507,7 +530,8 @@ def main(argv=None):
             loader = epoch_loader(phases["train"], args, epoch, device, train=True, skip=skip, shard=shard)
             totals = run_epoch(trained, loader, device, args, desc=f"train {progress}", optimizer=parts["optimizer"],
                                scaler=parts["scaler"], sums=sums, stop=stop, shard=shard,
-                               lr_scale=warm_up(args, epoch, skip + len(loader)))
+                               lr_scale=warm_up(args, epoch, skip + len(loader)),
+                               after_step=(lambda: parts["ema"].update_parameters(net)) if "ema" in parts else None)
             if stop.signum is not None:
                 if shard.main:
                     save_state(folder, parts, epoch=epoch, sums=totals, history=history)
@@ -520,8 +544,8 @@ def main(argv=None):
             validate = (epoch + 1) % args.val_every == 0 or epoch + 1 == args.epochs
             if "val" in phases and shard.main and validate:  # validation runs in the main process only
                 val_loader = epoch_loader(phases["val"], args, epoch, device, train=False)
-                stats = epoch_stats(run_epoch(net, val_loader, device, args, desc=f"val {progress}"))
-                stats.update(val_retrieval(model, retrieval, device, args.precision))
+                stats = epoch_stats(run_epoch(kept, val_loader, device, args, desc=f"val {progress}"))
+                stats.update(val_retrieval(kept.model, retrieval, device, args.precision))
                 history["val"].append(dict(stats, epoch=epoch + 1))
                 line += f" | {stats_text('val', stats)} Rank@1 {stats['Rank@1']:.4f} mAP {stats['mAP']:.4f}"
             sums = None
@@ -533,7 +557,7 @@ def main(argv=None):
                     log.write(line + "\n")
                 draw_curves(os.path.join(folder, "train.png"), history)
                 if epoch % 10 == 9:
-                    save_weights(folder, epoch, model, parts["verif"])
+                    save_weights(folder, epoch, kept.model, kept.verif)
                 if (epoch + 1) % args.state_every == 0 or epoch + 1 == args.epochs or stop.signum is not None:
                     save_state(folder, parts, epoch=epoch + 1, sums=None, history=history)
             if shard.world > 1:
@@ -541,11 +565,11 @@ def main(argv=None):
             if stop.signum is not None:
                 stop.exit(folder, f"after epoch {epoch + 1}", shard.main)
     if shard.main:
-        save_weights(folder, "last", model, parts["verif"])
+        save_weights(folder, "last", kept.model, kept.verif)
         print(f"saved {checkpoint_path(folder, 'last')}")
         calibration = calibration_images(args.data_dir, args.height, args.width, args.batchsize, args.num_workers)
         if calibration is not None or retrieval is not None:
-            calibrate_thresholds(folder, parts, retrieval, calibration, device, args)
+            calibrate_thresholds(folder, kept, retrieval, calibration, device, args)
     if shard.world > 1:
         check_in_sync(net, shard)
         shard.finish()

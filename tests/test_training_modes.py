@@ -14,7 +14,7 @@ import test as test_stage
 import train_new
 from conftest import REPO, TRAIN
 from model import in_batch_pairs
-from torch.optim.optimizer import register_optimizer_step_pre_hook
+from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
 from train_new import pk_batches
 
 
@@ -125,6 +125,40 @@ def test_cosine_schedule_falls_along_half_a_cosine_after_its_warm_up(prepared_ma
     with pytest.raises(SystemExit, match="--warm_epoch 4: give 0 .* up to --epochs 3"):
         train_new.main([*TRAIN, "--epochs", "3", "--lr_schedule", "cosine", "--warm_epoch", "4", "--name", "x",
                         "--data_dir", str(prepared_market)])
+
+
+def test_ema_saves_the_moving_average_of_every_step_and_resumes_it(prepared_market, tmp_path, monkeypatch):
+    # the network's weights and BatchNorm statistics after each step, by a hook on the optimizer
+    steps, built, build = [], {}, train_new.build_training
+
+    def keep(*args, **kwargs):
+        built["parts"] = build(*args, **kwargs)
+        return built["parts"]
+
+    monkeypatch.setattr(train_new, "build_training", keep)
+    hook = register_optimizer_step_post_hook(lambda *_: steps.append(
+        {k: v.detach().clone() for k, v in built["parts"]["model"].state_dict().items()}))
+    flags = [*TRAIN, "--ema_decay", "0.5", "--data_dir", str(prepared_market)]
+    monkeypatch.chdir(tmp_path)
+    try:
+        train_new.main([*flags, "--epochs", "2", "--name", "ema"])
+    finally:
+        hook.remove()
+    average = steps[0]
+    for weights in steps[1:]:
+        average = {k: 0.5 * average[k] + 0.5 * v if v.is_floating_point() else v for k, v in weights.items()}
+    saved = torch.load(tmp_path / "model" / "ema" / "net_last.pth", weights_only=True)
+    floats = [k for k, v in saved.items() if v.is_floating_point()]
+    assert len(steps) > 2 and saved.keys() == average.keys()
+    assert all(torch.allclose(saved[k], average[k], atol=1e-6) for k in floats)
+    assert not all(torch.allclose(saved[k], steps[-1][k], atol=1e-6) for k in floats)
+    # one epoch, then a resume to two: the average carries over in state.pth
+    train_new.main([*flags, "--epochs", "1", "--name", "halves"])
+    train_new.main([*flags, "--epochs", "2", "--name", "halves", "--resume"])
+    resumed = torch.load(tmp_path / "model" / "halves" / "net_last.pth", weights_only=True)
+    assert all(torch.equal(resumed[k], saved[k]) for k in floats)
+    with pytest.raises(SystemExit, match="--ema_decay 1.0: give 0 .* below 1"):
+        train_new.main([*TRAIN, "--ema_decay", "1", "--name", "x", "--data_dir", str(prepared_market)])
 
 
 def torchrun(script, *args, cwd):
