@@ -338,13 +338,12 @@ def build_training(args, nclasses, device, pretrained):
     return {"model": model, "verif": verif, "optimizer": optimizer, "scheduler": scheduler, "scaler": scaler}
 
 
-def average(args, parts):
-    """--ema_decay: the moving average of the network and its verification head, which starts as
-    their current weights (an --init_from run's where loaded) and takes in each training step;
-    Its BatchNorm statistics are averaged too (use_buffers), so it needs no pass over the data to
-    set them."""
-    return AveragedModel(Verification(parts["model"], parts["verif"]), use_buffers=True,
-                         multi_avg_fn=get_ema_multi_avg_fn(args.ema_decay))
+def average(args, net):
+    """--ema_decay: the moving average of `net` (the network and its verification head), which
+    starts as its current weights (an --init_from run's where loaded) and takes in each training
+    step. Its BatchNorm statistics are averaged too (use_buffers), so it needs no pass over the
+    data to set them."""
+    return AveragedModel(net, use_buffers=True, multi_avg_fn=get_ema_multi_avg_fn(args.ema_decay))
 
 
 def warm_up(args, epoch, steps):
@@ -366,8 +365,7 @@ def run_epoch(net, loader, device, args, *, desc, optimizer=None, scaler=None, s
               lr_scale=None, after_step=None):
     """One pass over `loader`; trains when an optimizer is given, each step's learning rates
     scaled by lr_scale(step) where given (warm_up), calling after_step() after each step where
-    given. `sums` carries the running totals of an
-    epoch resumed in the middle. Returns the totals, summed over all processes."""
+    given. `sums` carries the running totals of an epoch resumed in the middle. Returns the totals, summed over all processes."""
     training = optimizer is not None
     net.train(training)
     sums = {k: 0 for k in SUMS} | (sums or {})
@@ -496,8 +494,9 @@ def main(argv=None):
         loaded = init_weights(parts, *source, opts["nclasses"])
         if shard.main:
             print(loaded)
+    net = Verification(model, parts["verif"])
     if args.ema_decay:
-        parts["ema"] = average(args, parts)
+        parts["ema"] = average(args, net)
 
     history, first_epoch, sums = {"train": [], "val": []}, 0, None
     if state is None:
@@ -514,7 +513,6 @@ def main(argv=None):
             else:
                 print(f"resuming {folder} at epoch {first_epoch + 1}" + (f", step {sums['steps'] + 1}" if sums else ""))
 
-    net = Verification(model, parts["verif"])
     # what is validated, saved and calibrated: the moving average where one is kept
     kept = parts["ema"].module if "ema" in parts else net
     trained = torch.nn.parallel.DistributedDataParallel(net) if shard.world > 1 else net

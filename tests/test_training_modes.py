@@ -83,16 +83,21 @@ def test_pk_needs_batches_that_split_into_identities(prepared_market, tmp_path, 
         train_new.main([*TRAIN, "--name", "x", "--data_dir", str(prepared_market), "--sampler", "pk", "--instances", "3"])
 
 
-def rates_in_training(flags, monkeypatch, folder):
-    """Every parameter group's learning rate at each optimizer step of `train_new.main(flags)` run in `folder`."""
-    rates = []
-    hook = register_optimizer_step_pre_hook(
-        lambda optimizer, *_: rates.append([group["lr"] for group in optimizer.param_groups]))
+def train_hooked(hook, flags, monkeypatch, folder):
+    """train_new.main(flags) in `folder`, removing the optimizer `hook` (a registered handle) after it."""
     monkeypatch.chdir(folder)
     try:
         train_new.main(flags)
     finally:
         hook.remove()
+
+
+def rates_in_training(flags, monkeypatch, folder):
+    """Every parameter group's learning rate at each optimizer step of `train_new.main(flags)` run in `folder`."""
+    rates = []
+    train_hooked(register_optimizer_step_pre_hook(
+        lambda optimizer, *_: rates.append([group["lr"] for group in optimizer.param_groups])),
+        flags, monkeypatch, folder)
     return rates
 
 
@@ -136,14 +141,10 @@ def test_ema_saves_the_moving_average_of_every_step_and_resumes_it(prepared_mark
         return built["parts"]
 
     monkeypatch.setattr(train_new, "build_training", keep)
-    hook = register_optimizer_step_post_hook(lambda *_: steps.append(
-        {k: v.detach().clone() for k, v in built["parts"]["model"].state_dict().items()}))
     flags = [*TRAIN, "--ema_decay", "0.5", "--data_dir", str(prepared_market)]
-    monkeypatch.chdir(tmp_path)
-    try:
-        train_new.main([*flags, "--epochs", "2", "--name", "ema"])
-    finally:
-        hook.remove()
+    train_hooked(register_optimizer_step_post_hook(lambda *_: steps.append(
+        {k: v.detach().clone() for k, v in built["parts"]["model"].state_dict().items()})),
+        [*flags, "--epochs", "2", "--name", "ema"], monkeypatch, tmp_path)
     average = steps[0]
     for weights in steps[1:]:
         average = {k: 0.5 * average[k] + 0.5 * v if v.is_floating_point() else v for k, v in weights.items()}
