@@ -80,6 +80,11 @@ FIELDS = ["config", "seed", "alpha", "sampler", "epochs", "train_s", "s_per_epoc
 TARGET = {"rank1": 0.85, "mAP": 0.70}
 
 
+def trained_on():
+    """The machine the runs train on: the CPU, and the GPU where CUDA has one (train_new.py then trains on GPU 0)."""
+    return machine() + (f"; trained on {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else "")
+
+
 def arithmetic():
     """The recipe's --precision: bf16 where the machine that trains computes it (a GPU; a CPU with
     AVX-512 bf16 or AMX, where it gives 1.2-1.4x the steps of fp32), fp32 elsewhere (an AVX2-only CPU
@@ -166,7 +171,7 @@ def train_and_measure(config, seed, tree, work, extra):
            # the share of its training images the network classified right in its last epoch
            "fit": epochs[-1][1], "rank1": rank1, "rank5": rank5, "rank10": rank10, "mAP": mean_ap,
            "head_rank1": head[1] if head else "", "head_mAP": head[2] if head else "", "rerank_rank1": rerank_rank1,
-           "rerank_mAP": rerank_map, "machine": machine(),
+           "rerank_mAP": rerank_map, "machine": trained_on(),
            "date": datetime.date.today().isoformat(), "flags": " ".join(flags(config, extra))}
     for score in ("cosine", "head"):
         for key, value in zip(("auc", "eer", "tar1e-2", "tar1e-3"), verification.get(score, ("",) * 4)):
@@ -323,7 +328,7 @@ def main():
     work = os.path.abspath(args.work)
     os.makedirs(work, exist_ok=True)
 
-    print(machine(), f"| the recipe's arithmetic here: {arithmetic()}", flush=True)
+    print(trained_on(), f"| the recipe's arithmetic here: {arithmetic()}", flush=True)
     tree = prepare(os.path.abspath(args.data), work, args.hold_out)
     level, n_query, n_gallery = chance(tree)
     fill_reranked(args.results, work)

@@ -81,6 +81,10 @@ def test_pk_needs_batches_that_split_into_identities(prepared_market, tmp_path, 
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit, match="--sampler pk needs --instances"):
         train_new.main([*TRAIN, "--name", "x", "--data_dir", str(prepared_market), "--sampler", "pk", "--instances", "3"])
+    # 8 training identities cannot fill a batch of 10 identities x 2 images: no epoch would train
+    with pytest.raises(SystemExit, match="holds 8 identities, fewer than the 10 of a --sampler pk batch"):
+        train_new.main([*TRAIN, "--name", "x", "--data_dir", str(prepared_market), "--sampler", "pk", "--batchsize",
+                        "20"])
 
 
 def train_hooked(hook, flags, monkeypatch, folder):
