@@ -1,7 +1,8 @@
 """The method of "A Discriminatively Learned CNN Embedding for Person Re-identification"
 (Zheng, Zheng and Yang, TOMM 2017), all in this file:
 
-    ft_net        an ImageNet backbone (ResNet-50; DenseNet-121 with --use_dense), pooled, then a
+    ft_net        an ImageNet backbone (ResNet-50, its last block's stride 2 or 1; DenseNet-121 with
+                  --use_dense), pooled, then a
                   512-d bottleneck (Linear + BatchNorm) whose L2-normalised output f is the descriptor,
                   and an identity classifier on the bottleneck
     verif_net     the verification head: Linear(512, 2) on f1 * f2 (the "square layer"), same/different
@@ -81,10 +82,15 @@ class ft_net(nn.Module):
     torchvision's forward is the original code's (conv1 ... layer4, pooling, flatten), so its runs
     load into this network as they are."""
 
-    def __init__(self, class_num, pretrained=True):
+    def __init__(self, class_num, pretrained=True, stride=2):
         super().__init__()
         weights = models.ResNet50_Weights.IMAGENET1K_V1 if pretrained else None
         self.model = load_backbone(models.resnet50, weights)
+        if stride == 1:
+            # the last block keeps its input's resolution: a feature map of 4 x 2 instead of 2 x 1 at 64 x 32
+            # (no weight changes shape, so ImageNet weights and trained runs load as they are)
+            self.model.layer4[0].conv2.stride = (1, 1)
+            self.model.layer4[0].downsample[0].stride = (1, 1)
         self.model.avgpool = nn.AdaptiveAvgPool2d((1, 1))
         self.model.fc = nn.Identity()
         self.classifier = ClassBlock(2048, class_num)
@@ -276,7 +282,7 @@ def build_model(opts, pretrained=False):
     """The identity network described by a run's options (opts.yaml)."""
     if opts.get("use_dense"):
         return ft_net_dense(int(opts["nclasses"]), pretrained=pretrained, relu=not opts.get("original"))
-    return ft_net(int(opts["nclasses"]), pretrained=pretrained)
+    return ft_net(int(opts["nclasses"]), pretrained=pretrained, stride=int(opts.get("stride") or 2))
 
 
 # The ImageNet classifier that the original code's networks keep in their checkpoints and never use

@@ -14,8 +14,8 @@ Under torchrun the batches are split across processes (DistributedDataParallel);
 --init_from RUN starts from a trained run's net_last.pth and verif_last.pth instead of ImageNet
 (fine-tuning on other people, another dataset): the backbone, the bottleneck and the verification
 head keep their weights, the identity classifier is made anew for this tree's identities. The
-run's --use_dense, --height and --width are taken over where not given (they describe its
-network and the images it learned from), and must match where given. opts.yaml records the run
+run's --use_dense, --stride, --height and --width are taken over where not given (they describe
+its network and the images it learned from), and must match where given. opts.yaml records the run
 it started from; a --resume of this run continues it without --init_from.
 """
 import argparse
@@ -61,6 +61,10 @@ def parse_args(argv=None):
     p.add_argument("--color_jitter", action="store_true", help="jitter brightness, contrast and saturation by 0.1")
     p.add_argument("--use_dense", action="store_true", default=None,
                    help="DenseNet-121 backbone instead of ResNet-50 (not given: ResNet-50, or the --init_from run's)")
+    p.add_argument("--stride", default=None, type=int, choices=[1, 2],
+                   help="ResNet-50's stride in its last block: 2 as ImageNet's (and the paper's), 1 keeps twice the "
+                        "resolution in its last feature map, at more arithmetic (not given: 2, or the --init_from "
+                        "run's)")
     p.add_argument("--epochs", default=60, type=int, help="number of epochs")
     p.add_argument("--decay_epoch", default=40, type=int,
                    help="--lr_schedule step: epoch after which every learning rate is multiplied by 0.1")
@@ -240,7 +244,7 @@ def check_batches(args, shard):
 
 # The options that shape the network and the images it learns from, and their defaults: an
 # --init_from run's are taken over where not given
-ARCHITECTURE = {"use_dense": False, "height": 256, "width": 128}
+ARCHITECTURE = {"use_dense": False, "stride": 2, "height": 256, "width": 128}
 
 
 def find_run(given):
@@ -255,7 +259,7 @@ def find_run(given):
 
 def start_from(args, folder):
     """(folder, options, flags taken over) of the run --init_from names, or None; fills --use_dense,
-    --height and --width where not given: from that run, or (--resume) from a run that was started
+    --stride, --height and --width where not given: from that run, or (--resume) from a run that was started
     from one, else the defaults. Exits with one line where a given one contradicts the run's."""
     if args.init_from and args.resume:
         sys.exit(f"error: --init_from starts a new run from another run's weights and --resume continues {folder} "
@@ -275,7 +279,8 @@ def start_from(args, folder):
         # --use_dense is given only as True: it contradicts a ResNet-50 run
         conflicts = ["--use_dense (the run is ResNet-50)" if k == "use_dense" else
                      f"--{k} {getattr(args, k)} (the run's: {taken.get(k)})"
-                     for k in ARCHITECTURE if getattr(args, k) is not None and getattr(args, k) != taken.get(k)]
+                     for k, default in ARCHITECTURE.items()
+                     if getattr(args, k) is not None and getattr(args, k) != taken.get(k, default)]
         if conflicts:
             sys.exit(f"error: --init_from {source} keeps that run's network and input size, which "
                      f"{', '.join(conflicts)} contradict; drop them (the run's are taken over) or start from "
@@ -485,6 +490,8 @@ def main(argv=None):
         torch.backends.cudnn.benchmark = True
     folder = run_dir(args.name)
     source = start_from(args, folder)
+    if args.use_dense and args.stride == 1:
+        sys.exit("error: --stride 1 changes ResNet-50's last block; DenseNet-121 (--use_dense) has none such: drop one")
     state = check_run_folder(folder, args, defaults=vars(parse_args([])))
     train_set, phases, retrieval = training_data(args)
     opts = dict(vars(args), nclasses=len(train_set.classes))

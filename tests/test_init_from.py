@@ -91,6 +91,9 @@ def test_flags_that_contradict_the_run_stop_it(tiny_run, other_tree, tmp_path, m
     assert (f"--init_from {source} keeps that run's network and input size, which --use_dense (the run is ResNet-50), "
             f"--height 128 (the run's: 64) contradict; drop them") in one_line(e)
     with pytest.raises(SystemExit) as e:
+        train_new.main(args + ["--stride", "1"])
+    assert "--stride 1 (the run's: 2) contradict" in one_line(e)
+    with pytest.raises(SystemExit) as e:
         train_new.main(FLAGS + ["--name", "next", "--data_dir", str(other_tree), "--init_from", "nowhere"])
     assert "--init_from nowhere: neither nowhere/opts.yaml nor model/nowhere/opts.yaml exists" in one_line(e)
     assert not (tmp_path / "model" / "next").exists()

@@ -13,7 +13,7 @@ import devices
 import test as test_stage
 import train_new
 from conftest import REPO, TRAIN
-from model import in_batch_pairs
+from model import build_model, in_batch_pairs, load_trained
 from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
 from train_new import pk_batches
 
@@ -85,6 +85,29 @@ def test_pk_needs_batches_that_split_into_identities(prepared_market, tmp_path, 
     with pytest.raises(SystemExit, match="holds 8 identities, fewer than the 10 of a --sampler pk batch"):
         train_new.main([*TRAIN, "--name", "x", "--data_dir", str(prepared_market), "--sampler", "pk", "--batchsize",
                         "20"])
+
+
+def last_feature_map(net):
+    """The shape of ResNet-50's last feature map (layer4's output) for one 64 x 32 image."""
+    shapes = []
+    hook = net.model.layer4.register_forward_hook(lambda module, args, output: shapes.append(tuple(output.shape)))
+    net.eval()
+    with torch.no_grad():
+        net(torch.zeros(1, 3, 64, 32))
+    hook.remove()
+    return shapes[0]
+
+
+def test_stride_1_doubles_the_last_feature_map_and_the_run_keeps_it(prepared_market, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    flags = [*TRAIN, "--epochs", "1", "--data_dir", str(prepared_market)]
+    train_new.main([*flags, "--name", "s1", "--stride", "1"])
+    # test.py, search.py and export.py rebuild the network from opts.yaml: no weight tells the strides apart
+    net, opts = load_trained(str(tmp_path / "model" / "s1"))
+    assert opts["stride"] == 1 and last_feature_map(net) == (1, 2048, 4, 2)
+    assert last_feature_map(build_model(dict(opts, stride=2))) == (1, 2048, 2, 1)
+    with pytest.raises(SystemExit, match="--stride 1 changes ResNet-50's last block; DenseNet-121 .* has none"):
+        train_new.main([*flags, "--name", "d1", "--stride", "1", "--use_dense"])
 
 
 def train_hooked(hook, flags, monkeypatch, folder):
