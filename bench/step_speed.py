@@ -9,12 +9,14 @@ image is decoded: a real epoch adds loading, on the same cores.
     python bench/step_speed.py                                   # 64x32, 96x48, 128x64: about 3 minutes on 2 cores
     python bench/step_speed.py --sizes 256x128 --steps 4         # the paper's size
     python bench/step_speed.py --sizes 64x32 --compile           # and the fastest of them under torch.compile
+    python bench/step_speed.py --sizes 64x32 --stride1           # and the fastest with train_new.py --stride 1
 
 samples/s is the median over the timed steps; "ratio" is against fp32 channels-first at the same
 size, measured in the same run; "min/epoch" is --images divided by samples/s. With --compile,
 the fastest of the four is timed again as train_new.py --compile runs it (bf16 channels-last on a
 CPU with AVX-512 bf16, fp32 on one with AVX2 only); its compilation happens in the untimed first
-steps, and is printed apart.
+steps, and is printed apart. With --stride1, the fastest is timed again with ResNet-50's last block
+at stride 1 (train_new.py --stride 1).
 """
 import statistics
 import time
@@ -30,10 +32,11 @@ from model import Verification, objective
 CONFIGS = [("fp32", False), ("fp32", True), ("bf16", False), ("bf16", True)]
 
 
-def samples_per_s(height, width, precision, channels_last, batch, steps, compiled=False, classes=651):
+def samples_per_s(height, width, precision, channels_last, batch, steps, compiled=False, stride=2, classes=651):
     """Median samples/s over the timed steps, and the seconds of the untimed first two (compilation, if any)."""
     args = train_new.parse_args(["--no-pretrained", "--sampler", "pk", "--batchsize", str(batch), "--precision",
-                                 precision, "--channels_last" if channels_last else "--no-channels_last"])
+                                 precision, "--channels_last" if channels_last else "--no-channels_last",
+                                 "--stride", str(stride)])
     torch.manual_seed(0)
     parts = train_new.build_training(args, classes, torch.device("cpu"), pretrained=False)
     net = Verification(parts["model"], parts["verif"]).train()
@@ -62,6 +65,9 @@ def main():
     p.add_argument("--steps", type=int, default=6, help="timed steps per configuration (after 2 untimed)")
     p.add_argument("--compile", action="store_true",
                    help="also time the fastest configuration under torch.compile (train_new.py --compile)")
+    p.add_argument("--stride1", action="store_true",
+                   help="also time the fastest configuration with ResNet-50's last block at stride 1 "
+                        "(train_new.py --stride 1)")
     p.add_argument("--images", type=int, default=11241,
                    help="images per epoch, for min/epoch (default: Market-1501's 651 training identities)")
     args = p.parse_args()
@@ -80,12 +86,15 @@ def main():
                                                      rates.get(("fp32", False)))
         if args.compile:
             report(height, width, *max(rates, key=rates.get), True, args, rates[("fp32", False)])
+        if args.stride1:
+            report(height, width, *max(rates, key=rates.get), False, args, rates[("fp32", False)], stride=1)
 
 
-def report(height, width, precision, channels_last, compiled, args, base):
+def report(height, width, precision, channels_last, compiled, args, base, stride=2):
     """Time one configuration and print its row; its samples/s, against `base` (fp32 channels-first)."""
-    rate, first = samples_per_s(height, width, precision, channels_last, args.batch, args.steps, compiled)
-    memory = ("channels-last" if channels_last else "channels-first") + (", compiled" if compiled else "")
+    rate, first = samples_per_s(height, width, precision, channels_last, args.batch, args.steps, compiled, stride)
+    memory = (("channels-last" if channels_last else "channels-first") + (", compiled" if compiled else "")
+              + (", stride 1" if stride == 1 else ""))
     print(f"{height:>4}x{width:<3} {precision:>9} {memory:>24} {rate:>10.1f} {rate / (base or rate):>5.2f}x "
           f"{args.images / rate / 60:>9.1f}" + (f"  ({first:.0f} s compiling)" if compiled else ""), flush=True)
     return rate
