@@ -308,8 +308,9 @@ def init_weights(parts, source, opts, taken_over, nclasses):
     verif = load_verif(source, fix=f"start from another run than {source}")
     if verif is not None:
         parts["verif"].load_state_dict(verif.state_dict())
+    # the backbone is named only where it is not the default (ResNet-50, stride 2); the input size always
     flags = " ".join(f"--{k}" + ("" if k == "use_dense" else f" {opts[k]}") for k in taken_over
-                     if k != "use_dense" or opts[k])
+                     if k not in ("use_dense", "stride") or opts[k] != ARCHITECTURE[k])
     head = "verification head of verif_last.pth" if verif is not None else "a new verification head (it saved none)"
     return (f"starting from {source}: backbone and bottleneck of net_last.pth, {head}"
             + f", a new identity classifier for {nclasses} ids (the run's had {trained_opts['nclasses']})"

@@ -98,7 +98,7 @@ def last_feature_map(net):
     return shapes[0]
 
 
-def test_stride_1_doubles_the_last_feature_map_and_the_run_keeps_it(prepared_market, tmp_path, monkeypatch):
+def test_stride_1_doubles_the_last_feature_map_and_the_run_keeps_it(prepared_market, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     flags = [*TRAIN, "--epochs", "1", "--data_dir", str(prepared_market)]
     train_new.main([*flags, "--name", "s1", "--stride", "1"])
@@ -106,6 +106,10 @@ def test_stride_1_doubles_the_last_feature_map_and_the_run_keeps_it(prepared_mar
     net, opts = load_trained(str(tmp_path / "model" / "s1"))
     assert opts["stride"] == 1 and last_feature_map(net) == (1, 2048, 4, 2)
     assert last_feature_map(build_model(dict(opts, stride=2))) == (1, 2048, 2, 1)
+    capsys.readouterr()
+    train_new.main([*flags, "--name", "next", "--epochs", "0", "--init_from", "s1"])  # without --stride: taken over
+    assert "its --stride 1 taken over" in capsys.readouterr().out
+    assert load_trained(str(tmp_path / "model" / "next"))[1]["stride"] == 1
     with pytest.raises(SystemExit, match="--stride 1 changes ResNet-50's last block; DenseNet-121 .* has none"):
         train_new.main([*flags, "--name", "d1", "--stride", "1", "--use_dense"])
 
