@@ -179,13 +179,13 @@ def training_data(args):
         sys.exit(f"error: {train_set.root} holds {len(train_set.classes)} identity; training needs at least two")
     if len(train_set) < args.batchsize:
         sys.exit(f"error: {train_set.root} holds {len(train_set)} images, fewer than --batchsize {args.batchsize}; lower --batchsize")
-    identities = args.batchsize // args.instances
-    if args.sampler == "pk" and len(train_set.classes) < identities:
-        # a batch holds each identity once: with fewer, no batch fills and every epoch would train nothing
-        sys.exit(f"error: {train_set.root} holds {len(train_set.classes)} identities, fewer than the {identities} of "
-                 f"a --sampler pk batch (--batchsize {args.batchsize} / --instances {args.instances}); lower "
-                 f"--batchsize or raise --instances")
     if args.sampler == "pk":
+        identities = args.batchsize // args.instances
+        if len(train_set.classes) < identities:
+            # a batch holds each identity once: with fewer, no batch fills and every epoch would train nothing
+            sys.exit(f"error: {train_set.root} holds {len(train_set.classes)} identities, fewer than the {identities} "
+                     f"of a --sampler pk batch (--batchsize {args.batchsize} / --instances {args.instances}); lower "
+                     f"--batchsize or raise --instances")
         phases = {"train": LabelledImages(train_set.samples, train_transform(args), train_set.loader)}
     else:
         phases = {"train": VerificationTriplets(train_set.samples, train_set.samples, train_transform(args), train_set.loader)}
