@@ -7,7 +7,14 @@ import sys
 
 import pytest
 
-import prepare
+# pytest.ini runs the tests in pytest-xdist processes. Each process, and every script it starts, gets its
+# share of the cores: set before torch is imported, as torch's OpenMP threads are sized once; two processes
+# each using every core slow each other down many-fold.
+if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, len(os.sched_getaffinity(0))
+                                                      // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))))
+
+import prepare  # noqa: E402 (after the thread count above)
 import search
 import synthetic
 import test as test_stage
@@ -27,6 +34,13 @@ def start_script(script, *args, cwd):
     """Start one of the repository's scripts in the background (stdout and stderr piped, text)."""
     return subprocess.Popen([sys.executable, os.path.join(REPO, script), *args], cwd=cwd,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def torchrun(script, *args, cwd):
+    """Run one of the repository's scripts in 2 processes under torchrun. --standalone picks a free port,
+    so that two tests doing this at once (in two pytest processes) do not meet on the default one."""
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           os.path.join(REPO, script), *args], cwd=cwd, capture_output=True, text=True)
 
 
 def searched(capsys, run, *args):

@@ -3,8 +3,6 @@ times and best box, the multi-camera question, the cache, and bad input."""
 import csv
 import os
 import shutil
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -12,7 +10,7 @@ from PIL import Image
 
 import footage as fo
 import synthetic_footage
-from conftest import REPO, run_script, searched
+from conftest import run_script, searched, torchrun
 
 SMALL = dict(cameras=2, people=4, frames=12, width=160, height=120, fps=5, seed=0)
 
@@ -159,9 +157,7 @@ def test_under_torchrun_the_footage_is_shared_out_and_the_answer_is_the_same(tin
     query = root / "query" / sorted(os.listdir(root / "query"))[0]
     args = ["--name", "tiny", "--gpu_ids", "-1", "--num_workers", "0", "--query", str(query), "--gallery",
             str(root / "cam1"), str(root / "cam2"), "--ground_truth", "--no-pictures"]
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                          os.path.join(REPO, "search.py"), *args, "--output", "two"], cwd=work, capture_output=True,
-                         text=True)
+    two = torchrun("search.py", *args, "--output", "two", cwd=work)
     assert two.returncode == 0, two.stderr[-2000:]
     # the first process says what it described of its share, then takes it all from the cache
     assert two.stdout.count("described now") == 1 and two.stdout.count("from the cache") == 2

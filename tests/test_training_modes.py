@@ -1,8 +1,6 @@
 """The P x K sampler with in-batch verification pairs, reduced precision, and training and
 feature extraction with DistributedDataParallel (2 CPU processes, gloo) under torchrun."""
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -12,7 +10,7 @@ import torch
 import devices
 import test as test_stage
 import train_new
-from conftest import REPO, TRAIN
+from conftest import TRAIN, torchrun
 from model import build_model, in_batch_pairs, load_trained
 from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
 from train_new import pk_batches
@@ -191,11 +189,6 @@ def test_ema_saves_the_moving_average_of_every_step_and_resumes_it(prepared_mark
     assert all(torch.equal(resumed[k], saved[k]) for k in floats)
     with pytest.raises(SystemExit, match="--ema_decay 1.0: give 0 .* below 1"):
         train_new.main([*TRAIN, "--ema_decay", "1", "--name", "x", "--data_dir", str(prepared_market)])
-
-
-def torchrun(script, *args, cwd):
-    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", os.path.join(REPO, script),
-                           *args], cwd=cwd, capture_output=True, text=True)
 
 
 def test_two_processes_train_in_step_and_write_once(prepared_market, tmp_path, monkeypatch):
