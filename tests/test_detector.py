@@ -124,21 +124,17 @@ def test_weights_that_cannot_be_downloaded_are_one_line_naming_the_fix(tmp_path,
     # an empty hub cache, whatever this machine holds, and a proxy at a closed local port: the real
     # download path fails at once with or without internet, as it does here without (URLError)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    with socket.socket() as unused:
-        unused.bind(("127.0.0.1", 0))
-        port = unused.getsockname()[1]
-    for name in ("https_proxy", "HTTPS_PROXY"):
-        monkeypatch.setenv(name, f"http://127.0.0.1:{port}")
-    for name in ("no_proxy", "NO_PROXY"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setattr(urllib.request, "_opener", None)  # urlopen keeps the proxies it first saw
-    timeout = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(10)  # should the proxy's port be taken after all, no hang
-    try:
+    # the port stays bound, never listened on, for the whole test: connections to it are refused, and no other
+    # process (another pytest process's torchrun, say) can take it meanwhile
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        for name in ("https_proxy", "HTTPS_PROXY"):
+            monkeypatch.setenv(name, f"http://127.0.0.1:{closed.getsockname()[1]}")
+        for name in ("no_proxy", "NO_PROXY"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setattr(urllib.request, "_opener", None)  # urlopen keeps the proxies it first saw
         with pytest.raises(UserError, match=f"cannot download the COCO weights of the {MOBILENET} person") as error:
             detector.load_detector(CPU)
-    finally:
-        socket.setdefaulttimeout(timeout)
     assert_one_line_naming_the_fix(error, os.path.join(str(tmp_path / "torch"), "hub", "checkpoints"))
 
 
