@@ -11,8 +11,8 @@ import pytest
 # share of the cores: set before torch is imported, as torch's OpenMP threads are sized once; two processes
 # each using every core slow each other down many-fold.
 if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
-    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, len(os.sched_getaffinity(0))
-                                                      // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))))
+    os.environ.setdefault("OMP_NUM_THREADS",
+                          str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))))
 
 import prepare  # noqa: E402 (after the thread count above)
 import search
