@@ -19,8 +19,8 @@ import sys
 import torch
 
 import cli
-from devices import choose_device, loader_workers, note_emulated
-from model import descriptors, load_head, load_trained
+from devices import Arithmetic, choose_device, loader_workers, note_emulated
+from model import Descriptor, descriptors, first_images, load_head, load_trained
 from runs import run_dir
 from verification import FARS, calibrate_on_people, calibration_images, save_thresholds
 
@@ -59,7 +59,9 @@ def main(argv=None):
                  f"{args.name} ({cli.shorten(overlap)}), which would make P(same) and the thresholds optimistic; "
                  f"calibrate on people it never saw (prepare.py --calibration holds them out before training)")
     model = model.to(device, memory_format=torch.channels_last).eval()
-    f = descriptors(model, loader, device, "calibration", args.precision)
+    precision = Arithmetic(device, args.precision).check(Descriptor(model), first_images(loader.dataset),
+                                                         "calibration images")
+    f = descriptors(model, loader, device, "calibration", precision)
     found = calibrate_on_people(f, ids, cams, load_head(folder, args.which_epoch), args.which_epoch)
     save_thresholds(folder, found)
     scores = [s for s in ("cosine", "head") if s in found]

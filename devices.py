@@ -7,6 +7,7 @@ import sys
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 # The /proc/cpuinfo flags of the instructions a CPU computes bf16 or fp16 with. Without them PyTorch
@@ -54,6 +55,72 @@ def note_emulated(device, precision):
               file=sys.stderr)
 
 
+# Reduced precision is trusted where, on a few of the run's own images, every descriptor is within
+# these cosines of fp32's and of its own on a second call. Where bf16 is sound they agree to 0.99998
+# and repeat exactly (ResNet-50 at 64 x 32 and 256 x 128, AVX2 CPU, docs/benchmarks.md); on an Intel
+# CPU with AMX they agreed to 0.951-0.983 and changed from call to call (issue 40).
+AGREE_FP32, AGREE_REPEAT = 0.99, 0.999
+# images the check runs on (with their flips, one batch)
+CHECK_IMAGES = 8
+
+
+class Arithmetic:
+    """The precision a script runs its network in: --precision until it proves wrong on this
+    device, fp32 from then on, said once on stderr. Reduced precision proves wrong when its
+    descriptors disagree with fp32's (check) or a training step's loss is not finite under it
+    while fp32's is (train_new.py)."""
+
+    def __init__(self, device, precision):
+        self.device, self.precision = device, precision
+
+    @property
+    def reduced(self):
+        return self.precision != "fp32"
+
+    def autocast(self):
+        return autocast(self.device, self.precision)
+
+    def fall_back(self, why, say=True):
+        if say:  # above a progress bar where one is drawn (a training step fell back)
+            tqdm.write(f"note: {why}: running in fp32 from here (--precision fp32 does so from the start; "
+                       f"docs/benchmarks.md, \"Reduced precision\")", file=sys.stderr)
+        self.precision = "fp32"
+
+    @torch.inference_mode()
+    def check(self, describe, images, what, shard=None):
+        """Run `describe` (a module: images -> L2-normalised descriptors) on `images` in fp32 and
+        twice in this precision; keep the precision where every descriptor agrees with fp32's and
+        with itself (AGREE_FP32, AGREE_REPEAT), else fall back to fp32. Under torchrun every process
+        checks, all fall back if one does, and the main process speaks. Says the outcome in one
+        line; returns the precision."""
+        if not self.reduced:
+            return self.precision
+        training = describe.training
+        describe.eval()
+        images = images.to(self.device).contiguous(memory_format=torch.channels_last)
+        reference = describe(images).float()
+        with self.autocast():
+            first, second = describe(images).float(), describe(images).float()
+        describe.train(training)
+        # a NaN descriptor counts as the worst disagreement
+        to_fp32 = torch.minimum((first * reference).sum(1), (second * reference).sum(1)).nan_to_num(-1).min().item()
+        repeat = (first * second).sum(1).nan_to_num(-1).min().item()
+        agree = to_fp32 >= AGREE_FP32 and repeat >= AGREE_REPEAT
+        found = (f"on {len(images)} {what}, {self.precision} descriptors are within cosine {to_fp32:.5f} of fp32's and "
+                 f"{repeat:.5f} of a second call's (at least {AGREE_FP32} and {AGREE_REPEAT} needed)")
+        several = shard is not None and shard.world > 1
+        everyone = shard.everyone(agree, self.device) if several else agree
+        say = not several or shard.main
+        if everyone and say:
+            print(f"{self.precision} checked: {found}")
+        elif not everyone:
+            where = cpu_info()[0] if self.device.type == "cpu" else torch.cuda.get_device_name(self.device)
+            self.fall_back(f"--precision {self.precision} is wrong on this {self.device.type} ({where or 'unknown'}): "
+                           + (found if not agree else "another process found its descriptors disagreeing"),
+                           say=say or not agree)
+        return self.precision
+
+
 def choose_device(gpu_ids):
     """torch.device for --gpu_ids ('0', '0,1' or '-1'; None when not given: GPU 0 if there is
     one); the CPU when -1 or when CUDA is absent."""
@@ -99,6 +166,12 @@ class Shard:
         parts = [None] * self.world
         torch.distributed.all_gather_object(parts, array)
         return np.concatenate(parts) if self.main else None
+
+    def everyone(self, flag, device):
+        """Whether `flag` is true in every process."""
+        agreed = torch.tensor([float(flag)], device=device)
+        torch.distributed.all_reduce(agreed, op=torch.distributed.ReduceOp.MIN)
+        return bool(agreed.item())
 
     def finish(self):
         if self.world > 1:

@@ -27,7 +27,7 @@ from torch.utils.data import Dataset
 from torchvision import models
 from tqdm import tqdm
 
-from devices import autocast
+from devices import CHECK_IMAGES, autocast
 from runs import head_path, load_checkpoint, load_file, load_opts
 
 FEATURE_DIM = 512
@@ -276,6 +276,12 @@ def descriptors(model, loader, device, desc="", precision="fp32"):
         with autocast(device, precision):
             features.append(torch.cat([descriptor(chunk) for chunk in chunks]).cpu())
     return torch.cat(features).numpy().astype(np.float32)
+
+
+def first_images(dataset, n=CHECK_IMAGES):
+    """The first n images of a dataset of (image, ...) items, as one batch: what devices.Arithmetic
+    checks reduced precision on."""
+    return torch.stack([dataset[i][0] for i in range(min(n, len(dataset)))])
 
 
 def build_model(opts, pretrained=False):

@@ -265,14 +265,20 @@ class StopRequest:
         sys.exit(128 + self.signum)
 
 
-def agree_to_stop(loss, where, stop=None, shard=None):
+def agree_to_stop(loss, where, stop=None, shard=None, precision="fp32"):
     """After a step: every process must stop at the same step, so under torchrun they agree on a
-    loss that is not finite (the script ends, keeping the last good state) and on a Ctrl-C or
-    SIGTERM received by any of them (True: save the state and stop; `stop` then says why)."""
+    loss that is not finite (the script ends, keeping the last good state, and names a reduced
+    `precision` as the likely cause) and on a Ctrl-C or SIGTERM received by any of them (True: save
+    the state and stop; `stop` then says why)."""
     flags = torch.tensor([float(not torch.isfinite(loss)), float(stop is not None and stop.signum is not None)],
                          device=loss.device)
     if shard is not None and shard.world > 1 and stop is not None:
         torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MAX)
+    if flags[0] and precision != "fp32":
+        # a diverging rate grows the loss over several steps; reduced precision has been seen to break at step 2
+        sys.exit(f"error: the loss became {loss.item()} at {where} under --precision {precision}, the likely cause "
+                 f"(its arithmetic is wrong on some CPUs: docs/benchmarks.md); the last good state is kept: --resume "
+                 f"with --precision fp32, or start again (--overwrite) with it")
     if flags[0]:
         sys.exit(f"error: the loss became {loss.item()} at {where}; the last good state is kept: lower --lr, "
                  f"then start again (--overwrite) or --resume an earlier run")

@@ -60,9 +60,9 @@ import footage as fo
 import gallery
 import report
 from cli import UserError
-from data import load_image
-from devices import loader_workers, note_emulated, start_processes
-from model import load_head, load_trained
+from data import UnreadableImage, load_image, test_transform
+from devices import CHECK_IMAGES, Arithmetic, loader_workers, note_emulated, start_processes
+from model import Descriptor, load_head, load_trained
 from pictures import draw_ranking
 from runs import atomic_path, head_path, run_dir
 from verification import (COLLAPSED_MEDIAN, FARS, beta_logit, head_block, load_thresholds, median_pair_cosine,
@@ -235,6 +235,27 @@ def footage_boxes(footage, detections, args, device, folder, detector):
     return gallery.detected_boxes(footage, source, args, folder, detect), source
 
 
+def check_images(query_paths, args, opts):
+    """A few of the search's own images, for the check of reduced precision: the queries, then the
+    images of gallery folders; for a search of footage alone, its first frame, whole."""
+    paths = list(query_paths[:CHECK_IMAGES])
+    for path in args.gallery:
+        if len(paths) < CHECK_IMAGES and not fo.is_footage(path):
+            paths += gallery.list_images(path, "--gallery")[:CHECK_IMAGES - len(paths)]
+    transform = test_transform(*gallery.input_size(opts))
+    images = []
+    for path in paths:
+        try:
+            images.append(transform(load_image(path)))
+        except UnreadableImage:
+            continue  # the search skips it and says so
+    footage = [g for g in args.gallery if fo.is_footage(g)]
+    if not images and footage:
+        _, _, first = next(fo.frames(fo.open_footage(footage[0])))
+        images.append(transform(Image.fromarray(first)))
+    return torch.stack(images) if images else None  # None: nothing readable, which the search reports itself
+
+
 def describe(path, detections, model, args, device, opts, folder, detector):
     """The Described footage at `path`: opened, its boxes found (footage_boxes), described."""
     footage = fo.open_footage(path)
@@ -378,6 +399,11 @@ def main(argv=None):
     note_emulated(device, args.precision)
     model, opts = load_trained(folder, args.which_epoch)
     model = model.to(device, memory_format=torch.channels_last).eval()
+    images = check_images(query_paths, args, opts) if args.precision != "fp32" else None
+    if images is not None:
+        # what the gallery's descriptors and their cache are computed in (gallery.py reads args.precision)
+        args.precision = Arithmetic(device, args.precision).check(Descriptor(model), images, "images of the search",
+                                                                  shard)
     if shard.world > 1:
         # under torchrun each process describes its share of the footage into the run's cache (which
         # must be on a disk they all see), and the first then searches it all from there

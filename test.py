@@ -17,8 +17,8 @@ from torch.utils.data import DataLoader, Subset
 
 import cli
 from data import image_folder, parse_names, save_features, test_transform
-from devices import loader_workers, note_emulated, start_processes
-from model import descriptors, load_head, load_trained
+from devices import Arithmetic, loader_workers, note_emulated, start_processes
+from model import Descriptor, descriptors, first_images, load_head, load_trained
 from runs import run_dir
 from verification import load_thresholds
 
@@ -35,14 +35,14 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def extract_split(model, root, split, args, device, transform, shard):
+def extract_split(model, root, split, args, device, transform, shard, precision):
     """Descriptors, labels and cameras of one split, in file order. Under torchrun each process
     extracts its slice and the main process gathers them (None in the others)."""
     folder = image_folder(root, split, "--test_dir", transform)
     labels, cams = parse_names([path for path, _ in folder.samples])
     loader = DataLoader(Subset(folder, shard.take(range(len(folder)))), batch_size=args.batchsize, shuffle=False,
                         num_workers=args.num_workers, pin_memory=device.type == "cuda")
-    return shard.gather(descriptors(model, loader, device, split, args.precision)), labels, cams
+    return shard.gather(descriptors(model, loader, device, split, precision)), labels, cams
 
 
 def main(argv=None):
@@ -54,10 +54,13 @@ def main(argv=None):
     model, opts = load_trained(folder, args.which_epoch)
     model = model.to(device, memory_format=torch.channels_last).eval()
     transform = test_transform(opts["height"], opts["width"])
+    precision = Arithmetic(device, args.precision).check(
+        Descriptor(model), first_images(image_folder(args.test_dir, "query", "--test_dir", transform)), "query images",
+        shard)
 
     result = {}
     for split in ("gallery", "query"):
-        f, labels, cams = extract_split(model, args.test_dir, split, args, device, transform, shard)
+        f, labels, cams = extract_split(model, args.test_dir, split, args, device, transform, shard, precision)
         result.update({f"{split}_f": f, f"{split}_label": labels, f"{split}_cam": cams})
     head = load_head(folder, args.which_epoch)
     if head is not None:  # what evaluate.py needs to score pairs with the verification head
@@ -83,7 +86,7 @@ def main(argv=None):
         print(f"wrote {os.path.abspath(args.output)}: {len(result['query_f'])} queries, {len(result['gallery_f'])} gallery images")
 
     if args.multi:
-        f, labels, cams = extract_split(model, args.test_dir, "multi-query", args, device, transform, shard)
+        f, labels, cams = extract_split(model, args.test_dir, "multi-query", args, device, transform, shard, precision)
         multi_path = os.path.join(os.path.dirname(args.output), "multi_query.mat")
         if shard.main:
             save_features(multi_path, {"mquery_f": f, "mquery_label": labels, "mquery_cam": cams})

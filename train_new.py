@@ -34,10 +34,10 @@ from tqdm import tqdm
 
 import cli
 from data import IMAGENET_MEAN, IMAGENET_STD, LabelledImages, image_folder, parse_names, test_transform
-from devices import autocast, check_in_sync, loader_workers, note_emulated, start_processes
+from devices import Arithmetic, check_in_sync, loader_workers, note_emulated, start_processes
 from metrics import rank_queries, summarize
-from model import (DIFFERENT, IDENTITY_CLASSIFIER, SAME, Verification, VerificationTriplets, build_model, descriptors,
-                   head_weights, load_trained, load_verif, objective, verif_net)
+from model import (DIFFERENT, IDENTITY_CLASSIFIER, SAME, Descriptor, Verification, VerificationTriplets, build_model,
+                   descriptors, first_images, head_weights, load_trained, load_verif, objective, verif_net)
 from random_erasing import RandomErasing
 from runs import (MODEL_ROOT, StopRequest, agree_to_stop, check_run_folder, checkpoint_path, draw_curves, load_opts,
                   restore_state, run_dir, run_files, save_opts, save_state, save_weights)
@@ -373,11 +373,22 @@ def warm_up(args, epoch, steps):
 SUMS = ("steps", "total", "loss_id_sum", "loss_verif_sum", "id_correct", "verif_correct")
 
 
-def run_epoch(net, loader, device, args, *, desc, optimizer=None, scaler=None, sums=None, stop=None, shard=None,
-              lr_scale=None, after_step=None):
+def forward(net, batch, args, arithmetic):
+    """(logits, label, pos_score, neg_score, loss_id, loss_verif) of a batch, in the run's arithmetic."""
+    with arithmetic.autocast():
+        logits, label, pos_score, neg_score = net(batch)
+        return (logits, label, pos_score, neg_score,
+                *objective(logits, label, pos_score, neg_score, args.alpha, args.label_smoothing))
+
+
+def run_epoch(net, loader, device, args, arithmetic, *, desc, optimizer=None, scaler=None, sums=None, stop=None,
+              shard=None, lr_scale=None, after_step=None):
     """One pass over `loader`; trains when an optimizer is given, each step's learning rates
     scaled by lr_scale(step) where given (warm_up), calling after_step() after each step where
-    given. `sums` carries the running totals of an epoch resumed in the middle. Returns the totals, summed over all processes."""
+    given. `sums` carries the running totals of an epoch resumed in the middle. A training step
+    whose loss is not finite in reduced precision is done again in fp32, and the run goes on in
+    fp32 (in one process; under torchrun the run stops, naming the precision). Returns the totals,
+    summed over all processes."""
     training = optimizer is not None
     net.train(training)
     sums = {k: 0 for k in SUMS} | (sums or {})
@@ -388,12 +399,24 @@ def run_epoch(net, loader, device, args, *, desc, optimizer=None, scaler=None, s
             batch = [b.to(device, non_blocking=True) for b in batch]
             if args.channels_last:
                 batch = [b.contiguous(memory_format=torch.channels_last) if b.dim() == 4 else b for b in batch]
-            with autocast(device, args.precision):
-                logits, label, pos_score, neg_score = net(batch)
-                loss_id, loss_verif = objective(logits, label, pos_score, neg_score, args.alpha,
-                                                args.label_smoothing)
-                loss = loss_id + loss_verif
-            stopping = agree_to_stop(loss, f"{desc} step {sums['steps'] + local['steps'] + 1}", stop, shard)
+            where = f"{desc} step {sums['steps'] + local['steps'] + 1}"
+            redo = training and arithmetic.reduced and (shard is None or shard.world == 1)
+            # the BatchNorm statistics a failed step took in go back before it is done again
+            kept = [b.clone() for b in net.buffers()] if redo else None
+            logits, label, pos_score, neg_score, loss_id, loss_verif = forward(net, batch, args, arithmetic)
+            precision = arithmetic.precision
+            if redo and not torch.isfinite(loss_id + loss_verif):
+                failed = (loss_id + loss_verif).item()
+                for b, k in zip(net.buffers(), kept):
+                    b.copy_(k)
+                precision = "fp32"
+                logits, label, pos_score, neg_score, loss_id, loss_verif = forward(net, batch, args,
+                                                                                   Arithmetic(device, precision))
+                if torch.isfinite(loss_id + loss_verif):
+                    arithmetic.fall_back(f"the loss became {failed} at {where} under --precision {arithmetic.precision} "
+                                         f"and not in fp32, which did this step again")
+            loss = loss_id + loss_verif
+            stopping = agree_to_stop(loss, where, stop, shard, precision)
             if training:
                 if lr_scale is not None:
                     scale = lr_scale(sums["steps"] + local["steps"])
@@ -448,7 +471,7 @@ def val_retrieval(model, retrieval, device, precision):
     return {k: found[k] for k in ("Rank@1", "mAP")}
 
 
-def calibrate_thresholds(folder, net, retrieval, calibration, device, args):
+def calibrate_thresholds(folder, net, retrieval, calibration, device, args, precision):
     """thresholds.yaml for search.py: the same/different thresholds of cosine and of the head at
     each false-accept rate, and the calibration of each into P(same), fitted on the pairs of
     calibration/ (identities never trained on) where the tree has it, else on val queries against
@@ -456,10 +479,10 @@ def calibrate_thresholds(folder, net, retrieval, calibration, device, args):
     head = head_weights(net.verif)
     if calibration is not None:
         loader, ids, cams = calibration
-        f = descriptors(net.model, loader, device, "calibration", args.precision)
+        f = descriptors(net.model, loader, device, "calibration", precision)
         found = calibrate_on_people(f, ids, cams, head, "last")
     else:
-        (q, ql, qc), (g, gl, gc) = retrieval_features(net.model, retrieval, device, args.precision)
+        (q, ql, qc), (g, gl, gc) = retrieval_features(net.model, retrieval, device, precision)
         found = calibrate(q, ql, qc, g, gl, gc, head=head)
         pairs = (f"{len(q)} val images x {len(g)} training images of the same identities "
                  f"({found['positive_pairs']} positive, {found['negative_pairs']} negative pairs)")
@@ -529,6 +552,9 @@ def main(argv=None):
 
     # what is validated, saved and calibrated: the moving average where one is kept
     kept = parts["ema"].module if "ema" in parts else net
+    arithmetic = Arithmetic(device, args.precision)
+    some = LabelledImages(train_set.samples, test_transform(args.height, args.width), train_set.loader)
+    arithmetic.check(Descriptor(model), first_images(some), "training images", shard)
     trained = torch.nn.parallel.DistributedDataParallel(net) if shard.world > 1 else net
     trained = torch.compile(trained) if args.compile else trained
     with StopRequest() as stop:
@@ -540,7 +566,7 @@ def main(argv=None):
             progress = f"{epoch + 1}/{args.epochs}"
             skip = sums["steps"] if sums else 0
             loader = epoch_loader(phases["train"], args, epoch, device, train=True, skip=skip, shard=shard)
-            totals = run_epoch(trained, loader, device, args, desc=f"train {progress}", optimizer=parts["optimizer"],
+            totals = run_epoch(trained, loader, device, args, arithmetic, desc=f"train {progress}", optimizer=parts["optimizer"],
                                scaler=parts["scaler"], sums=sums, stop=stop, shard=shard,
                                lr_scale=warm_up(args, epoch, skip + len(loader)),
                                after_step=(lambda: parts["ema"].update_parameters(net)) if "ema" in parts else None)
@@ -556,8 +582,9 @@ def main(argv=None):
             validate = (epoch + 1) % args.val_every == 0 or epoch + 1 == args.epochs
             if "val" in phases and shard.main and validate:  # validation runs in the main process only
                 val_loader = epoch_loader(phases["val"], args, epoch, device, train=False)
-                stats = epoch_stats(run_epoch(kept, val_loader, device, args, desc=f"val {progress}"))
-                stats.update(val_retrieval(kept.model, retrieval, device, args.precision))
+                stats = epoch_stats(run_epoch(kept, val_loader, device, args, arithmetic,
+                                                 desc=f"val {progress}"))
+                stats.update(val_retrieval(kept.model, retrieval, device, arithmetic.precision))
                 history["val"].append(dict(stats, epoch=epoch + 1))
                 line += f" | {stats_text('val', stats)} Rank@1 {stats['Rank@1']:.4f} mAP {stats['mAP']:.4f}"
             sums = None
@@ -581,7 +608,7 @@ def main(argv=None):
         print(f"saved {checkpoint_path(folder, 'last')}")
         calibration = calibration_images(args.data_dir, args.height, args.width, args.batchsize, args.num_workers)
         if calibration is not None or retrieval is not None:
-            calibrate_thresholds(folder, kept, retrieval, calibration, device, args)
+            calibrate_thresholds(folder, kept, retrieval, calibration, device, args, arithmetic.precision)
     if shard.world > 1:
         check_in_sync(net, shard)
         shard.finish()

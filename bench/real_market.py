@@ -26,8 +26,9 @@ ranking the target is measured with.
 The recipe, chosen by measurement on 2 CPU cores (docs/real_market.md): 64 x 32 images, from
 scratch (no ImageNet weights), P x K batches of 32 identities x 2 images, lr 0.03, 30 epochs
 with every rate x0.1 after 24, random erasing (p 0.5), alpha 2, bf16 autocast with
-channels-last (1.2-1.4x the steps of fp32 on a CPU with AVX-512 bf16; on a CPU without bf16
-instructions, which would emulate it 12x slower, fp32 instead), all training images (--train_all). The configurations
+channels-last (1.2-1.4x the steps of fp32 on a CPU with AVX-512 bf16; fp32 instead on a CPU
+without bf16 instructions, which would emulate it 12x slower, and where bf16's descriptors
+disagree with fp32's, as on an Intel CPU with AMX), all training images (--train_all). The configurations
 of --full change one thing each: alpha 0 (identification only), alpha 1 (the paper's weight),
 and the original's triplet loading (three images per anchor) for the epochs that take the
 recipe's time. docs/real_market_14ep_runs.csv holds the same table for the recipe before
@@ -46,11 +47,11 @@ import numpy as np
 import scipy.stats
 import torch
 
-from stages import REPO, RESULT_LINE, machine, run_stage
+from stages import REPO, RESULT_LINE, machine, run_stage, training_precision
 import cli  # noqa: E402  (stages puts the repository on the path)
 import train_new
-from data import IMAGE_EXTENSIONS, parse_names
-from devices import native
+from data import IMAGE_EXTENSIONS, image_folder, parse_names, test_transform
+from model import first_images
 from metrics import rank_queries, summarize
 from runs import atomic_path
 
@@ -85,16 +86,23 @@ def trained_on():
     return machine() + (f"; trained on {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else "")
 
 
-def arithmetic():
+def arithmetic(tree, extra):
     """The recipe's --precision: bf16 where the machine that trains computes it (a GPU; a CPU with
-    AVX-512 bf16 or AMX, where it gives 1.2-1.4x the steps of fp32), fp32 elsewhere (an AVX2-only CPU
-    emulates bf16, 12x slower than fp32: docs/benchmarks.md)."""
-    return "bf16" if native(torch.device("cuda" if torch.cuda.is_available() else "cpu"), "bf16") else "fp32"
+    AVX-512 bf16 or AMX, where it gives 1.2-1.4x the steps of fp32) and gets it right on the tree's
+    first training images (stages.training_precision), fp32 elsewhere (an AVX2-only CPU emulates
+    bf16, 12x slower than fp32; an Intel CPU with AMX computed wrong descriptors and NaN losses in
+    bf16: docs/benchmarks.md)."""
+    if "--precision" in extra:
+        return extra[extra.index("--precision") + 1]  # the command line's choice
+    options = train_new.parse_args(flags("recipe", extra, "fp32"))
+    some = image_folder(tree, "train_all", "--data", test_transform(options.height, options.width))
+    return training_precision(first_images(some))
 
 
-def flags(config, extra):
-    """train_new.py's flags for a configuration; `extra` (after -- on the command line) comes last and wins."""
-    options = RECIPE | {"--precision": arithmetic()} | CONFIGS[config]
+def flags(config, extra, precision):
+    """train_new.py's flags for a configuration, trained in `precision` (arithmetic()); `extra` (after -- on the
+    command line) comes last and wins."""
+    options = RECIPE | {"--precision": precision} | CONFIGS[config]
     return [x for pair in options.items() for x in pair] + SWITCHES + extra
 
 
@@ -143,13 +151,13 @@ def features(name):
     return os.path.join("model", name, "pytorch_result.mat")
 
 
-def train_and_measure(config, seed, tree, work, extra):
+def train_and_measure(config, seed, tree, work, extra, precision):
     """Train one run (resuming a stopped one), test and evaluate it; its row of the results file."""
     name = run_name(config, seed)
     folder = os.path.join(work, "model", name)
     again = ["--resume"] if os.path.isfile(os.path.join(folder, "state.pth")) else ["--overwrite"]
     print(f"{name}: training{' (resumed)' if again == ['--resume'] else ''} in {folder}", flush=True)
-    run_stage("train_new.py", "--name", name, "--data_dir", tree, "--seed", str(seed), *flags(config, extra), *again,
+    run_stage("train_new.py", "--name", name, "--data_dir", tree, "--seed", str(seed), *flags(config, extra, precision), *again,
               cwd=work, echo=f"  {name}: ")
     with open(os.path.join(folder, "train.log")) as f:
         epochs = EPOCH_LINE.findall(f.read())
@@ -163,7 +171,7 @@ def train_and_measure(config, seed, tree, work, extra):
         verification.setdefault(score, values)
     head = HEAD_RESULT.search(printed)
     rerank_rank1, rerank_map = reranked(work, result)
-    options = train_new.parse_args(flags(config, extra))  # the options as training resolved them
+    options = train_new.parse_args(flags(config, extra, precision))  # the options as training resolved them
     seconds = [float(s) for _, _, _, s in epochs]
     row = {"config": config, "seed": seed, "alpha": options.alpha, "sampler": options.sampler,
            "epochs": len(epochs), "train_s": f"{sum(seconds):.0f}", "s_per_epoch": f"{statistics.median(seconds):.1f}",
@@ -172,7 +180,7 @@ def train_and_measure(config, seed, tree, work, extra):
            "fit": epochs[-1][1], "rank1": rank1, "rank5": rank5, "rank10": rank10, "mAP": mean_ap,
            "head_rank1": head[1] if head else "", "head_mAP": head[2] if head else "", "rerank_rank1": rerank_rank1,
            "rerank_mAP": rerank_map, "machine": trained_on(),
-           "date": datetime.date.today().isoformat(), "flags": " ".join(flags(config, extra))}
+           "date": datetime.date.today().isoformat(), "flags": " ".join(flags(config, extra, precision))}
     for score in ("cosine", "head"):
         for key, value in zip(("auc", "eer", "tar1e-2", "tar1e-3"), verification.get(score, ("",) * 4)):
             row[f"{score}_{key}"] = value
@@ -328,8 +336,10 @@ def main():
     work = os.path.abspath(args.work)
     os.makedirs(work, exist_ok=True)
 
-    print(trained_on(), f"| the recipe's arithmetic here: {arithmetic()}", flush=True)
+    print(trained_on(), flush=True)
     tree = prepare(os.path.abspath(args.data), work, args.hold_out)
+    precision = arithmetic(tree, extra)
+    print(f"the recipe's arithmetic here: {precision}", flush=True)
     level, n_query, n_gallery = chance(tree)
     fill_reranked(args.results, work)
     print(f"split: {args.hold_out} held-out identities, {n_query} queries, {n_gallery} gallery images; chance level "
@@ -341,7 +351,7 @@ def main():
             if (config, str(seed)) in done:
                 continue
             start = time.time()
-            row = train_and_measure(config, seed, tree, work, extra)
+            row = train_and_measure(config, seed, tree, work, extra, precision)
             append_row(args.results, row)
             print(f"{run_name(config, seed)}: Rank@1 {float(row['rank1']):.4f} mAP {float(row['mAP']):.4f}, "
                   f"{int(row['epochs'])} epochs in {float(row['train_s']) / 60:.1f} min of training "

@@ -8,7 +8,7 @@ import tempfile
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
-from devices import cpu_info  # noqa: E402
+from devices import CPU_INSTRUCTIONS, Arithmetic, cpu_info, native  # noqa: E402
 from metrics import RESULT_LINE  # noqa: E402,F401  evaluate.py's metrics line, for the benchmarks
 
 
@@ -50,3 +50,20 @@ def machine():
               if "avx512f" in flags else "AVX2, no AVX-512" if "avx2" in flags else "neither AVX2 nor AVX-512")
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return f"CPU: {model or platform.processor()}, {vector}, {cores} cores"
+
+
+def training_precision(images):
+    """What a benchmark trains in, said in one line: bf16 where the device computes it with
+    instructions of its own and a ResNet-50 of random weights describes `images` in bf16 as in fp32,
+    twice alike (devices.Arithmetic.check); fp32 otherwise."""
+    import torch
+
+    from model import Descriptor, ft_net
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not native(device, "bf16"):
+        print(f"fp32: this CPU has no bf16 instructions ({' or '.join(CPU_INSTRUCTIONS['bf16'])}); PyTorch would "
+              f"emulate them, 12x slower than fp32 (docs/benchmarks.md)", flush=True)
+        return "fp32"
+    torch.manual_seed(0)
+    network = ft_net(651, pretrained=False).to(device, memory_format=torch.channels_last)
+    return Arithmetic(device, "bf16").check(Descriptor(network), images, "images")

@@ -7,9 +7,12 @@ import os
 import subprocess
 import sys
 
+import torch
 from PIL import Image
 
 from conftest import REPO
+from model import Descriptor
+from test_precision import noisy_under_autocast, steady
 
 TINY_RECIPE = ["--", "--epochs", "1", "--height", "32", "--width", "16", "--batchsize", "8", "--num_workers", "0",
                "--gpu_ids", "-1"]
@@ -99,14 +102,26 @@ def test_the_table_weighs_each_gain_against_the_seeds_spread(monkeypatch):
         "mAP -1.0 points (t -0.77, p 0.5)")
 
 
-def test_the_recipe_trains_in_fp32_where_bf16_would_be_emulated(monkeypatch):
+def test_the_recipe_trains_in_bf16_only_where_it_is_native_and_right(monkeypatch, capsys):
     monkeypatch.syspath_prepend(os.path.join(REPO, "bench"))
+    stages = importlib.import_module("stages")
+    images = torch.randn(2, 3, 32, 16)
+    monkeypatch.setattr(stages, "native", lambda device, wanted: False)
+    assert stages.training_precision(images) == "fp32"
+    assert "fp32: this CPU has no bf16 instructions" in capsys.readouterr().out
+    monkeypatch.setattr(stages, "native", lambda device, wanted: True)
+    monkeypatch.setattr(Descriptor, "forward", steady)
+    assert stages.training_precision(images) == "bf16"
+    assert "bf16 checked: on 2 images" in capsys.readouterr().out
+    monkeypatch.setattr(Descriptor, "forward", noisy_under_autocast)  # a device whose bf16 is wrong (issue 40)
+    assert stages.training_precision(images) == "fp32"
+    assert "--precision bf16 is wrong on this cpu" in capsys.readouterr().err
     real_market = importlib.import_module("real_market")
-    for has_bf16, precision in ((True, "bf16"), (False, "fp32")):
-        monkeypatch.setattr(real_market, "native", lambda device, wanted: has_bf16)
-        options = real_market.flags("recipe", [])
+    for precision in ("bf16", "fp32"):
+        options = real_market.flags("recipe", [], precision)
         assert options[options.index("--precision") + 1] == precision
-    assert real_market.flags("recipe", ["--precision", "bf16"])[-1] == "bf16"  # the command line still wins
+    assert real_market.flags("recipe", ["--precision", "bf16"], "fp32")[-1] == "bf16"  # the command line still wins
+    assert real_market.arithmetic("no tree needed", ["--precision", "fp32"]) == "fp32"
 
 
 def test_the_figure_shows_the_seeds_of_each_configuration_run(monkeypatch, tmp_path):
