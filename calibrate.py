@@ -20,7 +20,7 @@ import torch
 
 import cli
 from devices import Arithmetic, choose_device, loader_workers, note_emulated
-from model import Descriptor, descriptors, first_images, load_head, load_trained
+from model import check_precision, descriptors, first_images, load_head, load_trained
 from runs import run_dir
 from verification import FARS, calibrate_on_people, calibration_images, save_thresholds
 
@@ -59,8 +59,8 @@ def main(argv=None):
                  f"{args.name} ({cli.shorten(overlap)}), which would make P(same) and the thresholds optimistic; "
                  f"calibrate on people it never saw (prepare.py --calibration holds them out before training)")
     model = model.to(device, memory_format=torch.channels_last).eval()
-    precision = Arithmetic(device, args.precision).check(Descriptor(model), first_images(loader.dataset),
-                                                         "calibration images")
+    precision = check_precision(Arithmetic(device, args.precision), model, first_images(loader.dataset),
+                                "calibration images")
     f = descriptors(model, loader, device, "calibration", precision)
     found = calibrate_on_people(f, ids, cams, load_head(folder, args.which_epoch), args.which_epoch)
     save_thresholds(folder, found)

@@ -88,20 +88,16 @@ class Arithmetic:
 
     @torch.inference_mode()
     def check(self, describe, images, what, shard=None):
-        """Run `describe` (a module: images -> L2-normalised descriptors) on `images` in fp32 and
-        twice in this precision; keep the precision where every descriptor agrees with fp32's and
-        with itself (AGREE_FP32, AGREE_REPEAT), else fall back to fp32. Under torchrun every process
-        checks, all fall back if one does, and the main process speaks. Says the outcome in one
-        line; returns the precision."""
+        """Describe `images` (describe: images -> L2-normalised descriptors) in fp32 and twice in
+        this precision; keep the precision where every descriptor agrees with fp32's and with itself
+        (AGREE_FP32, AGREE_REPEAT), else fall back to fp32. Under torchrun every process checks, all
+        fall back if one does, and the main process speaks. Says the outcome in one line; returns
+        the precision (model.check_precision runs it on the network)."""
         if not self.reduced:
             return self.precision
-        training = describe.training
-        describe.eval()
-        images = images.to(self.device).contiguous(memory_format=torch.channels_last)
         reference = describe(images).float()
         with self.autocast():
             first, second = describe(images).float(), describe(images).float()
-        describe.train(training)
         # a NaN descriptor counts as the worst disagreement
         to_fp32 = torch.minimum((first * reference).sum(1), (second * reference).sum(1)).nan_to_num(-1).min().item()
         repeat = (first * second).sum(1).nan_to_num(-1).min().item()

@@ -262,6 +262,13 @@ class Descriptor(nn.Module):
 CPU_MICRO_BATCH = 8
 
 
+def describe(descriptor, images, device):
+    """The descriptors of a batch of images, channels-last, a few at a time on a CPU."""
+    images = images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+    chunks = images.split(CPU_MICRO_BATCH // 2) if device.type == "cpu" else [images]
+    return torch.cat([descriptor(chunk) for chunk in chunks])
+
+
 @torch.inference_mode()
 def descriptors(model, loader, device, desc="", precision="fp32"):
     """The Descriptor of every image of `loader` (batches of (images, anything)), as float32 numpy.
@@ -271,11 +278,22 @@ def descriptors(model, loader, device, desc="", precision="fp32"):
     descriptor = Descriptor(model)
     features = []
     for images, _ in tqdm(loader, desc=desc, unit="batch", leave=False):
-        images = images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-        chunks = images.split(CPU_MICRO_BATCH // 2) if device.type == "cpu" else [images]
         with autocast(device, precision):
-            features.append(torch.cat([descriptor(chunk) for chunk in chunks]).cpu())
+            features.append(describe(descriptor, images, device).cpu())
     return torch.cat(features).numpy().astype(np.float32)
+
+
+def check_precision(arithmetic, model, images, what, shard=None):
+    """devices.Arithmetic.check on `images`, described by the network in eval mode as descriptors()
+    describes them (the same batches through the same kernels); the network's mode is left as it
+    was. Returns the precision to run in."""
+    training = model.training
+    model.eval()
+    try:
+        descriptor = Descriptor(model)
+        return arithmetic.check(lambda x: describe(descriptor, x, arithmetic.device), images, what, shard)
+    finally:
+        model.train(training)
 
 
 def first_images(dataset, n=CHECK_IMAGES):

@@ -62,7 +62,7 @@ import report
 from cli import UserError
 from data import UnreadableImage, load_image, test_transform
 from devices import CHECK_IMAGES, Arithmetic, loader_workers, note_emulated, start_processes
-from model import Descriptor, load_head, load_trained
+from model import check_precision, load_head, load_trained
 from pictures import draw_ranking
 from runs import atomic_path, head_path, run_dir
 from verification import (COLLAPSED_MEDIAN, FARS, beta_logit, head_block, load_thresholds, median_pair_cosine,
@@ -402,8 +402,8 @@ def main(argv=None):
     images = check_images(query_paths, args, opts) if args.precision != "fp32" else None
     if images is not None:
         # what the gallery's descriptors and their cache are computed in (gallery.py reads args.precision)
-        args.precision = Arithmetic(device, args.precision).check(Descriptor(model), images, "images of the search",
-                                                                  shard)
+        args.precision = check_precision(Arithmetic(device, args.precision), model, images, "images of the search",
+                                         shard)
     if shard.world > 1:
         # under torchrun each process describes its share of the footage into the run's cache (which
         # must be on a disk they all see), and the first then searches it all from there

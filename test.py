@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, Subset
 import cli
 from data import image_folder, parse_names, save_features, test_transform
 from devices import Arithmetic, loader_workers, note_emulated, start_processes
-from model import Descriptor, descriptors, first_images, load_head, load_trained
+from model import check_precision, descriptors, first_images, load_head, load_trained
 from runs import run_dir
 from verification import load_thresholds
 
@@ -54,9 +54,8 @@ def main(argv=None):
     model, opts = load_trained(folder, args.which_epoch)
     model = model.to(device, memory_format=torch.channels_last).eval()
     transform = test_transform(opts["height"], opts["width"])
-    precision = Arithmetic(device, args.precision).check(
-        Descriptor(model), first_images(image_folder(args.test_dir, "query", "--test_dir", transform)), "query images",
-        shard)
+    queries = first_images(image_folder(args.test_dir, "query", "--test_dir", transform))
+    precision = check_precision(Arithmetic(device, args.precision), model, queries, "query images", shard)
 
     result = {}
     for split in ("gallery", "query"):

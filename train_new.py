@@ -36,8 +36,8 @@ import cli
 from data import IMAGENET_MEAN, IMAGENET_STD, LabelledImages, image_folder, parse_names, test_transform
 from devices import Arithmetic, check_in_sync, loader_workers, note_emulated, start_processes
 from metrics import rank_queries, summarize
-from model import (DIFFERENT, IDENTITY_CLASSIFIER, SAME, Descriptor, Verification, VerificationTriplets, build_model,
-                   descriptors, first_images, head_weights, load_trained, load_verif, objective, verif_net)
+from model import (DIFFERENT, IDENTITY_CLASSIFIER, SAME, Verification, VerificationTriplets, build_model,
+                   check_precision, descriptors, first_images, head_weights, load_trained, load_verif, objective, verif_net)
 from random_erasing import RandomErasing
 from runs import (MODEL_ROOT, StopRequest, agree_to_stop, check_run_folder, checkpoint_path, draw_curves, load_opts,
                   restore_state, run_dir, run_files, save_opts, save_state, save_weights)
@@ -554,7 +554,7 @@ def main(argv=None):
     kept = parts["ema"].module if "ema" in parts else net
     arithmetic = Arithmetic(device, args.precision)
     some = LabelledImages(train_set.samples, test_transform(args.height, args.width), train_set.loader)
-    arithmetic.check(Descriptor(model), first_images(some), "training images", shard)
+    check_precision(arithmetic, model, first_images(some), "training images", shard)
     trained = torch.nn.parallel.DistributedDataParallel(net) if shard.world > 1 else net
     trained = torch.compile(trained) if args.compile else trained
     with StopRequest() as stop:

@@ -22,7 +22,7 @@ import torch
 from stages import machine
 import cli  # noqa: E402  (stages puts the repository on the path)
 from devices import CHECK_IMAGES, PRECISIONS, Arithmetic, autocast
-from model import Descriptor, ft_net
+from model import check_precision, ft_net
 
 WEIGHTED = (torch.nn.Conv2d, torch.nn.Linear, torch.nn.BatchNorm2d, torch.nn.BatchNorm1d)
 
@@ -86,7 +86,7 @@ def main():
         alike = all(torch.equal(a, b) for a, b in zip(first, second))
         print(f"{name:<32} {'x'.join(map(str, x.shape)):>20} {errors}  {'alike' if alike else 'DIFFER'}", flush=True)
     some = images[:CHECK_IMAGES]
-    Arithmetic(device, args.precision).check(Descriptor(net), some, "random images")  # in eval mode, as test.py
+    check_precision(Arithmetic(device, args.precision), net, some, "random images")  # in eval mode, as test.py
 
 
 if __name__ == "__main__":

@@ -58,7 +58,7 @@ def training_precision(images):
     twice alike (devices.Arithmetic.check); fp32 otherwise."""
     import torch
 
-    from model import Descriptor, ft_net
+    from model import check_precision, ft_net
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if not native(device, "bf16"):
         print(f"fp32: this CPU has no bf16 instructions ({' or '.join(CPU_INSTRUCTIONS['bf16'])}); PyTorch would "
@@ -66,4 +66,4 @@ def training_precision(images):
         return "fp32"
     torch.manual_seed(0)
     network = ft_net(651, pretrained=False).to(device, memory_format=torch.channels_last)
-    return Arithmetic(device, "bf16").check(Descriptor(network), images, "images")
+    return check_precision(Arithmetic(device, "bf16"), network, images, "images")

@@ -17,7 +17,7 @@ import test as test_stage
 import train_new
 from conftest import TRAIN, searched
 from devices import Arithmetic
-from model import Descriptor, Verification
+from model import CPU_MICRO_BATCH, Descriptor, Verification, check_precision
 from runs import agree_to_stop
 
 REAL_DESCRIPTOR = Descriptor.forward
@@ -44,8 +44,8 @@ noisy_under_autocast = noisy(REAL_DESCRIPTOR)
 
 def check(monkeypatch, forward, precision="bf16"):
     monkeypatch.setattr(Descriptor, "forward", forward)
-    describe = Descriptor(torch.nn.Identity())
-    return Arithmetic(torch.device("cpu"), precision).check(describe, torch.randn(4, 3, 8, 4), "test images")
+    return check_precision(Arithmetic(torch.device("cpu"), precision), torch.nn.Identity(), torch.randn(4, 3, 8, 4),
+                           "test images")
 
 
 def test_reduced_precision_is_kept_where_it_agrees_with_fp32(monkeypatch, capsys):
@@ -136,10 +136,15 @@ def test_a_loss_that_is_nan_in_reduced_precision_under_torchrun_names_it_and_the
         agree_to_stop(torch.tensor(torch.nan), "train 1/30 step 2")
 
 
-def test_the_check_runs_the_network_in_eval_mode_and_leaves_its_mode(monkeypatch):
-    modes = []
-    monkeypatch.setattr(Descriptor, "forward", lambda self, images: modes.append(self.training) or steady(self, images))
-    describe = Descriptor(torch.nn.Identity()).train()
-    Arithmetic(torch.device("cpu"), "bf16").check(describe, torch.randn(2, 3, 8, 4), "images")
-    assert modes == [False] * 3 and describe.training
+def test_the_check_describes_as_test_py_does_and_leaves_the_network_s_mode(monkeypatch):
+    batches = []
+
+    def forward(self, images):
+        batches.append((len(images), self.net.training))
+        return steady(self, images)
+    monkeypatch.setattr(Descriptor, "forward", forward)
+    network = torch.nn.Identity().train()
+    check_precision(Arithmetic(torch.device("cpu"), "bf16"), network, torch.randn(6, 3, 8, 4), "images")
+    # in eval mode, a few images at a time on a CPU, as descriptors() runs them: fp32, then two reduced calls
+    assert batches == [(CPU_MICRO_BATCH // 2, False), (2, False)] * 3 and network.training
     assert devices.AGREE_FP32 < devices.AGREE_REPEAT <= 1
