@@ -11,10 +11,10 @@ import sys
 
 import torch
 
-import cli
-from data import RESULT_KEYS, image_folder, load_features
-from metrics import good_and_junk, rank_queries, ranking
-from pictures import draw_ranking
+from reid import cli
+from reid.data import RESULT_KEYS, image_folder, load_features
+from reid.evaluation.metrics import good_and_junk, rank_queries, ranking
+from reid.evaluation.pictures import draw_ranking
 
 COLOURS = {"good": "#1a9850", "other": "#d73027", "junk": "#969696"}
 

@@ -5,7 +5,7 @@ import sys
 import torch
 
 import evaluate
-from cli import run_main
+from reid.cli import run_main
 
 if __name__ == "__main__":
     if not torch.cuda.is_available():

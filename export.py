@@ -21,10 +21,10 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-import cli
-from data import IMAGENET_MEAN, IMAGENET_STD
+from reid import cli
+from reid.data import IMAGENET_MEAN, IMAGENET_STD
 from model import Descriptor, load_trained
-from runs import atomic_path, run_dir
+from reid.runs import atomic_path, run_dir
 
 # the exporter (torch.onnx.export with dynamo=True) needs these; onnxruntime only checks the result
 EXPORT_PACKAGES = ("onnx", "onnxscript")

@@ -27,8 +27,8 @@ from torch.utils.data import Dataset
 from torchvision import models
 from tqdm import tqdm
 
-from devices import CHECK_IMAGES, autocast
-from runs import head_path, load_checkpoint, load_file, load_opts
+from reid.devices import CHECK_IMAGES, autocast
+from reid.runs import head_path, load_checkpoint, load_file, load_opts
 
 FEATURE_DIM = 512
 SAME, DIFFERENT = 1, 0  # the verification head's classes (the original code numbers them the other way)

@@ -76,12 +76,12 @@ from dataclasses import dataclass, field
 import yaml
 from tqdm import tqdm
 
-import cli
-from cli import UserError, run_main, shorten
-from data import (NAME_HELP, NAME_PATTERN, SPLITS, SYNTHETIC_MARKER, UnreadableImage, is_image, load_image, parse_name,
+from reid import cli
+from reid.cli import UserError, run_main, shorten
+from reid.data import (NAME_HELP, NAME_PATTERN, SPLITS, SYNTHETIC_MARKER, UnreadableImage, is_image, load_image, parse_name,
                   parse_names)
-from footage import GROUND_TRUTH, VIDEO_EXTENSIONS, crop_boxes, is_footage, open_footage, read_detections
-from runs import atomic_path
+from reid.search.footage import GROUND_TRUTH, VIDEO_EXTENSIONS, crop_boxes, is_footage, open_footage, read_detections
+from reid.runs import atomic_path
 
 
 @dataclass(frozen=True)

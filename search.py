@@ -55,17 +55,17 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-import cli
-import footage as fo
-import gallery
-import report
-from cli import UserError
-from data import UnreadableImage, load_image, test_transform
-from devices import CHECK_IMAGES, Arithmetic, loader_workers, note_emulated, start_processes
+from reid import cli
+from reid.search import footage as fo
+from reid.search import gallery
+from reid.search import report
+from reid.cli import UserError
+from reid.data import UnreadableImage, load_image, test_transform
+from reid.devices import CHECK_IMAGES, Arithmetic, loader_workers, note_emulated, start_processes
 from model import check_precision, load_head, load_trained
-from pictures import draw_ranking
-from runs import atomic_path, head_path, run_dir
-from verification import (COLLAPSED_MEDIAN, FARS, beta_logit, head_block, load_thresholds, median_pair_cosine,
+from reid.evaluation.pictures import draw_ranking
+from reid.runs import atomic_path, head_path, run_dir
+from reid.evaluation.verification import (COLLAPSED_MEDIAN, FARS, beta_logit, head_block, load_thresholds, median_pair_cosine,
                           probability, with_prior)
 
 
@@ -225,7 +225,7 @@ def footage_boxes(footage, detections, args, device, folder, detector):
     source = f"detector {args.detector} {args.min_score}"
 
     def detect():
-        import detector as people  # torchvision's detection models load only where needed
+        from reid.search import detector as people  # torchvision's detection models load only where needed
         if not detector:
             detector.append(people.load_detector(device, args.detector))
         boxes, summary = people.detect_people(footage, detector[0], device, stride=args.stride,

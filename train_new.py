@@ -32,16 +32,16 @@ from torch.utils.data import DataLoader
 from torchvision import transforms
 from tqdm import tqdm
 
-import cli
-from data import IMAGENET_MEAN, IMAGENET_STD, LabelledImages, image_folder, parse_names, test_transform
-from devices import Arithmetic, check_in_sync, loader_workers, note_emulated, start_processes
-from metrics import rank_queries, summarize
+from reid import cli
+from reid.data import IMAGENET_MEAN, IMAGENET_STD, LabelledImages, image_folder, parse_names, test_transform
+from reid.devices import Arithmetic, check_in_sync, loader_workers, note_emulated, start_processes
+from reid.evaluation.metrics import rank_queries, summarize
 from model import (DIFFERENT, IDENTITY_CLASSIFIER, SAME, Verification, VerificationTriplets, build_model,
                    check_precision, descriptors, first_images, head_weights, load_trained, load_verif, objective, verif_net)
 from random_erasing import RandomErasing
-from runs import (MODEL_ROOT, StopRequest, agree_to_stop, check_run_folder, checkpoint_path, draw_curves, load_opts,
+from reid.runs import (MODEL_ROOT, StopRequest, agree_to_stop, check_run_folder, checkpoint_path, draw_curves, load_opts,
                   restore_state, run_dir, run_files, save_opts, save_state, save_weights)
-from verification import calibrate, calibrate_on_people, calibration_images, save_thresholds
+from reid.evaluation.verification import calibrate, calibrate_on_people, calibration_images, save_thresholds
 
 
 def parse_args(argv=None):

@@ -20,8 +20,8 @@ import re
 import torch
 
 from stages import machine
-import cli  # noqa: E402  (stages puts the repository on the path)
-from devices import CHECK_IMAGES, PRECISIONS, Arithmetic, autocast
+from reid import cli
+from reid.devices import CHECK_IMAGES, PRECISIONS, Arithmetic, autocast
 from model import check_precision, ft_net
 
 WEIGHTED = (torch.nn.Conv2d, torch.nn.Linear, torch.nn.BatchNorm2d, torch.nn.BatchNorm1d)

@@ -15,17 +15,15 @@ A library that is not installed, or cannot run here, is named with the reason.
 """
 import importlib.metadata
 import os
-import sys
 import tempfile
 import time
 
 import av
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from stages import machine  # noqa: E402
+from stages import machine
 
-import cli  # noqa: E402  (stages put the repository on the path)
+from reid import cli
 
 # the container each codec is written into (mpeg4 and mjpeg are what old cameras and OpenCV write)
 CONTAINERS = {"h264": ".mp4", "mpeg4": ".avi", "mjpeg": ".avi"}

@@ -15,7 +15,7 @@ import tempfile
 import time
 
 from stages import REPO, RESULT_LINE, machine
-import cli  # noqa: E402  (stages puts the repository on the path)
+from reid import cli
 
 
 def main():

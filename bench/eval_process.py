@@ -37,14 +37,13 @@ import sys
 import tempfile
 import time
 
-BENCH = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, BENCH)
-from eval_speed import SIZES, make_features  # noqa: E402
-from stages import REPO, RESULT_LINE, machine, run_stage  # noqa: E402
+from eval_speed import SIZES, make_features
+from stages import REPO, RESULT_LINE, machine, run_stage
 
-sys.path.insert(0, REPO)
-import cli  # noqa: E402
-from data import save_features  # noqa: E402
+from reid import cli
+from reid.data import save_features
+
+BENCH = os.path.dirname(os.path.abspath(__file__))
 
 GOALS = {"torchreid": 0.6, "original": 0.25}
 VENV = "../torchreid-venv"

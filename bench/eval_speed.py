@@ -26,9 +26,8 @@ import time
 import numpy as np
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import cli  # noqa: E402
-from metrics import BLOCK_ELEMENTS, k_reciprocal_scores, rank_queries, summarize  # noqa: E402
+from reid import cli
+from reid.evaluation.metrics import BLOCK_ELEMENTS, k_reciprocal_scores, rank_queries, summarize
 
 FEATURE_FILES = ("qf", "ql", "qc", "gf", "gl", "gc")
 SIZES = {

@@ -19,12 +19,11 @@ import time
 import torch
 from torch.utils.data import DataLoader, Subset
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import cli  # noqa: E402
-from data import image_folder, parse_names, test_transform  # noqa: E402
-from metrics import rank_queries, summarize  # noqa: E402
-from model import descriptors, ft_net, load_trained  # noqa: E402
-from runs import run_dir  # noqa: E402
+from reid import cli
+from reid.data import image_folder, parse_names, test_transform
+from reid.evaluation.metrics import rank_queries, summarize
+from model import descriptors, ft_net, load_trained
+from reid.runs import run_dir
 
 
 @torch.no_grad()

@@ -20,7 +20,7 @@ import time
 import torch
 
 from stages import REPO, run_stage
-import cli  # noqa: E402  (stages puts the repository on the path)
+from reid import cli
 
 
 def main():

@@ -20,8 +20,8 @@ import tempfile
 import time
 
 from stages import REPO, RESULT_LINE, machine, run_stage
-import cli  # noqa: E402  (stages puts the repository on the path)
-import synthetic_footage
+from reid import cli
+from reid.synthetic import footage as synthetic_footage
 
 # the demo's recipe (demo.sh), at its input size: 32 x 16, P x K batches, lr 0.03, all images
 RECIPE = ["--height", "32", "--width", "16", "--lr", "0.03", "--batchsize", "64", "--sampler", "pk", "--instances", "2",

@@ -23,13 +23,13 @@ import time
 import torch
 
 from stages import machine, run_stage
-import cli  # noqa: E402  (stages puts the repository on the path)
-import footage as fo
-import synthetic_footage
-from data import test_transform
-from devices import choose_device
+from reid import cli
+from reid.search import footage as fo
+from reid.synthetic import footage as synthetic_footage
+from reid.data import test_transform
+from reid.devices import choose_device
 from model import build_model, descriptors
-from runs import save_checkpoint, save_opts
+from reid.runs import save_checkpoint, save_opts
 
 
 def main():

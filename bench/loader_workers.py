@@ -21,9 +21,9 @@ import torch
 from torch.utils.data import DataLoader
 
 from stages import machine, training_tree
-import cli  # noqa: E402  (stages puts the repository on the path)
+from reid import cli
 import train_new
-from devices import autocast
+from reid.devices import autocast
 from model import Verification, objective
 
 

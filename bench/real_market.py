@@ -48,12 +48,12 @@ import scipy.stats
 import torch
 
 from stages import REPO, RESULT_LINE, machine, run_stage, training_precision
-import cli  # noqa: E402  (stages puts the repository on the path)
+from reid import cli
 import train_new
-from data import IMAGE_EXTENSIONS, image_folder, parse_names, test_transform
+from reid.data import IMAGE_EXTENSIONS, image_folder, parse_names, test_transform
 from model import first_images
-from metrics import rank_queries, summarize
-from runs import atomic_path
+from reid.evaluation.metrics import rank_queries, summarize
+from reid.runs import atomic_path
 
 RECIPE = {"--height": "64", "--width": "32", "--sampler": "pk", "--instances": "2", "--batchsize": "64",
           "--lr": "0.03", "--epochs": "30", "--decay_epoch": "24", "--alpha": "2", "--erasing_p": "0.5"}

@@ -22,11 +22,9 @@ from html.parser import HTMLParser
 import numpy as np
 from PIL import Image, ImageDraw
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from stages import REPO, machine  # noqa: E402
+from stages import machine
 
-sys.path.insert(0, REPO)
-from report import COLOURS, write_report  # noqa: E402
+from reid.search.report import COLOURS, write_report
 
 WINDOW = (1280, 2000)
 # One background colour per picture, far from each other, from the frames and from the page's greys.

@@ -14,21 +14,18 @@ cached without the pictures (search.py --no-pictures).
     python bench/search_speed.py --height 256 --width 128 --gallery_size 2000
 """
 import os
-import sys
 import tempfile
 import time
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from stages import REPO, machine, run_stage  # noqa: E402
+from stages import REPO, machine, run_stage
 
-sys.path.insert(0, REPO)
-import cli  # noqa: E402
-import synthetic  # noqa: E402
-from data import is_image  # noqa: E402
-from model import build_model  # noqa: E402
-from runs import SEARCH_CACHE, save_checkpoint, save_opts  # noqa: E402
+from reid import cli
+from reid.synthetic import people as synthetic
+from reid.data import is_image
+from model import build_model
+from reid.runs import SEARCH_CACHE, save_checkpoint, save_opts
 
 # Run in a process of its own: what a cached search cannot do without (argv: run name, gallery
 # cache file, the queries' folder, --gpu_ids, the repository).
@@ -37,9 +34,9 @@ import sys, time
 start = time.perf_counter()
 sys.path.insert(0, sys.argv[5])
 import numpy as np, torch
-from devices import choose_device, loader_workers
+from reid.devices import choose_device, loader_workers
 from model import load_trained
-from runs import run_dir
+from reid.runs import run_dir
 import gallery, search
 args = search.parse_args(["--name", sys.argv[1], "--query", sys.argv[3], "--gallery", ".", "--gpu_ids", sys.argv[4]])
 device = choose_device(args.gpu_ids)

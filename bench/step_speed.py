@@ -27,9 +27,9 @@ import time
 import torch
 
 from stages import machine, training_precision
-import cli  # noqa: E402  (stages puts the repository on the path)
+from reid import cli
 import train_new
-from devices import CHECK_IMAGES, autocast
+from reid.devices import CHECK_IMAGES, autocast
 from model import Verification, objective
 
 CONFIGS = [("fp32", False), ("fp32", True), ("bf16", False), ("bf16", True)]

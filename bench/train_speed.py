@@ -23,7 +23,7 @@ import tempfile
 import torch
 
 from stages import RESULT_LINE, run_stage, training_tree
-import cli  # noqa: E402  (stages puts the repository on the path)
+from reid import cli
 
 RATE = re.compile(r"\| train .* ([\d.]+) samples/s")
 

@@ -16,7 +16,7 @@ if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
 
 import prepare  # noqa: E402 (after the thread count above)
 import search
-import synthetic
+from reid.synthetic import people as synthetic
 import test as test_stage
 import train_new
 

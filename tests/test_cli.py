@@ -5,9 +5,9 @@ import os
 import pytest
 import torch
 
-import cli
+from reid import cli
 import demo
-import devices
+from reid import devices
 import evaluate
 import export
 import prepare
@@ -16,7 +16,7 @@ import synthetic
 import test as test_stage
 import train_new
 from conftest import run_script
-from devices import loader_workers
+from reid.devices import loader_workers
 
 ENTRY_POINTS = {"train_new.py": train_new.parse_args, "test.py": test_stage.parse_args, "search.py": search.parse_args,
                 "export.py": export.parse_args, "evaluate.py": evaluate.main, "demo.py": demo.main,

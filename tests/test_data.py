@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from data import RESULT_KEYS, load_features, parse_name, parse_names, save_features
+from reid.data import RESULT_KEYS, load_features, parse_name, parse_names, save_features
 
 
 @pytest.mark.parametrize("name, expected", [

@@ -7,8 +7,8 @@ import pytest
 from PIL import Image
 
 import prepare
-from data import parse_name
-from synthetic import MARKER
+from reid.data import parse_name
+from reid.synthetic.people import MARKER
 from test_prepare import snapshot
 
 

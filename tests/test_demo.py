@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 from conftest import REPO
-from metrics import RESULT_LINE as LINE
+from reid.evaluation.metrics import RESULT_LINE as LINE
 
 
 def quick_command():

@@ -10,10 +10,10 @@ import pytest
 import torch
 from PIL import Image
 
-import detector
-import footage
-from cli import UserError
-from footage import MIN_BOX, Box
+from reid.search import detector
+from reid.search import footage
+from reid.cli import UserError
+from reid.search.footage import MIN_BOX, Box
 
 WIDTH, HEIGHT, LENGTH, FPS = 120, 100, 7, 10
 CPU = torch.device("cpu")

@@ -12,9 +12,9 @@ from PIL import Image
 from torchvision import transforms
 
 import export
-from data import IMAGENET_MEAN, IMAGENET_STD, RESULT_KEYS, image_folder, load_features
+from reid.data import IMAGENET_MEAN, IMAGENET_STD, RESULT_KEYS, image_folder, load_features
 from model import descriptors, load_trained
-from runs import run_dir
+from reid.runs import run_dir
 
 HEIGHT, WIDTH = 64, 32  # the tiny run's (conftest.TRAIN)
 

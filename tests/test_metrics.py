@@ -5,8 +5,8 @@ import math
 import numpy as np
 import pytest
 
-import metrics
-from metrics import format_lines, multi_query_features, rank_queries, summarize
+from reid.evaluation import metrics
+from reid.evaluation.metrics import format_lines, multi_query_features, rank_queries, summarize
 
 
 def features_with_scores(scores):

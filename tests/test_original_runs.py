@@ -20,9 +20,9 @@ from torchvision.models.resnet import Bottleneck
 import test as test_stage
 import train_new
 from conftest import TRAIN, run_script
-from data import RESULT_KEYS, load_features
+from reid.data import RESULT_KEYS, load_features
 from model import Descriptor, ft_net, ft_net_dense, load_trained
-from runs import ORIGINAL_OPTIONS
+from reid.runs import ORIGINAL_OPTIONS
 
 # model/ft_ResNet50/opts.yaml as the original's train.py writes it (yaml.dump of its flags)
 ORIGINAL_OPTS = """PCB: false

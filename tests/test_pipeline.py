@@ -12,10 +12,10 @@ import yaml
 import evaluate
 import test as test_stage
 from conftest import REPO, TRAIN, run_script as script
-from data import CALIBRATION_KEYS, HEAD_KEYS, MULTI_KEYS, RESULT_KEYS, load_features, parse_name, save_features
+from reid.data import CALIBRATION_KEYS, HEAD_KEYS, MULTI_KEYS, RESULT_KEYS, load_features, parse_name, save_features
 from model import DIFFERENT, SAME, verif_net
-from verification import load_thresholds
-from metrics import RESULT_LINE as LINE
+from reid.evaluation.verification import load_thresholds
+from reid.evaluation.metrics import RESULT_LINE as LINE
 
 OTHER = re.compile(r"^(multi )?non-interpolated AP \(torchreid, fast-reid\): mAP:(\d\.\d{6}) mINP:(\d\.\d{6})$")
 

@@ -4,7 +4,6 @@ network in bf16 or fp16 first checks, on a few of its own images, that its descr
 fp32's and with themselves, and otherwise runs in fp32 and says so; a training step whose loss is
 not finite in reduced precision is done again in fp32. A wrong device is simulated here by
 descriptors that are noisy under autocast, whatever the CPU running the tests."""
-import os
 
 import numpy as np
 import pytest
@@ -12,13 +11,13 @@ import scipy.io
 import torch
 import torch.nn.functional as F
 
-import devices
+from reid import devices
 import test as test_stage
 import train_new
 from conftest import TRAIN, searched
-from devices import Arithmetic
+from reid.devices import Arithmetic
 from model import CPU_MICRO_BATCH, Descriptor, Verification, check_precision
-from runs import agree_to_stop
+from reid.runs import agree_to_stop
 
 REAL_DESCRIPTOR = Descriptor.forward
 REAL_VERIFICATION = Verification.forward

@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 import prepare
-from data import SPLITS, parse_name
+from reid.data import SPLITS, parse_name
 
 
 def snapshot(root):

@@ -13,9 +13,9 @@ import yaml
 from PIL import Image
 
 import prepare
-from cli import UserError
+from reid.cli import UserError
 from conftest import run_script
-from data import parse_name
+from reid.data import parse_name
 from test_prepare import snapshot
 
 WIDTH, HEIGHT, LENGTH = 160, 120, 6

@@ -12,7 +12,7 @@ from html.parser import HTMLParser
 import pytest
 from PIL import Image
 
-import report
+from reid.search import report
 from conftest import REPO
 
 

@@ -3,8 +3,8 @@ definitions, and on a case whose outcome can be reasoned out."""
 import numpy as np
 import pytest
 
-import metrics
-from metrics import k_reciprocal_scores, rank_queries, summarize
+from reid.evaluation import metrics
+from reid.evaluation.metrics import k_reciprocal_scores, rank_queries, summarize
 
 
 def unit(x):

@@ -10,7 +10,7 @@ from PIL import Image
 import evaluate
 import search
 from conftest import run_script, searched
-from metrics import RESULT_LINE
+from reid.evaluation.metrics import RESULT_LINE
 
 
 def rows(folder):

@@ -8,8 +8,8 @@ import pytest
 import torch
 from PIL import Image
 
-import footage as fo
-import synthetic_footage
+from reid.search import footage as fo
+from reid.synthetic import footage as synthetic_footage
 from conftest import run_script, searched, torchrun
 
 SMALL = dict(cameras=2, people=4, frames=12, width=160, height=120, fps=5, seed=0)
@@ -130,7 +130,7 @@ class FakeDetector:
 def test_a_video_without_detections_gets_the_person_detector_once(tiny_run, made, tmp_path, capsys, monkeypatch):
     """Boxes from the detector (people only), linked by overlap into one tracklet; a second search
     takes the detector's boxes and the descriptors from the cache, whatever the output."""
-    import detector
+    from reid.search import detector
     fake = FakeDetector()
     monkeypatch.setattr(detector, "load_detector", lambda device, name: fake)
     root, _ = made

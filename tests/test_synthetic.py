@@ -5,9 +5,10 @@ import os
 import pytest
 from PIL import Image
 
-from data import parse_name
+from reid.data import parse_name
 import synthetic
-from synthetic import FOLDERS, MARKER, main, make_market_tree
+from reid.synthetic.people import FOLDERS, MARKER, make_market_tree
+from synthetic import main
 from conftest import contents
 
 TRAIN, TEST, CAMERAS, PER_CAMERA, JUNK, DISTRACTORS = 8, 6, 6, 2, 2, 3

@@ -7,7 +7,7 @@ import pytest
 import scipy.io
 import torch
 
-import devices
+from reid import devices
 import test as test_stage
 import train_new
 from conftest import TRAIN, torchrun

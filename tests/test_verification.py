@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from verification import (beta_logit, median_pair_cosine, brier_score, expected_calibration_error, fit_beta, fit_platt, load_thresholds,
+from reid.evaluation.verification import (beta_logit, median_pair_cosine, brier_score, expected_calibration_error, fit_beta, fit_platt, load_thresholds,
                           probability, rates_at, roc, save_thresholds, summarize_roc, threshold_at_far, with_prior)
 
 
@@ -89,7 +89,7 @@ def test_the_head_logit_is_one_weighted_product():
 
 def test_roc_equals_counting_every_pair(monkeypatch):
     """Many queries in several blocks, scores with ties: the same curve as counting pair by pair."""
-    import verification
+    from reid.evaluation import verification
     monkeypatch.setattr(verification, "BLOCK_ELEMENTS", 500)  # 500 scores a block: many blocks
     rng = np.random.default_rng(1)
     # multiples of 1/4: every score is exact in float32 whatever the order of the sums, and many tie
@@ -111,7 +111,7 @@ def test_roc_equals_counting_every_pair(monkeypatch):
 
 def test_rates_reached_at_given_thresholds_of_the_hand_case(monkeypatch):
     """What evaluate.py reports for a run's thresholds: FAR and TAR over the protocol's pairs."""
-    import verification
+    from reid.evaluation import verification
     monkeypatch.setattr(verification, "BLOCK_ELEMENTS", 3)  # one query a block: blocks add up
     scores = np.asarray(SCORES * 2, np.float32)
     qf, gf = np.eye(2, dtype=np.float32), scores.T.copy()

@@ -14,8 +14,8 @@ import torch
 from torchvision.models import detection
 from tqdm import tqdm
 
-from cli import UserError
-from footage import MIN_BOX, Box, frames
+from reid.cli import UserError
+from reid.search.footage import MIN_BOX, Box, frames
 
 # name: (builder, weights). The default runs on a CPU at a usable speed: 4.5 GFLOPs a frame for
 # 32.8 COCO box mAP, where the accurate choice costs 280 GFLOPs for 46.7 (torchvision's weights.meta)

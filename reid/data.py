@@ -31,8 +31,8 @@ import numpy as np
 import scipy.io
 from PIL import Image
 
-from cli import UserError, shorten
-from runs import atomic_path
+from reid.cli import UserError, shorten
+from reid.runs import atomic_path
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 # The identity is everything before the first "_c", the camera the digits after it.

@@ -8,8 +8,8 @@ matplotlib.use("Agg")  # pictures go to files; no screen is needed
 import matplotlib.pyplot as plt
 from PIL import Image
 
-from data import load_image
-from runs import atomic_path
+from reid.data import load_image
+from reid.runs import atomic_path
 
 TILE_WIDTH, HEIGHT = 1.35, 3.3  # inches
 

@@ -36,8 +36,8 @@ import av
 import numpy as np
 from PIL import Image
 
-from cli import UserError
-from data import IMAGE_EXTENSIONS, UnreadableImage, is_image, load_image
+from reid.cli import UserError
+from reid.data import IMAGE_EXTENSIONS, UnreadableImage, is_image, load_image
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov")
 SEQINFO = "seqinfo.ini"

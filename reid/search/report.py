@@ -20,7 +20,7 @@ import io
 
 from PIL import Image
 
-from runs import atomic_path
+from reid.runs import atomic_path
 
 MAX_SIDE = 320
 JPEG_QUALITY = 85

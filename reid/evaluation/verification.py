@@ -27,8 +27,8 @@ import numpy as np
 import torch
 import yaml
 
-from metrics import BLOCK_ELEMENTS, good_and_junk
-from runs import THRESHOLDS, atomic_path
+from reid.evaluation.metrics import BLOCK_ELEMENTS, good_and_junk
+from reid.runs import THRESHOLDS, atomic_path
 
 FARS = (1e-2, 1e-3)
 
@@ -364,7 +364,7 @@ def calibration_images(data_dir, height, width, batchsize, num_workers):
     --calibration: people never trained on), or None when the tree has none."""
     from torch.utils.data import DataLoader  # here: evaluate.py imports this module and should start fast
 
-    from data import image_folder, parse_names, test_transform
+    from reid.data import image_folder, parse_names, test_transform
     if not os.path.isdir(os.path.join(data_dir, "calibration")):
         return None
     folder = image_folder(data_dir, "calibration", "--data_dir", test_transform(height, width))
