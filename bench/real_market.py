@@ -6,6 +6,8 @@ verification beats identification alone) at this scale.
     python bench/real_market.py --data ../shared/data/market1501 --full   # the table: hours; resumes
     python bench/real_market.py --data ../shared/data/market1501 --full --table   # the table so far
     python bench/real_market.py --data x --full --table --figure docs/real_market_seeds.png   # and a picture
+    python bench/real_market.py --data ../shared/data/market1501 --experiment k4 --work data/real_market_k4 \
+        -- --instances 4                                                  # an experiment: a name, a folder, a change
 
 --data is the raw folder holding bounding_box_train/ (Market-1501's 12,936 training images of
 751 people). prepare.py --hold_out 100 --seed 0 turns it into <work>/market1501_h100: 651
@@ -15,13 +17,15 @@ gallery, never trained on. Then, for each configuration and seed:
     train_new.py (the recipe below, from scratch), test.py, evaluate.py
 
 in <work>, each run in <work>/model/<configuration>_s<seed>/. Each finished run becomes one
-row of --results (CSV); a run already there is not trained again, and one stopped midway
-(Ctrl-C, a closed session) resumes from its state.pth. The table of means and spreads over
-the seeds is printed at the end, with the chance level (random descriptors) of the split,
-and each configuration's gain over the recipe (and alpha 1's over alpha 0) against the seeds'
-spread: Welch's t-test. Each run is also evaluated with k-reciprocal re-ranking (evaluate.py
---rerank), a test-time step the paper does not take: the rerank_ columns, beside the cosine
-ranking the target is measured with.
+row of --results (CSV, by default docs/real_market_runs.csv, which holds every real-image run),
+its first column the --experiment it belongs to (recipe by default; another change to the recipe,
+given after --, gets a name of its own and a --work of its own). A run of that experiment already
+there is not trained again, and one stopped midway (Ctrl-C, a closed session) resumes from its
+state.pth. The table of the experiment's means and spreads over the seeds is printed at the
+end, with the chance level (random descriptors) of the split, and each configuration's gain
+over the recipe (and alpha 1's over alpha 0) against the seeds' spread: Welch's t-test. Each
+run is also evaluated with k-reciprocal re-ranking (evaluate.py --rerank), a test-time step the
+paper does not take: the rerank_ columns, beside the cosine ranking the target is measured with.
 
 The recipe, chosen by measurement on 2 CPU cores (docs/real_market.md): 64 x 32 images, from
 scratch (no ImageNet weights), P x K batches of 32 identities x 2 images, lr 0.03, 30 epochs
@@ -31,8 +35,9 @@ without bf16 instructions, which would emulate it 12x slower, and where bf16's d
 disagree with fp32's, as on an Intel CPU with AMX), all training images (--train_all). The configurations
 of --full change one thing each: alpha 0 (identification only), alpha 1 (the paper's weight),
 and the original's triplet loading (three images per anchor) for the epochs that take the
-recipe's time. docs/real_market_14ep_runs.csv holds the same table for the recipe before
-(14 epochs, alpha 1, no erasing, fp32).
+recipe's time. The experiment 14ep of docs/real_market_runs.csv holds the same table for the
+recipe before (14 epochs, alpha 1, no erasing, fp32; its configurations recipe, alpha0, alpha2
+and triplet).
 """
 import argparse
 import csv
@@ -74,10 +79,11 @@ VERIFICATION_ROW = re.compile(r"^  (cosine|head)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+
 HEAD_RESULT = re.compile(r"^ranked by the head: Rank@1:(\d\.\d+) .* mAP:(\d\.\d+)$", re.M)
 # train_new.py's line per epoch: "epoch 3/30 | train loss ... id acc <a> verif acc ... <r> samples/s | lr ... | <s>s"
 EPOCH_LINE = re.compile(r"^epoch (\d+)/\d+ \|.* id acc ([\d.]+) .* ([\d.]+) samples/s .*\| ([\d.]+)s$", re.M)
-FIELDS = ["config", "seed", "alpha", "sampler", "epochs", "train_s", "s_per_epoch", "samples_per_s", "fit", "rank1",
-          "rank5", "rank10", "mAP", "cosine_auc", "cosine_eer", "cosine_tar1e-2", "cosine_tar1e-3", "head_auc",
-          "head_eer", "head_tar1e-2", "head_tar1e-3", "head_rank1", "head_mAP", "rerank_rank1", "rerank_mAP", "machine",
-          "date", "flags"]
+# experiment: what a set of runs changed in the recipe (--experiment); config: which of CONFIGS within it
+FIELDS = ["experiment", "config", "seed", "alpha", "sampler", "epochs", "train_s", "s_per_epoch", "samples_per_s",
+          "fit", "rank1", "rank5", "rank10", "mAP", "cosine_auc", "cosine_eer", "cosine_tar1e-2", "cosine_tar1e-3",
+          "head_auc", "head_eer", "head_tar1e-2", "head_tar1e-3", "head_rank1", "head_mAP", "rerank_rank1",
+          "rerank_mAP", "machine", "date", "flags"]
 TARGET = {"rank1": 0.85, "mAP": 0.70}
 
 
@@ -106,11 +112,22 @@ def flags(config, extra, precision):
     return [x for pair in options.items() for x in pair] + SWITCHES + extra
 
 
-def read_rows(path):
+def read_rows(path, experiment):
+    """Every row of the file. A row written before the experiment column existed belongs to `experiment`,
+    the one this command names: such a file held the runs of one experiment, the one its commands named
+    (it was their --results), so it reads as it did; its rows get the name when the file is next written."""
     if not os.path.isfile(path):
         return []
     with open(path, newline="") as f:
-        return list(csv.DictReader(f))
+        rows = list(csv.DictReader(f))
+    for row in rows:
+        row["experiment"] = row.get("experiment") or experiment
+    return rows
+
+
+def experiment_rows(path, experiment):
+    """The rows of one experiment: the runs it has done, its table."""
+    return [r for r in read_rows(path, experiment) if r["experiment"] == experiment]
 
 
 def write_rows(path, rows):
@@ -125,7 +142,7 @@ def write_rows(path, rows):
 def append_row(path, row):
     """One finished run, appended: a stop loses no finished run. A new file, or one written before a
     column was added, is written whole instead."""
-    rows = read_rows(path)
+    rows = read_rows(path, row["experiment"])
     if rows and list(rows[0]) == FIELDS:
         with open(path, "a", newline="") as f:
             csv.DictWriter(f, FIELDS, lineterminator="\n").writerow(row)
@@ -195,15 +212,17 @@ def reranked(work, result):
     return rank1, mean_ap
 
 
-def fill_reranked(path, work):
-    """Rows written before the re-ranked columns get them from their runs' features where <work> still
-    holds them; the file is rewritten only if one did."""
-    rows = read_rows(path)
+def fill_reranked(path, work, experiment):
+    """The experiment's rows written before the re-ranked columns get them from their runs' features where
+    <work> still holds them (another experiment's runs live in another folder); the file is rewritten only
+    if one did."""
+    rows = read_rows(path, experiment)
     filled = False
     for row in rows:
         name = run_name(row["config"], row["seed"])
         result = features(name)
-        if not row.get("rerank_rank1") and os.path.isfile(os.path.join(work, result)):
+        if (row["experiment"] == experiment and not row.get("rerank_rank1")
+                and os.path.isfile(os.path.join(work, result))):
             row["rerank_rank1"], row["rerank_mAP"] = reranked(work, result)
             print(f"{name}: re-ranked from its features: Rank@1 {row['rerank_rank1']} "
                   f"mAP {row['rerank_mAP']}", flush=True)
@@ -311,7 +330,7 @@ def main():
     p.add_argument("--configs", nargs="+", choices=list(CONFIGS), default=None,
                    help="the configurations to run (not given: recipe alone, or all with --full)")
     p.add_argument("--table", action="store_true",
-                   help="print the table of the runs --results holds, and run nothing")
+                   help="print the table of the experiment's runs --results holds, and run nothing")
     p.add_argument("--figure", default=None,
                    help="also draw each configuration's seeds (Rank@1 and mAP) into this PNG, e.g. "
                         "docs/real_market_seeds.png")
@@ -319,16 +338,26 @@ def main():
     p.add_argument("--work", default=os.path.join(REPO, "data", "real_market_e30"),
                    help="working folder: the prepared tree and model/ with every run")
     p.add_argument("--results", default=os.path.join(REPO, "docs", "real_market_runs.csv"),
-                   help="CSV with one row per finished run; runs already in it are not run again")
+                   help="CSV with one row per finished run, of every experiment; the experiment's runs already in "
+                        "it are not run again")
+    p.add_argument("--experiment", default="recipe",
+                   help="the name of this set of runs, written in each row's experiment column: what the flags "
+                        "after -- change, e.g. k4 for -- --instances 4 (give it its own --work too); only its "
+                        "rows count as done and make the table")
     p.add_argument("train_args", nargs=argparse.REMAINDER,
                    help="after --: train_new.py flags that change the recipe for every run, e.g. -- --height 256 "
-                        "--width 128 on a GPU (give such runs their own --results and --work)")
+                        "--width 128 on a GPU (give such runs their own --experiment and --work)")
     args = p.parse_args()
     extra = [a for a in args.train_args if a != "--"]
     configs = args.configs or (list(CONFIGS) if args.full else ["recipe"])
     seeds = range(args.seeds if args.seeds is not None else 3 if args.full else 1)
     if args.table:
-        report(read_rows(args.results), configs, seeds, args.figure)
+        rows = experiment_rows(args.results, args.experiment)
+        if not rows:
+            held = dict.fromkeys(r["experiment"] for r in read_rows(args.results, args.experiment))
+            print(f"{args.results} holds no run of --experiment {args.experiment}; its experiments: "
+                  f"{' '.join(held) or 'none'}")
+        report(rows, configs, seeds, args.figure)
         return
     if not os.path.isdir(os.path.join(args.data, "bounding_box_train")):
         sys.exit(f"error: --data {args.data} holds no bounding_box_train/; pass the raw Market-1501 folder "
@@ -341,22 +370,22 @@ def main():
     precision = arithmetic(tree, extra)
     print(f"the recipe's arithmetic here: {precision}", flush=True)
     level, n_query, n_gallery = chance(tree)
-    fill_reranked(args.results, work)
+    fill_reranked(args.results, work, args.experiment)
     print(f"split: {args.hold_out} held-out identities, {n_query} queries, {n_gallery} gallery images; chance level "
           f"Rank@1 {level['Rank@1']:.3f} mAP {level['mAP']:.3f}", flush=True)
     # seed by seed: after each round every configuration has the same number of runs to compare
     for seed in seeds:
         for config in configs:
-            done = {(r["config"], r["seed"]) for r in read_rows(args.results)}
+            done = {(r["config"], r["seed"]) for r in experiment_rows(args.results, args.experiment)}
             if (config, str(seed)) in done:
                 continue
             start = time.time()
-            row = train_and_measure(config, seed, tree, work, extra, precision)
+            row = {"experiment": args.experiment} | train_and_measure(config, seed, tree, work, extra, precision)
             append_row(args.results, row)
             print(f"{run_name(config, seed)}: Rank@1 {float(row['rank1']):.4f} mAP {float(row['mAP']):.4f}, "
                   f"{int(row['epochs'])} epochs in {float(row['train_s']) / 60:.1f} min of training "
                   f"({row['s_per_epoch']} s/epoch); {time.time() - start:.0f} s in all", flush=True)
-    report(read_rows(args.results), configs, seeds, args.figure)
+    report(experiment_rows(args.results, args.experiment), configs, seeds, args.figure)
 
 
 def report(rows, configs, seeds, figure=None):

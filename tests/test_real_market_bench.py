@@ -1,6 +1,7 @@
 """bench/real_market.py, the real-image measurement, on a tiny synthetic tree: it prepares a
 held-out split, trains, tests and evaluates by the repository's commands, keeps each finished
-run as a row, and neither trains a finished run again nor restarts a stopped one."""
+run as a row named by its experiment, and neither trains a finished run of the experiment again
+nor restarts a stopped one."""
 import csv
 import importlib
 import os
@@ -18,9 +19,9 @@ TINY_RECIPE = ["--", "--epochs", "1", "--height", "32", "--width", "16", "--batc
                "--gpu_ids", "-1"]
 
 
-def bench(raw, work, results):
+def bench(raw, work, results, *flags):
     return subprocess.run([sys.executable, os.path.join(REPO, "bench", "real_market.py"), "--data", str(raw),
-                           "--hold_out", "3", "--work", str(work), "--results", str(results), *TINY_RECIPE],
+                           "--hold_out", "3", "--work", str(work), "--results", str(results), *flags, *TINY_RECIPE],
                           capture_output=True, text=True, cwd=REPO)
 
 
@@ -30,7 +31,7 @@ def test_bench_measures_held_out_people_and_resumes(raw_market_once, tmp_path):
     assert first.returncode == 0, first.stderr
     with open(results, newline="") as f:
         rows = list(csv.DictReader(f))
-    assert [(r["config"], r["seed"], r["epochs"]) for r in rows] == [("recipe", "0", "1")]
+    assert [(r["experiment"], r["config"], r["seed"], r["epochs"]) for r in rows] == [("recipe", "recipe", "0", "1")]
     assert 0 <= float(rows[0]["rank1"]) <= 1 and 0 < float(rows[0]["cosine_auc"]) <= 1
     assert rows[0]["flags"].endswith(" ".join(TINY_RECIPE[1:]))  # the recipe, then what the command line changed
     # the verification columns are evaluate.py's verification table, not the thresholds table after it
@@ -50,8 +51,9 @@ def test_bench_measures_held_out_people_and_resumes(raw_market_once, tmp_path):
                               capture_output=True, text=True).stdout
     assert f"Rank@1:{rows[0]['rerank_rank1']} " in reranked and f"mAP:{rows[0]['rerank_mAP']}\n" in reranked
 
-    # finished: nothing is trained again; a row written before the re-ranked columns gets them from its features
-    old = [f for f in rows[0] if not f.startswith("rerank_")]
+    # finished: nothing is trained again; a row written before the re-ranked columns gets them from its features,
+    # and one written before the experiment column is the experiment's the command names (the default, recipe)
+    old = [f for f in rows[0] if not f.startswith("rerank_") and f != "experiment"]
     with open(results, "w", newline="") as f:
         writer = csv.DictWriter(f, old, extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
@@ -67,6 +69,14 @@ def test_bench_measures_held_out_people_and_resumes(raw_market_once, tmp_path):
     assert "recipe_s0: training (resumed)" in resumed.stdout
     assert (work / "model" / "recipe_s0" / "train.log").read_text() == log
 
+    # another experiment, in the same results file: the recipe's run is not its run, nor in its table
+    other = bench(raw_market_once, tmp_path / "work_other", results, "--experiment", "other")
+    assert other.returncode == 0, other.stderr
+    assert "recipe_s0: training in" in other.stdout and "| recipe (as above) | 1 |" in other.stdout
+    with open(results, newline="") as f:
+        assert [(r["experiment"], r["config"], r["seed"]) for r in csv.DictReader(f)] == [
+            ("recipe", "recipe", "0"), ("other", "recipe", "0")]
+
 
 def test_bench_names_a_folder_without_training_images(tmp_path):
     done = bench(tmp_path, tmp_path / "work", tmp_path / "runs.csv")
@@ -77,13 +87,14 @@ def test_bench_names_a_folder_without_training_images(tmp_path):
 def test_a_results_file_written_before_a_column_gains_it(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(os.path.join(REPO, "bench"))
     real_market = importlib.import_module("real_market")
-    old = [f for f in real_market.FIELDS if f != "fit"]
+    old = [f for f in real_market.FIELDS if f not in ("experiment", "fit")]
     results = tmp_path / "runs.csv"
     results.write_text(",".join(old) + "\n" + ",".join("1" if f == "rank1" else "x" for f in old) + "\n")
-    real_market.append_row(str(results), dict.fromkeys(real_market.FIELDS, "2"))
+    real_market.append_row(str(results), dict.fromkeys(real_market.FIELDS, "2") | {"experiment": "k4"})
     with open(results, newline="") as f:
         rows = list(csv.DictReader(f))
-    assert [(r["rank1"], r["fit"]) for r in rows] == [("1", ""), ("2", "2")]
+    # such a file held one experiment's runs: its rows take the name of the experiment that writes it next
+    assert [(r["experiment"], r["rank1"], r["fit"]) for r in rows] == [("k4", "1", ""), ("k4", "2", "2")]
     assert sorted(os.listdir(tmp_path)) == ["runs.csv"]
 
 
