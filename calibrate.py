@@ -18,11 +18,11 @@ import sys
 
 import torch
 
+from model import check_precision, descriptors, first_images, load_head, load_trained
 from reid import cli
 from reid.devices import Arithmetic, choose_device, loader_workers, note_emulated
-from model import check_precision, descriptors, first_images, load_head, load_trained
-from reid.runs import run_dir
 from reid.evaluation.verification import FARS, calibrate_on_people, calibration_images, save_thresholds
+from reid.runs import run_dir
 
 
 def trained_identities(opts):

@@ -27,9 +27,20 @@ import numpy as np
 from reid import cli
 from reid.data import CALIBRATION_KEYS, HEAD_KEYS, MULTI_KEYS, RESULT_KEYS, load_features
 from reid.evaluation.metrics import format_lines, k_reciprocal_scores, multi_query_features, rank_queries, summarize
+from reid.evaluation.verification import (
+    ECE_BINS,
+    FARS,
+    beta_logit,
+    brier_score,
+    expected_calibration_error,
+    head_block,
+    pair_reliability,
+    probability,
+    rates_at,
+    roc,
+    summarize_roc,
+)
 from reid.runs import atomic_path
-from reid.evaluation.verification import (ECE_BINS, FARS, beta_logit, brier_score, expected_calibration_error, head_block,
-                          pair_reliability, probability, rates_at, roc, summarize_roc)
 
 
 def check(arrays, path, sides):

@@ -21,9 +21,9 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from model import Descriptor, load_trained
 from reid import cli
 from reid.data import IMAGENET_MEAN, IMAGENET_STD
-from model import Descriptor, load_trained
 from reid.runs import atomic_path, run_dir
 
 # the exporter (torch.onnx.export with dynamo=True) needs these; onnxruntime only checks the result

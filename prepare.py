@@ -66,9 +66,9 @@ import collections
 import csv
 import dataclasses
 import os
+import random
 import re
 import shutil
-import random
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -78,10 +78,19 @@ from tqdm import tqdm
 
 from reid import cli
 from reid.cli import UserError, run_main, shorten
-from reid.data import (NAME_HELP, NAME_PATTERN, SPLITS, SYNTHETIC_MARKER, UnreadableImage, is_image, load_image, parse_name,
-                  parse_names)
-from reid.search.footage import GROUND_TRUTH, VIDEO_EXTENSIONS, crop_boxes, is_footage, open_footage, read_detections
+from reid.data import (
+    NAME_HELP,
+    NAME_PATTERN,
+    SPLITS,
+    SYNTHETIC_MARKER,
+    UnreadableImage,
+    is_image,
+    load_image,
+    parse_name,
+    parse_names,
+)
 from reid.runs import atomic_path
+from reid.search.footage import GROUND_TRUTH, VIDEO_EXTENSIONS, crop_boxes, is_footage, open_footage, read_detections
 
 
 @dataclass(frozen=True)

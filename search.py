@@ -55,20 +55,25 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+from model import check_precision, load_head, load_trained
 from reid import cli
-from reid.search import footage as fo
-from reid.search import gallery
-from reid.search import report
 from reid.cli import UserError
 from reid.data import UnreadableImage, load_image, test_transform
 from reid.devices import CHECK_IMAGES, Arithmetic, loader_workers, note_emulated, start_processes
-from model import check_precision, load_head, load_trained
 from reid.evaluation.pictures import draw_ranking
+from reid.evaluation.verification import (
+    COLLAPSED_MEDIAN,
+    FARS,
+    beta_logit,
+    head_block,
+    load_thresholds,
+    median_pair_cosine,
+    probability,
+    with_prior,
+)
 from reid.runs import atomic_path, head_path, run_dir
-from reid.evaluation.verification import (COLLAPSED_MEDIAN, FARS, beta_logit, head_block, load_thresholds, median_pair_cosine,
-                          probability, with_prior)
-
-
+from reid.search import footage as fo
+from reid.search import gallery, report
 
 
 def parse_args(argv=None):

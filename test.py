@@ -15,12 +15,12 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Subset
 
+from model import check_precision, descriptors, first_images, load_head, load_trained
 from reid import cli
 from reid.data import image_folder, parse_names, save_features, test_transform
 from reid.devices import Arithmetic, loader_workers, note_emulated, start_processes
-from model import check_precision, descriptors, first_images, load_head, load_trained
-from reid.runs import run_dir
 from reid.evaluation.verification import load_thresholds
+from reid.runs import run_dir
 
 
 def parse_args(argv=None):

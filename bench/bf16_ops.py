@@ -19,10 +19,10 @@ import re
 
 import torch
 
-from stages import machine
+from model import check_precision, ft_net
 from reid import cli
 from reid.devices import CHECK_IMAGES, PRECISIONS, Arithmetic, autocast
-from model import check_precision, ft_net
+from stages import machine
 
 WEIGHTED = (torch.nn.Conv2d, torch.nn.Linear, torch.nn.BatchNorm2d, torch.nn.BatchNorm1d)
 

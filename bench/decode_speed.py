@@ -21,9 +21,8 @@ import time
 import av
 import numpy as np
 
-from stages import machine
-
 from reid import cli
+from stages import machine
 
 # the container each codec is written into (mpeg4 and mjpeg are what old cameras and OpenCV write)
 CONTAINERS = {"h264": ".mp4", "mpeg4": ".avi", "mjpeg": ".avi"}

@@ -14,8 +14,8 @@ import sys
 import tempfile
 import time
 
-from stages import REPO, RESULT_LINE, machine
 from reid import cli
+from stages import REPO, RESULT_LINE, machine
 
 
 def main():

@@ -38,10 +38,9 @@ import tempfile
 import time
 
 from eval_speed import SIZES, make_features
-from stages import REPO, RESULT_LINE, machine, run_stage
-
 from reid import cli
 from reid.data import save_features
+from stages import REPO, RESULT_LINE, machine, run_stage
 
 BENCH = os.path.dirname(os.path.abspath(__file__))
 

@@ -19,10 +19,10 @@ import time
 import torch
 from torch.utils.data import DataLoader, Subset
 
+from model import descriptors, ft_net, load_trained
 from reid import cli
 from reid.data import image_folder, parse_names, test_transform
 from reid.evaluation.metrics import rank_queries, summarize
-from model import descriptors, ft_net, load_trained
 from reid.runs import run_dir
 
 

@@ -19,8 +19,8 @@ import time
 
 import torch
 
-from stages import REPO, run_stage
 from reid import cli
+from stages import REPO, run_stage
 
 
 def main():

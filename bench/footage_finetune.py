@@ -19,9 +19,9 @@ import statistics
 import tempfile
 import time
 
-from stages import REPO, RESULT_LINE, machine, run_stage
 from reid import cli
 from reid.synthetic import footage as synthetic_footage
+from stages import REPO, RESULT_LINE, machine, run_stage
 
 # the demo's recipe (demo.sh), at its input size: 32 x 16, P x K batches, lr 0.03, all images
 RECIPE = ["--height", "32", "--width", "16", "--lr", "0.03", "--batchsize", "64", "--sampler", "pk", "--instances", "2",

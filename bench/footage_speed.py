@@ -22,14 +22,14 @@ import time
 
 import torch
 
-from stages import machine, run_stage
+from model import build_model, descriptors
 from reid import cli
-from reid.search import footage as fo
-from reid.synthetic import footage as synthetic_footage
 from reid.data import test_transform
 from reid.devices import choose_device
-from model import build_model, descriptors
 from reid.runs import save_checkpoint, save_opts
+from reid.search import footage as fo
+from reid.synthetic import footage as synthetic_footage
+from stages import machine, run_stage
 
 
 def main():

@@ -20,27 +20,30 @@ import time
 import torch
 from torch.utils.data import DataLoader
 
-from stages import machine, training_tree
+from model import objective
 from reid import cli
-import train_new
 from reid.devices import autocast
-from model import Verification, objective
+from reid.training import options
+from reid.training.data import training_data
+from reid.training.loop import build_training
+from reid.training.samplers import pk_batches
+from stages import machine, training_tree
 
 
 def loading_name(workers):
     return f"{workers} worker{'s' * (workers != 1)}"
 
 
-def train_steps(parts, net, batches, args):
+def train_steps(training, batches, args):
     """Samples per second of training steps over `batches` (an iterable: loading counts)."""
     start, n = time.perf_counter(), 0
     for images, labels in batches:
         images = images.contiguous(memory_format=torch.channels_last)
         with autocast(torch.device("cpu"), args.precision):
-            loss_id, loss_verif = objective(*net([images, labels]), args.alpha)
-        parts["optimizer"].zero_grad(set_to_none=True)
+            loss_id, loss_verif = objective(*training.net([images, labels]), args.alpha)
+        training.optimizer.zero_grad(set_to_none=True)
         (loss_id + loss_verif).backward()
-        parts["optimizer"].step()
+        training.optimizer.step()
         n += len(labels)
     return n / (time.perf_counter() - start)
 
@@ -58,29 +61,30 @@ def main():
 
     with tempfile.TemporaryDirectory(prefix="loader_workers_") as work:
         data = training_tree(args.data_dir, work)
-        train_args = train_new.parse_args(
+        train_args = options.parse_args(
             ["--data_dir", data, "--train_all", "--height", "64", "--width", "32", "--sampler", "pk", "--instances",
              "2", "--batchsize", "64", "--erasing_p", "0.5", "--alpha", "2", "--no-pretrained", "--channels_last",
              "--num_workers", "0", "--precision", args.precision])
-        train_set, phases, _ = train_new.training_data(train_args)
+        data = training_data(train_args)
+        train_set = data.train_set
         torch.manual_seed(0)
-        parts = train_new.build_training(train_args, len(train_set.classes), torch.device("cpu"), pretrained=False)
-        net = Verification(parts["model"], parts["verif"]).train()
+        training = build_training(train_args, len(train_set.classes), torch.device("cpu"), pretrained=False)
+        training.net.train()
         generator = torch.Generator().manual_seed(0)
         batches = []
         while len(batches) < args.steps:
-            batches += train_new.pk_batches([label for _, label in train_set.samples], 64, 2, generator)
+            batches += pk_batches([label for _, label in train_set.samples], 64, 2, generator)
         batches = batches[:args.steps]
-        loaded = list(DataLoader(phases["train"], batch_sampler=batches))
-        train_steps(parts, net, loaded[:3], train_args)  # the first steps allocate and pick kernels: not timed
+        loaded = list(DataLoader(data.phases["train"], batch_sampler=batches))
+        train_steps(training, loaded[:3], train_args)  # the first steps allocate and pick kernels: not timed
 
         configs = {"network alone": lambda: loaded}
-        configs |= {loading_name(n): (lambda n=n: DataLoader(phases["train"], batch_sampler=batches, num_workers=n))
+        configs |= {loading_name(n): (lambda n=n: DataLoader(data.phases["train"], batch_sampler=batches, num_workers=n))
                     for n in args.workers}
         rates = {name: [] for name in configs}
         for _ in range(args.rounds):
             for name, loader in configs.items():
-                rates[name].append(train_steps(parts, net, loader(), train_args))
+                rates[name].append(train_steps(training, loader(), train_args))
     print(f"{machine()} | torch {torch.__version__}, {torch.get_num_threads()} threads | 64 x 32, batch 64, "
           f"{args.precision}, {args.steps} steps x {args.rounds} rounds, {len(train_set)} images")
     old = loading_name(min(8, os.cpu_count() or 1))

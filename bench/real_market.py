@@ -52,13 +52,13 @@ import numpy as np
 import scipy.stats
 import torch
 
-from stages import REPO, RESULT_LINE, machine, run_stage, training_precision
-from reid import cli
-import train_new
-from reid.data import IMAGE_EXTENSIONS, image_folder, parse_names, test_transform
 from model import first_images
+from reid import cli
+from reid.data import IMAGE_EXTENSIONS, image_folder, parse_names, test_transform
 from reid.evaluation.metrics import rank_queries, summarize
 from reid.runs import atomic_path
+from reid.training.options import parse_args as training_options
+from stages import REPO, RESULT_LINE, machine, run_stage, training_precision
 
 RECIPE = {"--height": "64", "--width": "32", "--sampler": "pk", "--instances": "2", "--batchsize": "64",
           "--lr": "0.03", "--epochs": "30", "--decay_epoch": "24", "--alpha": "2", "--erasing_p": "0.5"}
@@ -100,7 +100,7 @@ def arithmetic(tree, extra):
     bf16: docs/benchmarks.md)."""
     if "--precision" in extra:
         return extra[extra.index("--precision") + 1]  # the command line's choice
-    options = train_new.parse_args(flags("recipe", extra, "fp32"))
+    options = training_options(flags("recipe", extra, "fp32"))
     some = image_folder(tree, "train_all", "--data", test_transform(options.height, options.width))
     return training_precision(first_images(some))
 
@@ -188,7 +188,7 @@ def train_and_measure(config, seed, tree, work, extra, precision):
         verification.setdefault(score, values)
     head = HEAD_RESULT.search(printed)
     rerank_rank1, rerank_map = reranked(work, result)
-    options = train_new.parse_args(flags(config, extra, precision))  # the options as training resolved them
+    options = training_options(flags(config, extra, precision))  # the options as training resolved them
     seconds = [float(s) for _, _, _, s in epochs]
     row = {"config": config, "seed": seed, "alpha": options.alpha, "sampler": options.sampler,
            "epochs": len(epochs), "train_s": f"{sum(seconds):.0f}", "s_per_epoch": f"{statistics.median(seconds):.1f}",

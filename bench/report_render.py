@@ -22,9 +22,8 @@ from html.parser import HTMLParser
 import numpy as np
 from PIL import Image, ImageDraw
 
-from stages import machine
-
 from reid.search.report import COLOURS, write_report
+from stages import machine
 
 WINDOW = (1280, 2000)
 # One background colour per picture, far from each other, from the frames and from the page's greys.

@@ -19,13 +19,12 @@ import time
 
 import torch
 
-from stages import REPO, machine, run_stage
-
-from reid import cli
-from reid.synthetic import people as synthetic
-from reid.data import is_image
 from model import build_model
+from reid import cli
+from reid.data import is_image
 from reid.runs import SEARCH_CACHE, save_checkpoint, save_opts
+from reid.synthetic import people as synthetic
+from stages import REPO, machine, run_stage
 
 # Run in a process of its own: what a cached search cannot do without (argv: run name, gallery
 # cache file, the queries' folder, --gpu_ids, the repository).

@@ -10,10 +10,6 @@ from reid.devices import CPU_INSTRUCTIONS, Arithmetic, cpu_info, native
 from reid.evaluation.metrics import RESULT_LINE  # noqa: F401  evaluate.py's metrics line, for the benchmarks
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# step_speed.py, loader_workers.py and real_market.py still take train_new.py's flags and parts from
-# the script itself: until the training loop lives in reid/, the scripts' folder is on the path
-sys.path.insert(0, REPO)
-
 
 def run_stage(script, *args, cwd, echo=None):
     """Run the repository's `script` with this Python in `cwd`; its stdout, or exit naming the

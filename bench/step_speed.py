@@ -26,23 +26,24 @@ import time
 
 import torch
 
-from stages import machine, training_precision
+from model import objective
 from reid import cli
-import train_new
 from reid.devices import CHECK_IMAGES, autocast
-from model import Verification, objective
+from reid.training import options
+from reid.training.loop import build_training
+from stages import machine, training_precision
 
 CONFIGS = [("fp32", False), ("fp32", True), ("bf16", False), ("bf16", True)]
 
 
 def samples_per_s(height, width, precision, channels_last, batch, steps, compiled=False, stride=2, classes=651):
     """Median samples/s over the timed steps, and the seconds of the untimed first two (compilation, if any)."""
-    args = train_new.parse_args(["--no-pretrained", "--sampler", "pk", "--batchsize", str(batch), "--precision",
+    args = options.parse_args(["--no-pretrained", "--sampler", "pk", "--batchsize", str(batch), "--precision",
                                  precision, "--channels_last" if channels_last else "--no-channels_last",
                                  "--stride", str(stride)])
     torch.manual_seed(0)
-    parts = train_new.build_training(args, classes, torch.device("cpu"), pretrained=False)
-    net = Verification(parts["model"], parts["verif"]).train()
+    training = build_training(args, classes, torch.device("cpu"), pretrained=False)
+    net = training.net.train()
     net = torch.compile(net) if compiled else net
     images = torch.randn(batch, 3, height, width)
     if channels_last:
@@ -53,9 +54,9 @@ def samples_per_s(height, width, precision, channels_last, batch, steps, compile
         start = time.perf_counter()
         with autocast(torch.device("cpu"), precision):
             loss_id, loss_verif = objective(*net([images, labels]), args.alpha)
-        parts["optimizer"].zero_grad(set_to_none=True)
+        training.optimizer.zero_grad(set_to_none=True)
         (loss_id + loss_verif).backward()
-        parts["optimizer"].step()
+        training.optimizer.step()
         times.append(time.perf_counter() - start)
     return batch / statistics.median(times[2:]), sum(times[:2])
 

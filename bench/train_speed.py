@@ -22,8 +22,8 @@ import tempfile
 
 import torch
 
-from stages import RESULT_LINE, run_stage, training_tree
 from reid import cli
+from stages import RESULT_LINE, run_stage, training_tree
 
 RATE = re.compile(r"\| train .* ([\d.]+) samples/s")
 

@@ -16,9 +16,9 @@ if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
 
 import prepare  # noqa: E402 (after the thread count above)
 import search
-from reid.synthetic import people as synthetic
 import test as test_stage
 import train_new
+from reid.synthetic import people as synthetic
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = dict(seed=0, train_ids=8, test_ids=6, images_per_camera=2, height=32, width=16)

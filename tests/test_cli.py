@@ -5,9 +5,7 @@ import os
 import pytest
 import torch
 
-from reid import cli
 import demo
-from reid import devices
 import evaluate
 import export
 import prepare
@@ -16,9 +14,11 @@ import synthetic
 import test as test_stage
 import train_new
 from conftest import run_script
+from reid import cli, devices
 from reid.devices import loader_workers
+from reid.training import options
 
-ENTRY_POINTS = {"train_new.py": train_new.parse_args, "test.py": test_stage.parse_args, "search.py": search.parse_args,
+ENTRY_POINTS = {"train_new.py": lambda argv=None: options.parse_args(argv, train_new.__doc__), "test.py": test_stage.parse_args, "search.py": search.parse_args,
                 "export.py": export.parse_args, "evaluate.py": evaluate.main, "demo.py": demo.main,
                 "prepare.py": prepare.main, "synthetic.py": synthetic.main}
 

@@ -10,9 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from reid.search import detector
-from reid.search import footage
 from reid.cli import UserError
+from reid.search import detector, footage
 from reid.search.footage import MIN_BOX, Box
 
 WIDTH, HEIGHT, LENGTH, FPS = 120, 100, 7, 10

@@ -12,8 +12,8 @@ from PIL import Image
 from torchvision import transforms
 
 import export
-from reid.data import IMAGENET_MEAN, IMAGENET_STD, RESULT_KEYS, image_folder, load_features
 from model import descriptors, load_trained
+from reid.data import IMAGENET_MEAN, IMAGENET_STD, RESULT_KEYS, image_folder, load_features
 from reid.runs import run_dir
 
 HEIGHT, WIDTH = 64, 32  # the tiny run's (conftest.TRAIN)

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from reid.search import footage
 from reid.cli import UserError
+from reid.search import footage
 
 WIDTH, HEIGHT, LENGTH, FPS = 64, 48, 12, 10
 RED, BLUE = (220, 30, 30), (30, 30, 220)

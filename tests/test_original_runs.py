@@ -20,9 +20,10 @@ from torchvision.models.resnet import Bottleneck
 import test as test_stage
 import train_new
 from conftest import TRAIN, run_script
-from reid.data import RESULT_KEYS, load_features
 from model import Descriptor, ft_net, ft_net_dense, load_trained
+from reid.data import RESULT_KEYS, load_features
 from reid.runs import ORIGINAL_OPTIONS
+from reid.training import options
 
 # model/ft_ResNet50/opts.yaml as the original's train.py writes it (yaml.dump of its flags)
 ORIGINAL_OPTS = """PCB: false
@@ -273,7 +274,7 @@ def test_resume_says_the_original_saved_no_state(original, prepared_market):
 
 
 def test_a_train_new_run_that_lost_nclasses_is_still_refused(tmp_path, monkeypatch):
-    opts = vars(train_new.parse_args(["--name", "damaged"]))
+    opts = vars(options.parse_args(["--name", "damaged"]))
     (tmp_path / "model" / "damaged").mkdir(parents=True)
     (tmp_path / "model" / "damaged" / "opts.yaml").write_text(yaml.safe_dump(opts))
     monkeypatch.chdir(tmp_path)

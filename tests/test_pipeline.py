@@ -11,11 +11,12 @@ import yaml
 
 import evaluate
 import test as test_stage
-from conftest import REPO, TRAIN, run_script as script
-from reid.data import CALIBRATION_KEYS, HEAD_KEYS, MULTI_KEYS, RESULT_KEYS, load_features, parse_name, save_features
+from conftest import REPO, TRAIN
+from conftest import run_script as script
 from model import DIFFERENT, SAME, verif_net
-from reid.evaluation.verification import load_thresholds
+from reid.data import CALIBRATION_KEYS, HEAD_KEYS, MULTI_KEYS, RESULT_KEYS, load_features, parse_name, save_features
 from reid.evaluation.metrics import RESULT_LINE as LINE
+from reid.evaluation.verification import load_thresholds
 
 OTHER = re.compile(r"^(multi )?non-interpolated AP \(torchreid, fast-reid\): mAP:(\d\.\d{6}) mINP:(\d\.\d{6})$")
 

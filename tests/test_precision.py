@@ -11,12 +11,12 @@ import scipy.io
 import torch
 import torch.nn.functional as F
 
-from reid import devices
 import test as test_stage
 import train_new
 from conftest import TRAIN, searched
-from reid.devices import Arithmetic
 from model import CPU_MICRO_BATCH, Descriptor, Verification, check_precision
+from reid import devices
+from reid.devices import Arithmetic
 from reid.runs import agree_to_stop
 
 REAL_DESCRIPTOR = Descriptor.forward

@@ -13,8 +13,8 @@ import yaml
 from PIL import Image
 
 import prepare
-from reid.cli import UserError
 from conftest import run_script
+from reid.cli import UserError
 from reid.data import parse_name
 from test_prepare import snapshot
 

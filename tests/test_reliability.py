@@ -12,7 +12,9 @@ import yaml
 import prepare
 import test as test_stage
 import train_new
-from conftest import TRAIN, run_script as finish, start_script as start
+from conftest import TRAIN
+from conftest import run_script as finish
+from conftest import start_script as start
 
 
 def one_clean_line(out):

@@ -12,8 +12,8 @@ from html.parser import HTMLParser
 import pytest
 from PIL import Image
 
-from reid.search import report
 from conftest import REPO
+from reid.search import report
 
 
 class Page(HTMLParser):

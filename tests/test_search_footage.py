@@ -8,9 +8,9 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import run_script, searched, torchrun
 from reid.search import footage as fo
 from reid.synthetic import footage as synthetic_footage
-from conftest import run_script, searched, torchrun
 
 SMALL = dict(cameras=2, people=4, frames=12, width=160, height=120, fps=5, seed=0)
 

@@ -5,11 +5,11 @@ import os
 import pytest
 from PIL import Image
 
-from reid.data import parse_name
 import synthetic
+from conftest import contents
+from reid.data import parse_name
 from reid.synthetic.people import FOLDERS, MARKER, make_market_tree
 from synthetic import main
-from conftest import contents
 
 TRAIN, TEST, CAMERAS, PER_CAMERA, JUNK, DISTRACTORS = 8, 6, 6, 2, 2, 3
 TINY = dict(train_ids=TRAIN, test_ids=TEST, cameras=CAMERAS, images_per_camera=PER_CAMERA,

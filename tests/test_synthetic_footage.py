@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import contents
 from reid import cli
+from reid.cli import UserError
 from reid.search import footage
 from reid.synthetic import footage as synthetic_footage
-from reid.cli import UserError
 from reid.synthetic.footage import MARKER, make_footage
 from synthetic_footage import main
-from conftest import contents
 
 TINY = dict(seed=3, cameras=2, people=4, frames=12, fps=5, width=160, height=120)
 

@@ -6,14 +6,15 @@ import numpy as np
 import pytest
 import scipy.io
 import torch
+from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
 
-from reid import devices
 import test as test_stage
 import train_new
 from conftest import TRAIN, torchrun
 from model import build_model, in_batch_pairs, load_trained
-from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
-from train_new import pk_batches
+from reid import devices
+from reid.training import loop, options
+from reid.training.samplers import pk_batches
 
 
 def test_pk_batches_hold_p_identities_of_k_images():
@@ -131,10 +132,10 @@ def rates_in_training(flags, monkeypatch, folder):
 
 
 def test_warm_up_raises_every_rate_step_by_step_to_its_own(prepared_market, tmp_path, monkeypatch):
-    args = train_new.parse_args(["--warm_epoch", "2", "--decay_epoch", "5"])
-    scales = [train_new.warm_up(args, epoch, 4)(step) for epoch in range(2) for step in range(4)]
+    args = options.parse_args(["--warm_epoch", "2", "--decay_epoch", "5"])
+    scales = [loop.warm_up(args, epoch, 4)(step) for epoch in range(2) for step in range(4)]
     assert scales == pytest.approx([0.1 + 0.9 * k / 8 for k in range(1, 9)])
-    assert scales[-1] == 1.0 and train_new.warm_up(args, 2, 4) is None
+    assert scales[-1] == 1.0 and loop.warm_up(args, 2, 4) is None
     # in training: every group's rate at each step (0.1 x lr for a pretrained backbone's), then the schedule's
     rates = rates_in_training([*TRAIN, "--epochs", "3", "--decay_epoch", "2", "--warm_epoch", "1", "--name", "warm",
                                "--data_dir", str(prepared_market)], monkeypatch, tmp_path)
@@ -172,7 +173,7 @@ def test_ema_saves_the_moving_average_of_every_step_and_resumes_it(prepared_mark
     monkeypatch.setattr(train_new, "build_training", keep)
     flags = [*TRAIN, "--ema_decay", "0.5", "--data_dir", str(prepared_market)]
     train_hooked(register_optimizer_step_post_hook(lambda *_: steps.append(
-        {k: v.detach().clone() for k, v in built["parts"]["model"].state_dict().items()})),
+        {k: v.detach().clone() for k, v in built["parts"].net.model.state_dict().items()})),
         [*flags, "--epochs", "2", "--name", "ema"], monkeypatch, tmp_path)
     average = steps[0]
     for weights in steps[1:]:

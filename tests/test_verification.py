@@ -2,8 +2,22 @@
 import numpy as np
 import pytest
 
-from reid.evaluation.verification import (beta_logit, median_pair_cosine, brier_score, expected_calibration_error, fit_beta, fit_platt, load_thresholds,
-                          probability, rates_at, roc, save_thresholds, summarize_roc, threshold_at_far, with_prior)
+from reid.evaluation.verification import (
+    beta_logit,
+    brier_score,
+    expected_calibration_error,
+    fit_beta,
+    fit_platt,
+    load_thresholds,
+    median_pair_cosine,
+    probability,
+    rates_at,
+    roc,
+    save_thresholds,
+    summarize_roc,
+    threshold_at_far,
+    with_prior,
+)
 
 
 def roc_of(scores, ql, qc, gl, gc):

@@ -4,6 +4,7 @@ protocol's view of a test query; search.py the answer to a search of one's own i
 import os
 
 import matplotlib
+
 matplotlib.use("Agg")  # pictures go to files; no screen is needed
 import matplotlib.pyplot as plt
 from PIL import Image

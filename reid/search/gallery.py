@@ -21,11 +21,11 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from reid.search import footage as fo
+from model import FEATURE_DIM, descriptors
 from reid.cli import UserError
 from reid.data import IMAGE_EXTENSIONS, UnreadableImage, is_image, load_image, test_transform
-from model import FEATURE_DIM, descriptors
 from reid.runs import SEARCH_CACHE, atomic_path, checkpoint_path
+from reid.search import footage as fo
 
 # Part of every cache key: a change to how descriptors are computed must not reuse old ones.
 CACHE_VERSION = 1

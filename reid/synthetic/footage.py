@@ -46,8 +46,18 @@ from PIL import Image
 
 from reid.cli import UserError
 from reid.search.footage import DETECTIONS, FRAMES_DIR, GROUND_TRUTH, MIN_BOX, SEQINFO, Box, frame_time, iou_matrix
-from reid.synthetic.people import (BACKGROUND_SPAN, SUPERSAMPLE, Param, Pose, _background, _draw_person, _finish,
-                       _sample_camera, _sample_person, publish_tree)
+from reid.synthetic.people import (
+    BACKGROUND_SPAN,
+    SUPERSAMPLE,
+    Param,
+    Pose,
+    _background,
+    _draw_person,
+    _finish,
+    _sample_camera,
+    _sample_person,
+    publish_tree,
+)
 
 MARKER = "FOOTAGE"
 # Part of the marker: footage drawn by an older drawing code is not taken for current footage.
