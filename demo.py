@@ -22,19 +22,22 @@ COLOURS = {"good": "#1a9850", "other": "#d73027", "junk": "#969696"}
 def main(argv=None):
     p = cli.parser(__doc__)
     p.add_argument("--query_index", default=0, type=int, help="row of the query in pytorch_result.mat (0-based)")
-    p.add_argument("--test_dir", default="../Market/pytorch", help="the pytorch/ folder the features were extracted from")
+    p.add_argument("--test_dir", default="../Market/pytorch",
+                   help="the pytorch/ folder the features were extracted from")
     p.add_argument("--result", default="pytorch_result.mat", help="feature file written by test.py")
     p.add_argument("--topk", default=10, type=int, help="number of gallery images to show")
     p.add_argument("--output", default="show.png", help="where to write the picture (PNG)")
     args = p.parse_args(argv)
 
     r = load_features(args.result, RESULT_KEYS)
-    query, gallery = image_folder(args.test_dir, "query", "--test_dir"), image_folder(args.test_dir, "gallery", "--test_dir")
+    query = image_folder(args.test_dir, "query", "--test_dir")
+    gallery = image_folder(args.test_dir, "gallery", "--test_dir")
     if (len(query), len(gallery)) != (len(r["query_f"]), len(r["gallery_f"])):
         sys.exit(f"error: {args.result} has {len(r['query_f'])} queries and {len(r['gallery_f'])} gallery images but "
                  f"{args.test_dir} has {len(query)} and {len(gallery)}; pass the --test_dir given to test.py")
     if not 0 <= args.query_index < len(query):
-        sys.exit(f"error: --query_index {args.query_index} is out of range; there are {len(query)} queries (0..{len(query) - 1})")
+        sys.exit(f"error: --query_index {args.query_index} is out of range; there are {len(query)} queries "
+                 f"(0..{len(query) - 1})")
 
     i = args.query_index
     ql, qc = torch.as_tensor(r["query_label"][i:i + 1]), torch.as_tensor(r["query_cam"][i:i + 1])

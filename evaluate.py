@@ -15,7 +15,8 @@ When it also holds the run's calibration of P(same) (fitted at the end of traini
 thresholds.yaml: beta calibration of cosine, Platt scaling of the head's logit), it says how
 well the probabilities hold on these pairs: the expected calibration error (ECE, 15 bins of
 P(same)) and the Brier score of the head's raw P(same) (sigmoid of its logit) and of the
-calibrated P(same) of the head and of cosine, at the prior the calibration assumed. --reliability draws the reliability diagram.
+calibrated P(same) of the head and of cosine, at the prior the calibration assumed. --reliability
+draws the reliability diagram.
 And the run's same-person thresholds (the ones search.py decides with, picked for a false-accept
 rate on other pairs): the false-accept and true-accept rates they actually reach on these pairs.
 """
@@ -50,7 +51,8 @@ def check(arrays, path, sides):
         if len(f) == 0:
             sys.exit(f"error: {path} holds no {side} features; rerun test.py")
         if not (len(f) == len(labels) == len(cams)):
-            sys.exit(f"error: {path} has {len(f)} {side} features but {len(labels)} labels and {len(cams)} cameras; rerun test.py")
+            sys.exit(f"error: {path} has {len(f)} {side} features but {len(labels)} labels and {len(cams)} cameras; "
+                     "rerun test.py")
         if not np.isfinite(f).all():
             sys.exit(f"error: {path} has NaN or infinite {side} features; retrain or rerun test.py")
         zero = np.flatnonzero(~f.any(axis=1))
@@ -58,7 +60,8 @@ def check(arrays, path, sides):
             sys.exit(f"error: {path} has {len(zero)} all-zero {side} feature(s) (row {zero[0]} first), which match "
                      f"nothing; rerun test.py, and check those images")
         if f.shape[1] != arrays[f"{sides[0]}_f"].shape[1]:
-            sys.exit(f"error: {path} has {arrays[f'{sides[0]}_f'].shape[1]}-d {sides[0]} but {f.shape[1]}-d {side} features")
+            sys.exit(f"error: {path} has {arrays[f'{sides[0]}_f'].shape[1]}-d {sides[0]} but {f.shape[1]}-d {side} "
+                     "features")
 
 
 def report(result, path, device, args, prefix="", score_block=None):

@@ -200,7 +200,8 @@ def check_layout(root, dataset):
     if missing or prepared:
         sys.exit(f"error: {root} " + (f"lacks {', '.join(missing)}" if missing else "is a prepared tree")
                  + f"; --download_path must be the raw {dataset.title} folder (holding "
-                 f"{', '.join(dataset.required())}{dataset.layout_note})" + (", not its pytorch/ tree" if prepared else ""))
+                 f"{', '.join(dataset.required())}{dataset.layout_note})"
+                 + (", not its pytorch/ tree" if prepared else ""))
 
 
 def parse_all(paths, dataset, where):
@@ -346,7 +347,7 @@ def hold_out(images, count, seed):
     queries = {key: rng.choice(sorted(paths)) for key, paths in sorted(by_camera.items())}
     # A query with no image of its person left in another camera has nothing to find: it stays in
     # the gallery instead, where it gives the person's later queries a match.
-    for (pid, cam), query in list(queries.items()):
+    for pid, cam in list(queries):
         if not any(p != queries.get((pid, c)) for (other, c), paths in by_camera.items()
                    if other == pid and c != cam for p in paths):
             del queries[pid, cam]
@@ -421,7 +422,8 @@ def unreadable(paths):
         return None
 
     with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
-        return [p for p in tqdm(pool.map(check, paths), total=len(paths), desc="checking images", unit="img", leave=False) if p]
+        checked = tqdm(pool.map(check, paths), total=len(paths), desc="checking images", unit="img", leave=False)
+        return [p for p in checked if p]
 
 
 def plan(images, bad):

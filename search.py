@@ -2,7 +2,8 @@
 person seen in a video, against query images, and say for each match whether it is the same person.
 
     python search.py --name ft_ResNet50 --query suspect.jpg more_queries/ --gallery crops/ --top 10
-    python search.py --name ft_ResNet50 --query suspect.jpg --gallery cam1.mp4 cam2/ --detections cam1.txt cam2/det/det.txt
+    python search.py --name ft_ResNet50 --query suspect.jpg --gallery cam1.mp4 cam2/ \
+        --detections cam1.txt cam2/det/det.txt
     python search.py --name ft_ResNet50 --gallery cam1/ cam2/     # no --query: who appears in both cameras
 
 --gallery takes folders of images, searched recursively (no naming convention, identity or
@@ -86,8 +87,8 @@ def parse_args(argv=None):
     p.add_argument("--gallery", nargs="+", required=True,
                    help="what to search: folders of images (recursively), video files, MOTChallenge sequence folders")
     p.add_argument("--detections", nargs="+", default=None,
-                   help="MOTChallenge files of the boxes of people in the footage of --gallery, one per footage, in its "
-                        "order (not given: a sequence's det/det.txt, else the person detector)")
+                   help="MOTChallenge files of the boxes of people in the footage of --gallery, one per footage, in "
+                        "its order (not given: a sequence's det/det.txt, else the person detector)")
     p.add_argument("--ground_truth", action="store_true",
                    help="the boxes are ground truth (track ids; conf 0 and other classes left out): a sequence's "
                         "gt/gt.txt instead of its det/det.txt, and the --detections files read as such")
@@ -209,7 +210,8 @@ def footage_detections(args, paths):
                         f"{'y' if len(paths) == 1 else 'ies'} ({cli.shorten(paths)}): give one per footage, in order")
     for path in given:
         if not os.path.isfile(path):
-            raise UserError(f"--detections {path} does not exist; give a MOTChallenge text file (frame,id,left,top,...)")
+            raise UserError(f"--detections {path} does not exist; give a MOTChallenge text file "
+                            f"(frame,id,left,top,...)")
     return {path: given[k] if given else None for k, path in enumerate(paths)}
 
 
@@ -306,8 +308,9 @@ def best_box(row, query_feature):
     d, (start, stop) = row["described"], row["span"]
     k = start + int(np.argmax(d.box_features[start:stop] @ query_feature))
     box = d.boxes()[k]
-    return {"video": d.footage.path, "frame": box.frame, "time": fo.format_time(fo.frame_time(box.frame, d.footage.fps)),
-            "left": box.left, "top": box.top, "width": box.width, "height": box.height}
+    return {"video": d.footage.path, "frame": box.frame,
+            "time": fo.format_time(fo.frame_time(box.frame, d.footage.fps)), "left": box.left, "top": box.top,
+            "width": box.width, "height": box.height}
 
 
 def frame_tiles(matches):
@@ -326,7 +329,8 @@ def frame_tiles(matches):
         if m["video"] == "":
             continue
         image = Image.fromarray(frames[m["video"], m["frame"]])
-        left, top, width, height = (m[k] - (1 if k in ("left", "top") else 0) for k in ("left", "top", "width", "height"))
+        left, top, width, height = (m[k] - (1 if k in ("left", "top") else 0)
+                                    for k in ("left", "top", "width", "height"))
         ImageDraw.Draw(image).rectangle((left, top, left + width, top + height), outline=(255, 220, 0),
                                         width=max(1, round(height / 40)))
         # the box with as much again around it: who it is, and where
@@ -369,7 +373,8 @@ def caption(m):
     if m["video"] == "":
         return [os.path.basename(m["gallery"])]
     return [os.path.basename(m["video"]), f"{m['start']} - {m['end']}",
-            f"frames {m['first_frame']}-{m['last_frame']}, track {m['track']}", f"best frame {m['frame']} ({m['time']})"]
+            f"frames {m['first_frame']}-{m['last_frame']}, track {m['track']}",
+            f"best frame {m['frame']} ({m['time']})"]
 
 
 def write_csv(path, rows, fields):
@@ -444,8 +449,8 @@ def main(argv=None):
         """results.csv's scores of a pair, from its cosine c and head logit s (None without a head)."""
         p = "" if p_same is None else float(p_same(c, s))
         return {"cosine": c, "p_same": p, "p_head": "" if p_head is None else float(p_head(s)),
-                "p_head_raw": "" if s is None else float(probability(s)), "same": int((c if p == "" else p) >= threshold),
-                "decided_by": by, "threshold": threshold}
+                "p_head_raw": "" if s is None else float(probability(s)),
+                "same": int((c if p == "" else p) >= threshold), "decided_by": by, "threshold": threshold}
 
     if args.query is None:
         across_cameras(args, output, entries, gf, head, scored, decided_on, threshold, source, made)
@@ -492,7 +497,8 @@ def main(argv=None):
           + f"; same person: {decided_on} >= {threshold:.6g} ({source})" + (f"; P(same): {made}" if made else ""))
 
 
-PAIR_FIELDS = ["video_a", "track_a", "start_a", "end_a", "frames_a", "video_b", "track_b", "start_b", "end_b", "frames_b"]
+PAIR_FIELDS = ["video_a", "track_a", "start_a", "end_a", "frames_a",
+               "video_b", "track_b", "start_b", "end_b", "frames_b"]
 
 
 def across_cameras(args, output, entries, gf, head, scored, decided_on, threshold, source, made):
@@ -519,8 +525,8 @@ def across_cameras(args, output, entries, gf, head, scored, decided_on, threshol
     key = "p_same" if pairs and pairs[0]["p_same"] != "" else "cosine"
     pairs.sort(key=lambda r: -r[key])
     for r in pairs:
-        print(f"{r['video_a']} {r['start_a']} - {r['end_a']} (track {r['track_a']})  and  {r['video_b']} {r['start_b']} - "
-              f"{r['end_b']} (track {r['track_b']}): cosine {r['cosine']:.3f}"
+        print(f"{r['video_a']} {r['start_a']} - {r['end_a']} (track {r['track_a']})  and  {r['video_b']} "
+              f"{r['start_b']} - {r['end_b']} (track {r['track_b']}): cosine {r['cosine']:.3f}"
               + (f", P(same) {r['p_same']:.3f}" if r["p_same"] != "" else ""))
     path = os.path.join(output, "pairs.csv")
     write_csv(path, pairs, PAIR_FIELDS + ["cosine", "p_same", "p_head", "p_head_raw", "decided_by", "threshold"])
@@ -531,7 +537,8 @@ def across_cameras(args, output, entries, gf, head, scored, decided_on, threshol
                              f"{os.path.basename(r['video_b'])} {r['start_b']} - {r['end_b']}, track {r['track_b']}"],
                  "cosine": r["cosine"], "p_same": r["p_same"] if r["p_same"] != "" else None, "same": True}
                 for k, r in enumerate(pairs, 1)]
-        report.write_report(os.path.join(output, "report.html"), f"people seen in more than one footage, by {args.name}",
+        report.write_report(os.path.join(output, "report.html"),
+                            f"people seen in more than one footage, by {args.name}",
                             [f"footage: {', '.join(args.gallery)}", f"same person: {decided_on} >= {threshold:.6g} "
                              f"({source})"] + ([f"P(same): {made}"] if made else []),
                             [{"heading": "pairs of tracklets judged the same person, the most likely first",

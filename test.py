@@ -82,7 +82,8 @@ def main(argv=None):
             result["platt_head"] = np.array([[calibration["head_platt"][k] for k in "ab"]])
     if shard.main:
         save_features(args.output, result)
-        print(f"wrote {os.path.abspath(args.output)}: {len(result['query_f'])} queries, {len(result['gallery_f'])} gallery images")
+        print(f"wrote {os.path.abspath(args.output)}: {len(result['query_f'])} queries, {len(result['gallery_f'])} "
+              "gallery images")
 
     if args.multi:
         f, labels, cams = extract_split(model, args.test_dir, "multi-query", args, device, transform, shard, precision)

@@ -118,7 +118,8 @@ def measure(folder, method, loop_queries, repeats):
         times.append(time.perf_counter() - start)
         ours = rank_queries(qf[:n], ql[:n], qc[:n], gf, gl, gc)
         valid = ranks["first"] >= 0
-        result = {"queries": n, "Rank@1": float(np.mean(ranks["first"][valid] < 1)), "mAP": float(np.mean(ranks["ap"][valid])),
+        result = {"queries": n, "Rank@1": float(np.mean(ranks["first"][valid] < 1)),
+                  "mAP": float(np.mean(ranks["ap"][valid])),
                   "max |AP - ours|": float(np.nanmax(np.abs(ranks["ap"] - ours["ap"]))),
                   "same first match": bool((ranks["first"] == ours["first"]).all())}
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -159,10 +160,12 @@ def main():
             mm, ours, loop = (run(folder, m, loop_queries, args.repeats) for m in ("multiply", "ours", "loop"))
             rerank = run(folder, "rerank", loop_queries, 1) if size == "market" else None
         loop_all = loop["seconds"] * s["queries"] / loop["result"]["queries"]
-        scaled = "" if loop["result"]["queries"] == s["queries"] else f" (scaled from {loop['result']['queries']} queries)"
-        print(f"  multiply alone   {mm['seconds']:8.2f} s   peak {mm['peak_mib']:6.0f} MiB   (first run {mm['first_seconds']:.2f} s)")
-        print(f"  this repo        {ours['seconds']:8.2f} s   peak {ours['peak_mib']:6.0f} MiB   (first run {ours['first_seconds']:.2f} s; "
-              f"after loading the features {ours['features_mib']:.0f} MiB)")
+        scaled = ("" if loop["result"]["queries"] == s["queries"]
+                  else f" (scaled from {loop['result']['queries']} queries)")
+        print(f"  multiply alone   {mm['seconds']:8.2f} s   peak {mm['peak_mib']:6.0f} MiB   "
+              f"(first run {mm['first_seconds']:.2f} s)")
+        print(f"  this repo        {ours['seconds']:8.2f} s   peak {ours['peak_mib']:6.0f} MiB   "
+              f"(first run {ours['first_seconds']:.2f} s; after loading the features {ours['features_mib']:.0f} MiB)")
         print(f"  per-query loop   {loop_all:8.2f} s{scaled}   peak {loop['peak_mib']:6.0f} MiB")
         print(f"  this repo / multiply = {ours['seconds'] / mm['seconds']:.2f}x, "
               f"loop / this repo = {loop_all / ours['seconds']:.1f}x")
@@ -175,7 +178,8 @@ def main():
                   f"Rank@1 {r['Rank@1']:.6f} mAP {r['mAP']:.6f}")
         lr = loop["result"]
         print(f"  loop on its {lr['queries']} queries: Rank@1 {lr['Rank@1']:.6f} mAP {lr['mAP']:.6f}; "
-              f"same first matches as this repo: {lr['same first match']}, largest AP difference {lr['max |AP - ours|']:.1e}")
+              f"same first matches as this repo: {lr['same first match']}, "
+              f"largest AP difference {lr['max |AP - ours|']:.1e}")
 
 
 if __name__ == "__main__":

@@ -46,7 +46,8 @@ def timed(fn):
 
 def main():
     p = cli.parser(__doc__)
-    p.add_argument("--test_dir", default="demo_data/Market-1501-synthetic/pytorch", help="prepared tree to read images from")
+    p.add_argument("--test_dir", default="demo_data/Market-1501-synthetic/pytorch",
+                   help="prepared tree to read images from")
     p.add_argument("--name", default="demo", help="trained run whose features are compared at fp32 and bf16")
     p.add_argument("--images", type=int, default=256, help="images timed per way")
     p.add_argument("--batchsize", type=int, default=64, help="images per DataLoader batch")
@@ -62,7 +63,8 @@ def main():
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = ft_net(751, pretrained=False).eval().to(device)
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    print(f"{len(images)} images at 256 x 128, ResNet-50 (ft_net), batch {args.batchsize}, {where}, torch {torch.__version__}")
+    print(f"{len(images)} images at 256 x 128, ResNet-50 (ft_net), batch {args.batchsize}, "
+          f"{where}, torch {torch.__version__}")
 
     original_way(model, DataLoader(Subset(images, range(8)), batch_size=8), device)  # warm-up
     base = len(images) / timed(lambda: original_way(model, loader, device))
@@ -71,7 +73,8 @@ def main():
     channels_last = model.to(memory_format=torch.channels_last)
     for precision in ("fp32", "bf16", "fp16"):
         descriptors(channels_last, DataLoader(Subset(images, range(8)), batch_size=8), device, precision=precision)
-        speed = len(images) / timed(lambda: descriptors(channels_last, loader, device, precision=precision))
+        speed = len(images) / timed(lambda precision=precision: descriptors(channels_last, loader, device,
+                                                                            precision=precision))
         f = descriptors(channels_last, loader, device, precision=precision)
         drift = float((torch.from_numpy(f) - torch.from_numpy(reference)).norm(dim=1).max())
         print(f"  this repo, {precision}                      {speed:6.1f} images/s  {speed / base:4.2f}x   "
@@ -87,7 +90,8 @@ def main():
     splits = {s: image_folder(args.test_dir, s, "--test_dir", transform) for s in ("query", "gallery")}
     for precision in ("fp32", "bf16"):
         (qf, ql, qc), (gf, gl, gc) = ((descriptors(trained, DataLoader(d, batch_size=args.batchsize,
-                                                                      num_workers=args.num_workers), device, precision=precision),
+                                                                       num_workers=args.num_workers),
+                                                   device, precision=precision),
                                        *parse_names([path for path, _ in d.samples])) for d in splits.values())
         r = summarize(rank_queries(qf, ql, qc, gf, gl, gc))
         print(f"  {args.name} run, {precision} features: Rank@1 {r['Rank@1']:.4f} mAP {r['mAP']:.4f}")

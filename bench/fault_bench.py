@@ -79,7 +79,8 @@ def main():
             loads = True
         except (RuntimeError, EOFError, OSError):
             weights, loads = {}, False
-        same = loads and weights.keys() == reference.keys() and all(torch.equal(weights[k], reference[k]) for k in weights)
+        same = (loads and weights.keys() == reference.keys()
+                and all(torch.equal(weights[k], reference[k]) for k in weights))
         print(f"survived {survived} of {kills} kills ({restarts} restarted from scratch: killed before the first "
               f"state.pth); final checkpoint loads: {loads}; final weights equal the uninterrupted run's: {same}")
 

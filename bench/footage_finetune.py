@@ -58,7 +58,8 @@ def main():
     args = p.parse_args()
     run = os.path.abspath(args.from_run)
     if not os.path.isfile(os.path.join(run, "opts.yaml")):
-        raise SystemExit(f"error: --from_run {args.from_run} is not a trained run (no opts.yaml); run bash demo.sh first")
+        raise SystemExit(f"error: --from_run {args.from_run} is not a trained run (no opts.yaml); "
+                         f"run bash demo.sh first")
     print(machine())
 
     with tempfile.TemporaryDirectory() as temporary:
@@ -69,7 +70,8 @@ def main():
                                        fps=10, seed=1, video=False)
         tree = os.path.join(work, "tree")
         printed = run_stage("prepare.py", "--dataset", "mot", "--download_path", footage, "--output", tree,
-                            "--shared_ids", "--hold_out", str(args.hold_out), "--mot_stride", "3", "--seed", "0", cwd=work)
+                            "--shared_ids", "--hold_out", str(args.hold_out), "--mot_stride", "3", "--seed", "0",
+                            cwd=work)
         print(f"footage: {args.cameras} cameras x {args.frames} frames, {args.people} people "
               f"({time.perf_counter() - start:.0f} s to draw and prepare):")
         print("\n".join("  " + line.strip() for line in printed.splitlines() if "images" in line))
@@ -89,7 +91,8 @@ def main():
     for label in ("fine-tuned (--init_from)", "from scratch"):
         done = [r for r in rows if r[0] == label]
         if len(done) > 1:
-            print(f"{label}: Rank@1 {statistics.mean(r[3] for r in done):.3f} ± {statistics.stdev(r[3] for r in done):.3f}"
+            print(f"{label}: Rank@1 {statistics.mean(r[3] for r in done):.3f} "
+                  f"± {statistics.stdev(r[3] for r in done):.3f}"
                   f", mAP {statistics.mean(r[4] for r in done):.3f} ± {statistics.stdev(r[4] for r in done):.3f}")
 
 

@@ -77,7 +77,8 @@ def main():
         descriptors(model, batches, device)
         network = time.perf_counter() - start
         print(f"decode alone: {decode:.2f} s ({frames / decode:.0f} frames/s); network alone on the "
-              f"{len(crops)} crops: {network:.2f} s ({len(crops) / network:.0f} crops/s); floor {decode + network:.2f} s")
+              f"{len(crops)} crops: {network:.2f} s ({len(crops) / network:.0f} crops/s); "
+              f"floor {decode + network:.2f} s")
 
         query = os.path.join(root, manifest["people"][0]["query"])
         search = ["search.py", "--name", "bench", "--query", query, "--gallery", *videos, "--detections", *detections,

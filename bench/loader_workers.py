@@ -79,7 +79,8 @@ def main():
         train_steps(training, loaded[:3], train_args)  # the first steps allocate and pick kernels: not timed
 
         configs = {"network alone": lambda: loaded}
-        configs |= {loading_name(n): (lambda n=n: DataLoader(data.phases["train"], batch_sampler=batches, num_workers=n))
+        configs |= {loading_name(n): (lambda n=n: DataLoader(data.phases["train"], batch_sampler=batches,
+                                                             num_workers=n))
                     for n in args.workers}
         rates = {name: [] for name in configs}
         for _ in range(args.rounds):

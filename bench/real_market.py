@@ -174,8 +174,8 @@ def train_and_measure(config, seed, tree, work, extra, precision):
     folder = os.path.join(work, "model", name)
     again = ["--resume"] if os.path.isfile(os.path.join(folder, "state.pth")) else ["--overwrite"]
     print(f"{name}: training{' (resumed)' if again == ['--resume'] else ''} in {folder}", flush=True)
-    run_stage("train_new.py", "--name", name, "--data_dir", tree, "--seed", str(seed), *flags(config, extra, precision), *again,
-              cwd=work, echo=f"  {name}: ")
+    run_stage("train_new.py", "--name", name, "--data_dir", tree, "--seed", str(seed), *flags(config, extra, precision),
+              *again, cwd=work, echo=f"  {name}: ")
     with open(os.path.join(folder, "train.log")) as f:
         epochs = EPOCH_LINE.findall(f.read())
     result = features(name)
@@ -291,7 +291,8 @@ def compare(rows, configs):
         for label, key in (("Rank@1", "rank1"), ("mAP", "mAP")):
             x, y = ([float(r[key]) for r in runs[c]] for c in (a, b))
             t, p = scipy.stats.ttest_ind(x, y, equal_var=False)
-            parts.append(f"{label} {100 * (statistics.mean(x) - statistics.mean(y)):+.1f} points (t {t:.2f}, p {p:.2g})")
+            parts.append(f"{label} {100 * (statistics.mean(x) - statistics.mean(y)):+.1f} points "
+                         f"(t {t:.2f}, p {p:.2g})")
         lines.append(f"{a} against {b} ({len(runs[a])} + {len(runs[b])} seeds, Welch): " + ", ".join(parts))
     return "\n".join(lines)
 

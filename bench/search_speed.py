@@ -82,7 +82,8 @@ def main():
         os.makedirs(queries)
         for name in sorted(os.listdir(queries_from))[:args.queries]:
             os.link(os.path.join(queries_from, name), os.path.join(queries, name))
-        print(f"gallery: {args.gallery_size} images, {args.queries} queries (made in {time.perf_counter() - start:.0f} s)")
+        print(f"gallery: {args.gallery_size} images, {args.queries} queries "
+              f"(made in {time.perf_counter() - start:.0f} s)")
         opts = {"nclasses": 100, "height": args.height, "width": args.width, "use_dense": False}
         save_opts(os.path.join(work, "model", "bench"), opts)
         save_checkpoint(os.path.join(work, "model", "bench", "net_last.pth"), build_model(opts).state_dict())
@@ -95,7 +96,8 @@ def main():
             start = time.perf_counter()
             out = run_stage(*search, *extra, cwd=work)
             times[name] = time.perf_counter() - start
-            print(f"{name}: {times[name]:.1f} s; " + next(line for line in out.splitlines() if line.startswith("gallery")))
+            print(f"{name}: {times[name]:.1f} s; "
+                  + next(line for line in out.splitlines() if line.startswith("gallery")))
         cache_dir = os.path.join(work, "model", "bench", SEARCH_CACHE)
         cache = os.path.join(cache_dir, os.listdir(cache_dir)[0])
         with open(os.path.join(work, "floor.py"), "w") as f:
@@ -106,8 +108,8 @@ def main():
         print(f"floor (load the run, extract the queries, one matrix product): {floor:.1f} s ({out.strip()})")
     first, second, bare = times.values()
     print(f"cached search / first search = {second / first:.3f}; cached search / floor = {second / floor:.2f} "
-          f"(+{second - floor:.2f} s: listing and checking {args.gallery_size} files, the cache, results and pictures); "
-          f"without pictures / floor = {bare / floor:.2f} (+{bare - floor:.2f} s)")
+          f"(+{second - floor:.2f} s: listing and checking {args.gallery_size} files, "
+          f"the cache, results and pictures); without pictures / floor = {bare / floor:.2f} (+{bare - floor:.2f} s)")
 
 
 if __name__ == "__main__":

@@ -33,7 +33,8 @@ def main():
     p.add_argument("--epochs", type=int, default=8, help="epochs each sampler trains (the demo's 8)")
     p.add_argument("--decay_epoch", type=int, default=6, help="lr x 0.1 after this epoch (the demo's 6)")
     p.add_argument("--batchsize", type=int, default=32, help="anchors per batch, the same for both samplers")
-    p.add_argument("--instances", type=int, default=2, help="K, images per identity in a pk batch (train_new.py's default)")
+    p.add_argument("--instances", type=int, default=2,
+                   help="K, images per identity in a pk batch (train_new.py's default)")
     p.add_argument("--height", type=int, default=64, help="training and test image height (the demo's 64)")
     p.add_argument("--width", type=int, default=32, help="training and test image width (the demo's 32)")
     p.add_argument("--data_dir", help="a prepared tree to train on instead of the demo's synthetic data")
@@ -59,7 +60,8 @@ def main():
                 rates = [float(m.group(1)) for m in RATE.finditer(log.read())]
             result = os.path.join("model", name, "pytorch_result.mat")
             run_stage("test.py", "--name", name, "--test_dir", data, "--output", result, cwd=work)
-            _, rank1, _, _, mean_ap = RESULT_LINE.search(run_stage("evaluate.py", "--result", result, cwd=work)).groups()
+            _, rank1, _, _, mean_ap = RESULT_LINE.search(run_stage("evaluate.py", "--result", result,
+                                                                   cwd=work)).groups()
             rank1, mean_ap = float(rank1), float(mean_ap)
             found[sampler] = statistics.median(rates), rank1, mean_ap
             print(f"  {sampler:8s} {found[sampler][0]:7.1f} samples/s (median of {len(rates)} epochs)   "

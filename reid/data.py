@@ -51,8 +51,8 @@ IMAGENET_STD = [0.229, 0.224, 0.225]
 RESULT_KEYS = ("gallery_f", "gallery_label", "gallery_cam", "query_f", "query_label", "query_cam")
 MULTI_KEYS = ("mquery_f", "mquery_label", "mquery_cam")
 HEAD_KEYS = ("verif_w", "verif_b")
-CALIBRATION_KEYS = ("beta_cosine", "platt_head", "calibration_prior", "threshold_far", "threshold_cosine", "threshold_head",
-                    "threshold_unseen")
+CALIBRATION_KEYS = ("beta_cosine", "platt_head", "calibration_prior", "threshold_far", "threshold_cosine",
+                    "threshold_head", "threshold_unseen")
 
 
 def is_image(name):
@@ -155,11 +155,12 @@ def load_features(path, keys, optional=()):
                  f"(a relative path is looked up in the current folder: run from the repository root)")
     try:
         mat = scipy.io.loadmat(path)
-    except (scipy.io.matlab.MatReadError, ValueError, OSError, TypeError, IndexError) as e:  # what scipy raises on non-.mat bytes
+    # what scipy raises on bytes that are not a .mat file
+    except (scipy.io.matlab.MatReadError, ValueError, OSError, TypeError, IndexError) as e:
         sys.exit(f"error: {path} is not a readable .mat file ({e}); rerun test.py to write it again")
     missing = [k for k in keys if k not in mat]
     if missing:
         sys.exit(f"error: {path} lacks {', '.join(missing)}; expected the keys {', '.join(keys)} written by test.py")
-    found = {k: np.asarray(mat[k], dtype=np.float32) if k.endswith("_f") else np.asarray(mat[k]).reshape(-1).astype(np.int64)
-             for k in keys}
+    found = {k: np.asarray(mat[k], dtype=np.float32) if k.endswith("_f")
+             else np.asarray(mat[k]).reshape(-1).astype(np.int64) for k in keys}
     return found | {k: np.asarray(mat[k], dtype=np.float32) for k in optional if k in mat}

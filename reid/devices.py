@@ -124,7 +124,8 @@ def choose_device(gpu_ids):
     try:
         ids = [int(i) for i in str(gpu_ids if given else "0").split(",") if i.strip() != ""]
     except ValueError:
-        sys.exit(f"error: --gpu_ids {gpu_ids!r} is not a comma-separated list of integers (use 0, 0,1 or -1 for the CPU)")
+        sys.exit(f"error: --gpu_ids {gpu_ids!r} is not a comma-separated list of integers (use 0, 0,1 or -1 for the "
+                 "CPU)")
     ids = [i for i in ids if i >= 0]
     if not ids:
         return torch.device("cpu")

@@ -134,7 +134,8 @@ def load_checkpoint(folder, epoch):
     if not os.path.isfile(path):
         saved = sorted((f[4:-4] for f in os.listdir(folder) if f.startswith("net_") and f.endswith(".pth")),
                        key=lambda e: (not e.isdigit(), int(e) if e.isdigit() else 0))
-        sys.exit(f"error: {os.path.abspath(path)} not found; --which_epoch can be one of: {', '.join(saved) or 'none saved yet'}")
+        sys.exit(f"error: {os.path.abspath(path)} not found; --which_epoch can be one of: "
+                 f"{', '.join(saved) or 'none saved yet'}")
     return load_file(path, "choose another --which_epoch")
 
 
@@ -197,16 +198,16 @@ def check_run_folder(folder, args, defaults):
         if not os.path.isfile(state_file):
             if os.path.isfile(opts_file) and load_opts(folder).get("original"):
                 sys.exit(f"error: --resume: {folder} was trained by the original code, which saves no training state "
-                         f"(only the weights, net_<epoch>.pth), so there is nothing to resume from; its checkpoints test "
-                         f"and export as they are; to train on, start a new run with another --name")
-            sys.exit(f"error: --resume: {os.path.abspath(state_file)} not found, so there is nothing to resume; drop --resume to start "
-                     f"a run (add --overwrite if {folder} holds one)")
+                         "(only the weights, net_<epoch>.pth), so there is nothing to resume from; its checkpoints "
+                         "test and export as they are; to train on, start a new run with another --name")
+            sys.exit(f"error: --resume: {os.path.abspath(state_file)} not found, so there is nothing to resume; drop "
+                     f"--resume to start a run (add --overwrite if {folder} holds one)")
         saved = load_opts(folder)
         changed = [f"--{k} {saved.get(k, defaults[k])!r} -> {v!r}" for k, v in vars(args).items()
                    if k not in RESUMABLE and saved.get(k, defaults[k]) != v]
         if changed:
-            sys.exit(f"error: --resume continues {folder} with its own options, but these differ: {', '.join(changed)}; "
-                     f"pass the same ones, or start a new run with another --name")
+            sys.exit(f"error: --resume continues {folder} with its own options, but these differ: "
+                     f"{', '.join(changed)}; pass the same ones, or start a new run with another --name")
         state = load_file(state_file, f"start again with --overwrite, or use a copy of {folder}")
         if state["epoch"] > args.epochs:
             sys.exit(f"error: {folder} has trained {state['epoch']} epochs already, more than --epochs {args.epochs}")
@@ -260,8 +261,8 @@ class StopRequest:
 
     def exit(self, folder, where, announce=True):
         if announce:  # under torchrun, the main process speaks for all
-            print(f"stopped by {signal.Signals(self.signum).name} {where}; state saved in {os.path.join(folder, STATE)}; "
-                  f"continue with the same command and --resume", file=sys.stderr)
+            print(f"stopped by {signal.Signals(self.signum).name} {where}; state saved in "
+                  f"{os.path.join(folder, STATE)}; continue with the same command and --resume", file=sys.stderr)
         sys.exit(128 + self.signum)
 
 

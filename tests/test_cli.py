@@ -18,7 +18,8 @@ from reid import cli, devices
 from reid.devices import loader_workers
 from reid.training import options
 
-ENTRY_POINTS = {"train_new.py": lambda argv=None: options.parse_args(argv, train_new.__doc__), "test.py": test_stage.parse_args, "search.py": search.parse_args,
+ENTRY_POINTS = {"train_new.py": lambda argv=None: options.parse_args(argv, train_new.__doc__),
+                "test.py": test_stage.parse_args, "search.py": search.parse_args,
                 "export.py": export.parse_args, "evaluate.py": evaluate.main, "demo.py": demo.main,
                 "prepare.py": prepare.main, "synthetic.py": synthetic.main}
 

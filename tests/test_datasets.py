@@ -77,7 +77,8 @@ def test_cuhk03_np_needs_its_labeled_or_detected_folder(tmp_path):
     root = tmp_path / "cuhk03-np"
     draw(root / "labeled", CUHK03_NP)
     draw(root / "detected", CUHK03_NP)
-    with pytest.raises(SystemExit, match=r"holds labeled/ and detected/; pass one of them, e\.g\. --download_path .*labeled$"):
+    with pytest.raises(SystemExit, match=r"holds labeled/ and detected/; pass one of them, "
+                                         r"e\.g\. --download_path .*labeled$"):
         prepare_main(root, "cuhk03")
     os.rename(root / "labeled", tmp_path / "mine")
     with pytest.raises(SystemExit, match="none of CUHK03-NP labeled .a folder named labeled.; CUHK03-NP detected"):
@@ -109,8 +110,10 @@ def test_msmt17(tmp_path, capsys, version, train, test):
     before = snapshot(root)
     out = prepare_main(root, "msmt17")
     assert tree(out) == {  # renamed <id>_c<camera>_<raw name>: the camera is the name's third field
-        "train_all": {"0000": ["0000_c1_0000_000_01_0303morning_0015_0.jpg", "0000_c4_0000_013_04_0303morning_0020_2.jpg"],
-                      "0001": ["0001_c12_0001_004_12_0303afternoon_0008_0_ex.jpg", "0001_c2_0001_000_02_0303noon_0100_1.jpg"]},
+        "train_all": {"0000": ["0000_c1_0000_000_01_0303morning_0015_0.jpg",
+                               "0000_c4_0000_013_04_0303morning_0020_2.jpg"],
+                      "0001": ["0001_c12_0001_004_12_0303afternoon_0008_0_ex.jpg",
+                               "0001_c2_0001_000_02_0303noon_0100_1.jpg"]},
         "val": {"0000": ["0000_c1_0000_000_01_0303morning_0015_0.jpg"],
                 "0001": ["0001_c12_0001_004_12_0303afternoon_0008_0_ex.jpg"]},
         "train": {"0000": ["0000_c4_0000_013_04_0303morning_0020_2.jpg"],
@@ -155,7 +158,8 @@ def test_custom_cameras_in_names(tmp_path, capsys):
     before = snapshot(root)
     out = prepare_main(root, "custom")
     assert tree(out) == {  # integer folder names are the ids; a name that already parses is kept
-        "train_all": {"0001": ["0001_c1_a_c1.jpg", "0001_c2_b-cam2.png"], "0002": ["0002_c3_c3.jpg", "0002_c4_x.CAM4.jpg"]},
+        "train_all": {"0001": ["0001_c1_a_c1.jpg", "0001_c2_b-cam2.png"],
+                      "0002": ["0002_c3_c3.jpg", "0002_c4_x.CAM4.jpg"]},
         "val": {"0001": ["0001_c1_a_c1.jpg"], "0002": ["0002_c3_c3.jpg"]},
         "train": {"0001": ["0001_c2_b-cam2.png"], "0002": ["0002_c4_x.CAM4.jpg"]},
         "query": {"0003": ["0003_c1_q_c1.jpg"]},
@@ -170,7 +174,8 @@ def test_custom_cameras_in_names(tmp_path, capsys):
 
 def test_custom_cameras_csv(tmp_path):
     root = tmp_path / "csv"
-    draw(root, ["train/7/img1.jpg", "train/7/img2.jpg", "query/8/img3.jpg", "gallery/8/img4.jpg", "gallery/8/img5_c1.jpg"])
+    draw(root, ["train/7/img1.jpg", "train/7/img2.jpg", "query/8/img3.jpg", "gallery/8/img4.jpg",
+                "gallery/8/img5_c1.jpg"])
     (root / "cameras.csv").write_text("path,camera\ntrain/7/img1.jpg,1\ntrain/7/img2.jpg,2\nquery/8/img3.jpg,1\n"
                                       "gallery/8/img4.jpg,3\ngallery/8/img5_c1.jpg,2\n")
     before = snapshot(root)
@@ -193,7 +198,8 @@ def test_custom_identity_names_are_numbered_over_all_splits(tmp_path):
     assert tree(out)["train_all"] == {"0001": ["0001_c1_a_c1.jpg", "0001_c2_a_c2.jpg"], "0002": ["0002_c1_b_c1.jpg"],
                                       "0004": ["0004_c1_z_c1.jpg"]}
     assert tree(out)["query"] == {"0001": ["0001_c3_a_c3.jpg"], "0003": ["0003_c1_c_c1.jpg"]}
-    assert tree(out)["gallery"] == {"-1": ["-1_c1_j_c1.jpg"], "0001": ["0001_c4_a_c4.jpg"], "0003": ["0003_c2_c_c2.jpg"]}
+    assert tree(out)["gallery"] == {"-1": ["-1_c1_j_c1.jpg"], "0001": ["0001_c4_a_c4.jpg"],
+                                    "0003": ["0003_c2_c_c2.jpg"]}
     check_names(out, {"a_c1.jpg": 1, "a_c2.jpg": 2, "b_c1.jpg": 1, "z_c1.jpg": 1, "c_c1.jpg": 1, "a_c3.jpg": 3,
                       "c_c2.jpg": 2, "a_c4.jpg": 4, "j_c1.jpg": 1})
     assert snapshot(root) == before
@@ -202,7 +208,8 @@ def test_custom_identity_names_are_numbered_over_all_splits(tmp_path):
 def test_custom_errors_name_what_is_missing(tmp_path):
     root = tmp_path / "footage"
     draw(root, ["train/0001/a.jpg", "train/0001/b_c1.jpg"])
-    with pytest.raises(SystemExit, match=r"lacks query/, gallery/; .*train/, query/, gallery/; each as <identity>/<images>"):
+    with pytest.raises(SystemExit, match=r"lacks query/, gallery/; .*train/, query/, gallery/; "
+                                         r"each as <identity>/<images>"):
         prepare_main(root, "custom")
     draw(root, ["query/0002/q.jpg", "gallery/0002/g_c2.jpg", "gallery/0002/h.jpg", "gallery/0002/cam0.jpg"])
     with pytest.raises(SystemExit) as e:

@@ -19,7 +19,8 @@ def quick_command():
 
 
 def test_the_readme_quick_demo_runs_every_stage(tmp_path):
-    for path in glob.glob(os.path.join(REPO, "*.py")) + [os.path.join(REPO, "demo.sh"), os.path.join(REPO, "README.md")]:
+    for path in glob.glob(os.path.join(REPO, "*.py")) + [os.path.join(REPO, "demo.sh"),
+                                                         os.path.join(REPO, "README.md")]:
         shutil.copy(path, tmp_path)
     command = quick_command()
     assert "demo.sh" in command

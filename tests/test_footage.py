@@ -42,7 +42,8 @@ def write(path, lines):
     return str(path)
 
 
-SEQINFO = f"[Sequence]\nname=Walk\nimDir=img1\nframeRate={FPS}\nseqLength={LENGTH}\nimWidth={WIDTH}\nimHeight={HEIGHT}\n"
+SEQINFO = (f"[Sequence]\nname=Walk\nimDir=img1\nframeRate={FPS}\nseqLength={LENGTH}\n"
+           f"imWidth={WIDTH}\nimHeight={HEIGHT}\n")
 
 
 @pytest.fixture
@@ -300,7 +301,8 @@ def test_crops_come_from_one_pass_over_the_footage(sequence, video):
         colours = np.unique(np.asarray(crop).reshape(-1, 3), axis=0)
         assert colours.tolist() == [list(RED if box.id == 1 else BLUE)]  # lossless frames: exactly the rectangle
     clip = footage.open_footage(video)
-    first, second = footage.crop_boxes(clip, [footage.Box(3, -1, 1, 1, 64, 48, 1.0), footage.Box(5, -1, 11, 5, 10, 14, 1.0)])
+    first, second = footage.crop_boxes(clip, [footage.Box(3, -1, 1, 1, 64, 48, 1.0),
+                                              footage.Box(5, -1, 11, 5, 10, 14, 1.0)])
     assert first[1].size == (WIDTH, HEIGHT) and second[1].size == (BOX_W, BOX_H)
     assert np.abs(np.asarray(second[1], dtype=int) - RED).mean() < 20
     with pytest.raises(UserError, match="walk.mp4 has no frame 13, but there are boxes on 1 frame"):

@@ -62,9 +62,11 @@ def test_evaluate_prints_the_original_lines_and_gpu_version_agrees(run):
     cpu = script("evaluate.py", cwd=run)
     assert cpu.returncode == 0, cpu.stderr
     lines = cpu.stdout.splitlines()
-    assert [bool(LINE.match(line)) for line in lines[:4]] == [True, False, True, False] and lines[2].startswith("multi ")
+    assert ([bool(LINE.match(line)) for line in lines[:4]] == [True, False, True, False]
+            and lines[2].startswith("multi "))
     # then the verification head's answers (the tiny run saved its head): cosine and head side by side
-    assert lines[4].startswith("verification over every query-gallery pair") and lines[5].split()[:3] == ["score", "ROC", "AUC"]
+    assert (lines[4].startswith("verification over every query-gallery pair")
+            and lines[5].split()[:3] == ["score", "ROC", "AUC"])
     for line, name in zip(lines[6:8], ("cosine", "head")):
         auc, eer, *tars = line.split()[1:]
         assert line.split()[0] == name and all(0 <= float(v) <= 1 for v in (auc, eer, *tars))
@@ -227,7 +229,8 @@ def test_calibration_on_people_never_trained_on(raw_market, tmp_path):
     again_found, first = flat(load_thresholds(str(work / "model" / "calibrated"))), flat(thresholds)
     assert again_found.keys() == first.keys()
     for key, value in first.items():  # the same pairs; descriptors equal up to float rounding
-        assert again_found[key] == (pytest.approx(value, rel=1e-3, abs=1e-4) if isinstance(value, float) else value), key
+        assert again_found[key] == (pytest.approx(value, rel=1e-3, abs=1e-4) if isinstance(value, float)
+                                    else value), key
     assert "prior" in again.stdout and "thresholds at FAR" in again.stdout
 
     # test.py hands the calibration to evaluate.py, which measures it on the test pairs

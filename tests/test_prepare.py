@@ -132,7 +132,8 @@ def test_hold_out_needs_only_the_training_folder(raw_market):
 
 
 def test_hold_out_too_many_says_how_many_can_be(raw_market):
-    with pytest.raises(SystemExit, match="--hold_out 8 cannot be met: the training images left hold 8 ids.*between 1 and 7"):
+    with pytest.raises(SystemExit, match="--hold_out 8 cannot be met: the training images left hold 8 ids"
+                                         ".*between 1 and 7"):
         held_out_tree(raw_market, "--hold_out", "8")
 
 
@@ -144,7 +145,8 @@ def test_tree_prepared_otherwise_is_refused(raw_market):
     assert tree(out) == before
     split = (out / "split.yaml").read_text()
     held_out_tree(raw_market, "--hold_out", "2", "--seed", "0")  # the same preparation again is fine
-    assert {k: v for k, v in tree(out).items() if k != "split.yaml"} == {k: v for k, v in before.items() if k != "split.yaml"}
+    assert ({k: v for k, v in tree(out).items() if k != "split.yaml"}
+            == {k: v for k, v in before.items() if k != "split.yaml"})
     assert (out / "split.yaml").read_text() == split
 
 
@@ -187,6 +189,7 @@ def test_calibration_beside_the_datasets_own_test_set(raw_market):
     prepare.main(["--download_path", str(raw_market), "--calibration", "2"])
     out = raw_market / "pytorch"
     assert len(files(out, "calibration")) == 2
-    assert sorted(n for names in files(out, "query").values() for n in names) == sorted(os.listdir(raw_market / "query"))
+    assert (sorted(n for names in files(out, "query").values() for n in names)
+            == sorted(os.listdir(raw_market / "query")))
     with pytest.raises(SystemExit, match="--calibration 9 cannot be met"):
         prepare.main(["--download_path", str(raw_market), "--calibration", "9"])

@@ -159,10 +159,11 @@ def test_an_image_broken_after_prepare_is_named_not_a_worker_traceback(script, p
     truncate(broken)
     shutil.copytree(tiny_run / "model", tmp_path / "model")
     if script == "train_new.py":
-        out = finish(script, *TRAIN[:-4], "--num_workers", "1", "--epochs", "1", "--name", "fresh", "--data_dir", str(data),
-                     cwd=tmp_path)
+        out = finish(script, *TRAIN[:-4], "--num_workers", "1", "--epochs", "1", "--name", "fresh",
+                     "--data_dir", str(data), cwd=tmp_path)
     else:
-        out = finish(script, "--gpu_ids", "-1", "--name", "tiny", "--test_dir", str(data), "--num_workers", "1", cwd=tmp_path)
+        out = finish(script, "--gpu_ids", "-1", "--name", "tiny", "--test_dir", str(data), "--num_workers", "1",
+                     cwd=tmp_path)
     line = one_clean_line(out)
     assert broken.name in line and "cannot be read as an image" in line
 
@@ -180,7 +181,8 @@ def test_damaged_or_foreign_checkpoints(tiny_run, prepared_market, tmp_path, mon
         test_stage.main(args + ["--which_epoch", "9"])
 
     torch.save({k: v for k, v in state.items() if not k.startswith("classifier.classifier")}
-               | {"classifier.classifier.1.weight": torch.zeros(3, 512), "classifier.classifier.1.bias": torch.zeros(3)},
+               | {"classifier.classifier.1.weight": torch.zeros(3, 512),
+                  "classifier.classifier.1.bias": torch.zeros(3)},
                run / "net_19.pth")
     with pytest.raises(SystemExit, match="net_19.pth does not fit the network.*size mismatch"):
         test_stage.main(args + ["--which_epoch", "19"])
@@ -204,6 +206,8 @@ def test_damaged_or_foreign_checkpoints(tiny_run, prepared_market, tmp_path, mon
 
 def test_loss_becoming_nan_stops_with_epoch_and_step(prepared_market, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(SystemExit, match=r"the loss became (nan|inf) at train 1/1 step \d+; the last good state is kept"):
-        train_new.main([*TRAIN[:-2], "--lr", "1e30", "--epochs", "1", "--name", "nan", "--data_dir", str(prepared_market)])
+    with pytest.raises(SystemExit, match=r"the loss became (nan|inf) at train 1/1 step \d+; "
+                                         r"the last good state is kept"):
+        train_new.main([*TRAIN[:-2], "--lr", "1e30", "--epochs", "1", "--name", "nan",
+                        "--data_dir", str(prepared_market)])
     assert sorted(os.listdir(tmp_path / "model" / "nan")) == ["opts.yaml"]

@@ -33,7 +33,8 @@ def test_top_match_is_the_person_at_least_as_often_as_rank1_says(tiny_run, prepa
     assert list(found[0]) == ["query", "rank", "gallery", "cosine", "p_same", "p_head", "p_head_raw", "same",
                               "decided_by", "threshold"]
     queries = sorted({r["query"] for r in found})
-    assert len(found) == 3 * len(queries) and len(queries) == sum(len(f) for _, _, f in os.walk(prepared_market / "query"))
+    assert (len(found) == 3 * len(queries)
+            and len(queries) == sum(len(f) for _, _, f in os.walk(prepared_market / "query")))
     best = {r["query"]: r for r in found if r["rank"] == "1"}
     person = {q: os.path.basename(os.path.dirname(q)) for q in queries}
     hit = np.mean([os.path.basename(os.path.dirname(best[q]["gallery"])) == person[q] for q in queries])
@@ -176,7 +177,8 @@ def test_the_prior_moves_p_same_not_the_decisions(tiny_run, gallery, tmp_path, c
     low, high = found["0.001"], found["0.5"]
     assert [r["gallery"] for r in low] == [r["gallery"] for r in high]
     assert [r["same"] for r in low] == [r["same"] for r in high]
-    moved = [(float(a["p_same"]), float(b["p_same"])) for a, b in zip(low, high) if 1e-6 < float(b["p_same"]) < 1 - 1e-6]
+    moved = [(float(a["p_same"]), float(b["p_same"])) for a, b in zip(low, high)
+             if 1e-6 < float(b["p_same"]) < 1 - 1e-6]
     assert moved and all(a < b for a, b in moved)
     assert [r["p_head_raw"] for r in low] == [r["p_head_raw"] for r in high]  # the head's own output stays
     assert all(float(a["p_head"]) <= float(b["p_head"]) for a, b in zip(low, high))

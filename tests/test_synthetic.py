@@ -166,7 +166,8 @@ def test_unknown_keyword_refused(tmp_path):
 
 
 def test_flags_reach_their_keywords(monkeypatch, tmp_path, capsys):
-    # demo.sh and the benches call the script by these flag names; --junk and --distractors are shorter than the keywords.
+    # demo.sh and the benches call the script by these flag names;
+    # --junk and --distractors are shorter than the keywords.
     seen = []
     monkeypatch.setattr(synthetic, "make_market_tree", lambda root, **kw: seen.append(kw) or dict.fromkeys(FOLDERS, 0))
     main(["--out", str(tmp_path / "x")])

@@ -44,7 +44,8 @@ def test_in_batch_pairs():
 
 
 # fp16 arithmetic is emulated on CPUs (minutes even at this size): checked where there is a GPU
-FP16 = pytest.param(["--precision", "fp16"], marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"))
+FP16 = pytest.param(["--precision", "fp16"],
+                    marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"))
 
 
 def test_a_cpu_without_bf16_instructions_is_told_to_train_in_fp32(tmp_path, monkeypatch, capsys):
@@ -79,7 +80,8 @@ def test_other_training_modes_train(prepared_market, tmp_path, monkeypatch, caps
 def test_pk_needs_batches_that_split_into_identities(prepared_market, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit, match="--sampler pk needs --instances"):
-        train_new.main([*TRAIN, "--name", "x", "--data_dir", str(prepared_market), "--sampler", "pk", "--instances", "3"])
+        train_new.main([*TRAIN, "--name", "x", "--data_dir", str(prepared_market),
+                        "--sampler", "pk", "--instances", "3"])
     # 8 training identities cannot fill a batch of 10 identities x 2 images: no epoch would train
     with pytest.raises(SystemExit, match="holds 8 identities, fewer than the 10 of a --sampler pk batch"):
         train_new.main([*TRAIN, "--name", "x", "--data_dir", str(prepared_market), "--sampler", "pk", "--batchsize",
@@ -144,7 +146,8 @@ def test_warm_up_raises_every_rate_step_by_step_to_its_own(prepared_market, tmp_
     assert len(rates) == 3 * steps and steps > 1
     assert [r[1] for r in rates] == pytest.approx(expected) and all(len(set(r)) == 1 for r in rates)
     with pytest.raises(SystemExit, match="--warm_epoch 3: give 0 .* up to --decay_epoch 2"):
-        train_new.main([*TRAIN, "--decay_epoch", "2", "--warm_epoch", "3", "--name", "x", "--data_dir", str(prepared_market)])
+        train_new.main([*TRAIN, "--decay_epoch", "2", "--warm_epoch", "3",
+                        "--name", "x", "--data_dir", str(prepared_market)])
 
 
 def test_cosine_schedule_falls_along_half_a_cosine_after_its_warm_up(prepared_market, tmp_path, monkeypatch):
@@ -193,7 +196,8 @@ def test_ema_saves_the_moving_average_of_every_step_and_resumes_it(prepared_mark
 
 
 def test_two_processes_train_in_step_and_write_once(prepared_market, tmp_path, monkeypatch):
-    out = torchrun("train_new.py", *TRAIN, "--epochs", "1", "--name", "ddp", "--data_dir", str(prepared_market), cwd=tmp_path)
+    out = torchrun("train_new.py", *TRAIN, "--epochs", "1", "--name", "ddp", "--data_dir", str(prepared_market),
+                   cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "x 2 processes" in out.stdout and "weights identical on all 2 processes" in out.stdout
     run = tmp_path / "model" / "ddp"
@@ -204,8 +208,8 @@ def test_two_processes_train_in_step_and_write_once(prepared_market, tmp_path, m
     monkeypatch.chdir(tmp_path)
     test_stage.main(["--gpu_ids", "-1", "--name", "ddp", "--test_dir", str(prepared_market), "--num_workers", "0",
                      "--output", "single.mat"])
-    out = torchrun("test.py", "--gpu_ids", "-1", "--name", "ddp", "--test_dir", str(prepared_market), "--num_workers", "0",
-                   "--output", "shared.mat", cwd=tmp_path)
+    out = torchrun("test.py", "--gpu_ids", "-1", "--name", "ddp", "--test_dir", str(prepared_market),
+                   "--num_workers", "0", "--output", "shared.mat", cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     single, shared = scipy.io.loadmat(tmp_path / "single.mat"), scipy.io.loadmat(tmp_path / "shared.mat")
     for key in ("gallery_f", "query_f", "gallery_label", "gallery_cam", "query_label", "query_cam"):

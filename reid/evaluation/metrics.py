@@ -219,7 +219,8 @@ def k_reciprocal_scores(qf, gf, k1=20, k2=6, lambda_value=0.3, device="cpu"):
         cand, cand_mask = half[knn[i]], recip_half[knn[i]]                  # R(q, k1/2) of each neighbour q
         shared = ((cand[..., None] == knn[i][:, None, None, :]) & recip[i][:, None, None, :]).any(-1) & cand_mask
         grow = recip[i] & (shared.sum(-1) > 2 / 3 * cand_mask.sum(-1))
-        ids = torch.cat([torch.where(recip[i], knn[i], n), torch.where(grow[..., None] & cand_mask, cand, n).flatten(1)], 1)
+        ids = torch.cat([torch.where(recip[i], knn[i], n),
+                         torch.where(grow[..., None] & cand_mask, cand, n).flatten(1)], 1)
         ids = ids.sort(1).values
         ids[:, 1:][ids[:, 1:] == ids[:, :-1]] = n                           # each image once
         row = torch.arange(i.start, i.stop)[:, None].expand_as(ids)
@@ -234,8 +235,8 @@ def k_reciprocal_scores(qf, gf, k1=20, k2=6, lambda_value=0.3, device="cpu"):
     v = scipy.sparse.csr_matrix((w, (r, c)), shape=(n, n))
     v = scipy.sparse.diags(1 / np.asarray(v.sum(1)).ravel()) @ v
     if k2 > 1:
-        expand = scipy.sparse.csr_matrix((np.full(n * k2, 1 / k2), (np.repeat(np.arange(n), k2), knn[:, :k2].reshape(-1).numpy())),
-                                         shape=(n, n))
+        expand = scipy.sparse.csr_matrix(
+            (np.full(n * k2, 1 / k2), (np.repeat(np.arange(n), k2), knn[:, :k2].reshape(-1).numpy())), shape=(n, n))
         v = (expand @ v).tocsr()
     gallery_v = v[nq:].tocsc()
     qf_n, gf_n = feats[:nq], feats[nq:]
@@ -245,7 +246,8 @@ def k_reciprocal_scores(qf, gf, k1=20, k2=6, lambda_value=0.3, device="cpu"):
         for a, b in _pair_chunks(v, gallery_v, start, end):
             rows = v[a:b].tocoo()
             lengths = np.diff(gallery_v.indptr)[rows.col]
-            offsets = np.repeat(gallery_v.indptr[rows.col] - (np.cumsum(lengths) - lengths), lengths) + np.arange(lengths.sum())
+            offsets = (np.repeat(gallery_v.indptr[rows.col] - (np.cumsum(lengths) - lengths), lengths)
+                       + np.arange(lengths.sum()))
             overlap = np.bincount(np.repeat(rows.row, lengths) * (n - nq) + gallery_v.indices[offsets],
                                   weights=np.minimum(np.repeat(rows.data, lengths), gallery_v.data[offsets]),
                                   minlength=(b - a) * (n - nq)).reshape(b - a, n - nq)

@@ -62,7 +62,8 @@ def roc(qf, ql, qc, gf, gl, gc, w=None, b=0.0, device="cpu"):
     gf = torch.as_tensor(np.asarray(gf), dtype=torch.float32).to(device)
     if w is not None:
         qf = qf * torch.as_tensor(np.asarray(w), dtype=torch.float32).reshape(1, -1)
-    ql, qc, gl, gc = (torch.as_tensor(np.asarray(a).reshape(-1), dtype=torch.int64).to(device) for a in (ql, qc, gl, gc))
+    ql, qc, gl, gc = (torch.as_tensor(np.asarray(a).reshape(-1), dtype=torch.int64).to(device)
+                      for a in (ql, qc, gl, gc))
     step = max(1, BLOCK_ELEMENTS // max(len(gl), 1))
 
     def blocks():
@@ -152,8 +153,9 @@ def calibrate(qf, ql, qc, gf, gl, gc, head=None, fars=FARS, symmetric=False):
     and, with the head's (w, b), for its P(same): the lowest threshold at each false-accept rate in
     `fars` and the true-accept rate it gives on those pairs; and the calibration of each into
     P(same), with the pairs' share of positives as its prior: beta calibration of cosine
-    (cosine_beta: a, b, c) and Platt scaling of the head's logit (head_platt: a, b). symmetric: the queries are the gallery (one set of images), each pair
-    is counted once. A dict for thresholds.yaml."""
+    (cosine_beta: a, b, c) and Platt scaling of the head's logit (head_platt: a, b). symmetric:
+    the queries are the gallery (one set of images), each pair is counted once. A dict for
+    thresholds.yaml."""
     ql, qc, gl, gc = (np.asarray(a).reshape(-1) for a in (ql, qc, gl, gc))
     good, junk = good_and_junk(ql[:, None], qc[:, None], gl[None, :], gc[None, :])
     negative = ~good & ~junk
@@ -295,7 +297,8 @@ def pair_blocks(qf, ql, qc, gf, gl, gc, w=None, b=0.0, device="cpu"):
     if w is not None:
         qf = qf * torch.as_tensor(np.asarray(w), dtype=torch.float32).reshape(1, -1)
     gf = torch.as_tensor(np.asarray(gf), dtype=torch.float32).to(device)
-    ql, qc, gl, gc = (torch.as_tensor(np.asarray(a).reshape(-1), dtype=torch.int64).to(device) for a in (ql, qc, gl, gc))
+    ql, qc, gl, gc = (torch.as_tensor(np.asarray(a).reshape(-1), dtype=torch.int64).to(device)
+                      for a in (ql, qc, gl, gc))
     step = max(1, BLOCK_ELEMENTS // max(len(gl), 1))
     for start in range(0, len(ql), step):
         end = min(start + step, len(ql))
@@ -330,7 +333,8 @@ def rates_at(qf, ql, qc, gf, gl, gc, thresholds, decided=lambda s: s, w=None, b=
 
 
 # The median cosine similarity of random pairs of gallery images (in footage: of boxes of different
-# tracklets) above which search.py warns that the run does not tell these images apart. Measured (docs/search.md#when-the-run-cannot-tell-people-apart):
+# tracklets) above which search.py warns that the run does not tell these images apart. Measured
+# (docs/search.md#when-the-run-cannot-tell-people-apart):
 # runs searching images like those they trained on sit near 0 (the demo on its synthetic gallery
 # -0.012, a real-image run on held-out Market-1501 people -0.005); the demo searching real Market-1501
 # crops 0.19 and 0.23 (two demo runs; Rank@1 0.21 there), a run after one epoch 0.99.

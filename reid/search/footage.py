@@ -367,8 +367,8 @@ def read_detections(path, footage, ground_truth=False, min_visibility=0.0, min_s
     for number, _, values in rows:
         frame, track, left, top, width, height, conf = values[:7]
         if frame < 1 or (footage.length is not None and frame > footage.length):
-            raise UserError(f"{path} line {number}: frame {int(frame)} is outside {footage.path}, which has frames 1 to "
-                            f"{footage.length}: are these the detections of other footage?")
+            raise UserError(f"{path} line {number}: frame {int(frame)} is outside {footage.path}, which has frames 1 "
+                            f"to {footage.length}: are these the detections of other footage?")
         summary.boxes += 1
         if ground_truth and conf == 0:
             summary.ignored += 1

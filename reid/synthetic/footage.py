@@ -407,7 +407,8 @@ def make_footage(root, **params):
         people = {pid: _sample_person(np.random.default_rng([seed, STREAM_PERSON, pid]))
                   for pid in range(1, params["people"] + 1)}
         walks = _routes(params, cameras)
-        written = [_write_camera(tmp, params, cam, cameras[cam], people, walks[cam]) for cam in range(params["cameras"])]
+        written = [_write_camera(tmp, params, cam, cameras[cam], people, walks[cam])
+                   for cam in range(params["cameras"])]
         manifest = _manifest(params, written)
         _write_queries(tmp, written, manifest)
         with open(os.path.join(tmp, MARKER), "w") as f:

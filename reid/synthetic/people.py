@@ -58,7 +58,8 @@ REFERENCE_HEIGHT = 128
 # How much wider than a crop the per-camera background strip is; each image sees a window of it.
 BACKGROUND_SPAN = 3
 # Independent random streams, so that e.g. more junk images do not change any person image.
-STREAM_IDENTITY, STREAM_LAYOUT, STREAM_IMAGE, STREAM_CAMERA, STREAM_BACKGROUND, STREAM_JUNK, STREAM_DISTRACTOR = range(7)
+(STREAM_IDENTITY, STREAM_LAYOUT, STREAM_IMAGE, STREAM_CAMERA, STREAM_BACKGROUND, STREAM_JUNK,
+ STREAM_DISTRACTOR) = range(7)
 
 
 @dataclass(frozen=True)
@@ -379,12 +380,13 @@ def _draw_person(canvas, person, pose, cx, top, px):
                                    radius=0.02 * px, fill=person.backpack)
         else:
             for side in (-1, 1):
-                draw.line([(x(side * half_shoulder * 0.55), y(shoulder)), (x(side * half_shoulder * 0.62), y(shoulder + 0.19))],
+                draw.line([(x(side * half_shoulder * 0.55), y(shoulder)),
+                           (x(side * half_shoulder * 0.62), y(shoulder + 0.19))],
                           fill=person.backpack, width=max(1, round(0.02 * px)))
     if person.logo is not None and not pose.back:
         r = 0.035
-        draw.rectangle(_box(x(0.3 * half_shoulder - r), y(shoulder + 0.06), x(0.3 * half_shoulder + r), y(shoulder + 0.06 + 2 * r)),
-                       fill=person.logo)
+        draw.rectangle(_box(x(0.3 * half_shoulder - r), y(shoulder + 0.06),
+                            x(0.3 * half_shoulder + r), y(shoulder + 0.06 + 2 * r)), fill=person.logo)
     if person.long_hair and pose.back:
         draw.rectangle(_box(x(-head * 1.05), y(head), x(head * 1.05), y(shoulder + 0.08)), fill=person.hair)
 
@@ -532,7 +534,7 @@ def _existing_counts(root, params):
             old = recorded["params"]
             counts = recorded["counts"]
         except (OSError, ValueError, KeyError, TypeError) as e:
-            raise SystemExit(f"error: {marker} cannot be read ({e}); remove {root} to generate it again")
+            raise SystemExit(f"error: {marker} cannot be read ({e}); remove {root} to generate it again") from None
         if old == params:
             return counts
         changed = ", ".join(f"{k} {old.get(k)!r} -> {v!r}" for k, v in params.items() if old.get(k) != v)
@@ -567,7 +569,8 @@ def _write_tree(folder, params):
         test = pid > train_ids
         person = _sample_person(np.random.default_rng([seed, STREAM_IDENTITY, pid]))
         layout = np.random.default_rng([seed, STREAM_LAYOUT, pid])
-        seen_by = sorted(int(c) + 1 for c in layout.choice(len(cameras), layout.integers(2, len(cameras) + 1), replace=False))
+        seen_by = sorted(int(c) + 1
+                         for c in layout.choice(len(cameras), layout.integers(2, len(cameras) + 1), replace=False))
         for cam in seen_by:
             # gt_bbox holds 1-2 more frames of the same walk past the camera than the detector boxes.
             extra = int(layout.integers(1, 3)) if test else 0
@@ -595,12 +598,14 @@ def _write_tree(folder, params):
             rng = np.random.default_rng([seed, STREAM_JUNK, cam, k])
             person = _sample_person(rng) if rng.random() < 0.7 else None
             data = _render(person, models[cam], backgrounds[cam], rng, size, framing="partial")
-            write("bounding_box_test", namer(-1, cam, int(rng.integers(1, SEQUENCES + 1)), int(rng.integers(1, 1000000))), data)
+            write("bounding_box_test",
+                  namer(-1, cam, int(rng.integers(1, SEQUENCES + 1)), int(rng.integers(1, 1000000))), data)
         for k in range(params["distractors_per_camera"]):
             rng = np.random.default_rng([seed, STREAM_DISTRACTOR, cam, k])
             person = _sample_person(rng) if rng.random() < 0.8 else None
             data = _render(person, models[cam], backgrounds[cam], rng, size)
-            write("bounding_box_test", namer(0, cam, int(rng.integers(1, SEQUENCES + 1)), int(rng.integers(1, 1000000))), data)
+            write("bounding_box_test",
+                  namer(0, cam, int(rng.integers(1, SEQUENCES + 1)), int(rng.integers(1, 1000000))), data)
     return counts
 
 

@@ -59,7 +59,8 @@ def training_data(args):
     if len(train_set.classes) < 2:
         sys.exit(f"error: {train_set.root} holds {len(train_set.classes)} identity; training needs at least two")
     if len(train_set) < args.batchsize:
-        sys.exit(f"error: {train_set.root} holds {len(train_set)} images, fewer than --batchsize {args.batchsize}; lower --batchsize")
+        sys.exit(f"error: {train_set.root} holds {len(train_set)} images, fewer than --batchsize {args.batchsize}; "
+                 "lower --batchsize")
     if args.sampler == "pk":
         identities = args.batchsize // args.instances
         if len(train_set.classes) < identities:
@@ -69,7 +70,8 @@ def training_data(args):
                      f"--batchsize or raise --instances")
         phases = {"train": LabelledImages(train_set.samples, train_transform(args), train_set.loader)}
     else:
-        phases = {"train": VerificationTriplets(train_set.samples, train_set.samples, train_transform(args), train_set.loader)}
+        phases = {"train": VerificationTriplets(train_set.samples, train_set.samples, train_transform(args),
+                                                train_set.loader)}
     retrieval = None
     if not args.train_all or os.path.isdir(os.path.join(args.data_dir, "val")):
         val_set = image_folder(args.data_dir, "val", "--data_dir")
@@ -78,11 +80,12 @@ def training_data(args):
             sys.exit(f"error: ids {', '.join(unknown[:5])} are in val but not in train; rerun prepare.py")
         val_samples = [(p, train_set.class_to_idx[val_set.classes[t]]) for p, t in val_set.samples]
         if not args.train_all:  # with --train_all the val images are trained on: no validation
-            phases["val"] = VerificationTriplets(val_samples, train_set.samples, test_transform(args.height, args.width),
-                                                 train_set.loader)
+            phases["val"] = VerificationTriplets(val_samples, train_set.samples,
+                                                 test_transform(args.height, args.width), train_set.loader)
         # retrieval on val as test.py + evaluate.py do it
         query, gallery = retrieval_split(val_samples, train_set.samples)
-        retrieval = {name: (DataLoader(LabelledImages(samples, test_transform(args.height, args.width), train_set.loader),
+        transform = test_transform(args.height, args.width)
+        retrieval = {name: (DataLoader(LabelledImages(samples, transform, train_set.loader),
                                        batch_size=args.batchsize, num_workers=args.num_workers),
                             *parse_names([path for path, _ in samples]))
                      for name, samples in (("query", query), ("gallery", gallery))}

@@ -31,7 +31,8 @@ def check_batches(args, shard):
         sys.exit(f"error: --warm_epoch {args.warm_epoch}: give 0 (no warm-up) up to --{warm_limit} "
                  f"{getattr(args, warm_limit)}")
     if args.batchsize % shard.world:
-        sys.exit(f"error: --batchsize {args.batchsize} is the total over {shard.world} processes; make it a multiple of it")
+        sys.exit(f"error: --batchsize {args.batchsize} is the total over {shard.world} processes; make it a multiple "
+                 "of it")
     if args.sampler == "pk" and (args.instances < 2 or (args.batchsize // args.instances) % shard.world
                                  or args.batchsize % args.instances):
         sys.exit(f"error: --sampler pk needs --instances of 2 or more dividing --batchsize {args.batchsize} into "
@@ -163,8 +164,8 @@ def run_epoch(net, loader, device, args, arithmetic, *, desc, optimizer=None, sc
                 logits, label, pos_score, neg_score, loss_id, loss_verif = forward(net, batch, args,
                                                                                    Arithmetic(device, precision))
                 if torch.isfinite(loss_id + loss_verif):
-                    arithmetic.fall_back(f"the loss became {failed} at {where} under --precision {arithmetic.precision} "
-                                         f"and not in fp32, which did this step again")
+                    arithmetic.fall_back(f"the loss became {failed} at {where} under --precision "
+                                         f"{arithmetic.precision} and not in fp32, which did this step again")
             loss = loss_id + loss_verif
             stopping = agree_to_stop(loss, where, stop, shard, precision)
             if training:
@@ -184,7 +185,8 @@ def run_epoch(net, loader, device, args, arithmetic, *, desc, optimizer=None, sc
             local["loss_id_sum"] += loss_id.item() * n
             local["loss_verif_sum"] += loss_verif.item() * n
             local["id_correct"] += (logits.argmax(1) == label).sum().item()
-            local["verif_correct"] += (pos_score.argmax(1) == SAME).sum().item() + (neg_score.argmax(1) == DIFFERENT).sum().item()
+            local["verif_correct"] += ((pos_score.argmax(1) == SAME).sum().item()
+                                       + (neg_score.argmax(1) == DIFFERENT).sum().item())
             bar.set_postfix(loss=f"{(local['loss_id_sum'] + local['loss_verif_sum']) / local['total']:.4f}")
             if stopping:
                 break

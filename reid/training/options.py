@@ -13,9 +13,12 @@ def parse_args(argv=None, description=__doc__):
     cli.add_device_flags(p, "train")
     p.add_argument("--data_dir", default="../Market/pytorch", help="the pytorch/ folder written by prepare.py")
     p.add_argument("--train_all", action="store_true",
-                   help="train on train_all (train + val), as the original did with or without this flag; no validation")
-    p.add_argument("--batchsize", default=32, type=int, help="anchors per batch (each brings a positive and a negative)")
-    p.add_argument("--lr", default=0.1, type=float, help="learning rate of the new layers; a pretrained backbone gets 0.1 x lr")
+                   help="train on train_all (train + val), as the original did with or without this flag; no "
+                        "validation")
+    p.add_argument("--batchsize", default=32, type=int,
+                   help="anchors per batch (each brings a positive and a negative)")
+    p.add_argument("--lr", default=0.1, type=float,
+                   help="learning rate of the new layers; a pretrained backbone gets 0.1 x lr")
     p.add_argument("--alpha", default=1.0, type=float, help="weight of the verification loss")
     p.add_argument("--label_smoothing", default=0.0, type=float,
                    help="share of the identity loss's target spread evenly over all identities (0: the paper's "
@@ -42,7 +45,8 @@ def parse_args(argv=None, description=__doc__):
                    help="keep an exponential moving average of the weights and BatchNorm statistics, each step "
                         "average = decay x average + (1 - decay) x weights, and validate and save it instead of the "
                         "last weights (0: none, as the paper; 0.999 averages over about the last 1000 steps)")
-    p.add_argument("--seed", default=0, type=int, help="seed of every random number generator (weights, sampling, augmentation)")
+    p.add_argument("--seed", default=0, type=int,
+                   help="seed of every random number generator (weights, sampling, augmentation)")
     p.add_argument("--height", default=None, type=int,
                    help="input image height (not given: 256, or the --init_from run's)")
     p.add_argument("--width", default=None, type=int,

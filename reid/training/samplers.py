@@ -22,7 +22,8 @@ def pk_batches(labels, batchsize, instances, generator):
         images = by_label[label]
         order = [images[j] for j in torch.randperm(len(images), generator=generator).tolist()]
         if len(order) < instances:
-            order += [images[j] for j in torch.randint(len(images), (instances - len(order),), generator=generator).tolist()]
+            extra = torch.randint(len(images), (instances - len(order),), generator=generator)
+            order += [images[j] for j in extra.tolist()]
         groups += [(label, order[i:i + instances]) for i in range(0, len(order) - instances + 1, instances)]
     groups = [groups[j] for j in torch.randperm(len(groups), generator=generator).tolist()]
     per_batch, batches, current, seen = batchsize // instances, [], [], set()
