@@ -14,12 +14,12 @@ The identities must not have been trained on: when the run's training tree (its 
 data_dir) is at hand, identities it trained on stop the calibration.
 """
 import os
-import sys
 
 import torch
 
 from model import check_precision, descriptors, first_images, load_head, load_trained
 from reid import cli
+from reid.cli import UserError
 from reid.devices import Arithmetic, choose_device, loader_workers, note_emulated
 from reid.evaluation.verification import FARS, calibrate_on_people, calibration_images, save_thresholds
 from reid.runs import run_dir
@@ -48,16 +48,17 @@ def main(argv=None):
     calibration = calibration_images(args.data_dir, int(opts["height"]), int(opts["width"]), args.batchsize,
                                      args.num_workers)
     if calibration is None:
-        sys.exit(f"error: {os.path.join(args.data_dir, 'calibration')} does not exist; prepare a tree with people the "
-                 f"run never trained on: python prepare.py --download_path <dataset> --calibration 50 --output <tree>, "
-                 f"then pass --data_dir <tree>")
+        raise UserError(f"{os.path.join(args.data_dir, 'calibration')} does not exist; prepare a tree with people the "
+                        "run never trained on: python prepare.py --download_path <dataset> --calibration 50 --output "
+                        "<tree>, then pass --data_dir <tree>")
     loader, ids, cams = calibration
     trained = trained_identities(opts)
     overlap = sorted(trained & set(os.listdir(os.path.join(args.data_dir, "calibration")))) if trained else []
     if overlap:
-        sys.exit(f"error: {len(overlap)} identities of {os.path.join(args.data_dir, 'calibration')} were trained on by "
-                 f"{args.name} ({cli.shorten(overlap)}), which would make P(same) and the thresholds optimistic; "
-                 f"calibrate on people it never saw (prepare.py --calibration holds them out before training)")
+        raise UserError(f"{len(overlap)} identities of {os.path.join(args.data_dir, 'calibration')} were trained on by "
+                        f"{args.name} ({cli.shorten(overlap)}), which would make P(same) and the thresholds "
+                        "optimistic; calibrate on people it never saw (prepare.py --calibration holds them out before "
+                        "training)")
     model = model.to(device, memory_format=torch.channels_last).eval()
     precision = check_precision(Arithmetic(device, args.precision), model, first_images(loader.dataset),
                                 "calibration images")

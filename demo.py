@@ -7,11 +7,11 @@ labelled "junk" and takes no rank, so the ranks are those Rank@k counts.
     python demo.py --query_index 7 --test_dir ../Market/pytorch   # reads pytorch_result.mat, writes show.png
 """
 import os
-import sys
 
 import torch
 
 from reid import cli
+from reid.cli import UserError
 from reid.data import RESULT_KEYS, image_folder, load_features
 from reid.evaluation.metrics import good_and_junk, rank_queries, ranking
 from reid.evaluation.pictures import draw_ranking
@@ -33,11 +33,11 @@ def main(argv=None):
     query = image_folder(args.test_dir, "query", "--test_dir")
     gallery = image_folder(args.test_dir, "gallery", "--test_dir")
     if (len(query), len(gallery)) != (len(r["query_f"]), len(r["gallery_f"])):
-        sys.exit(f"error: {args.result} has {len(r['query_f'])} queries and {len(r['gallery_f'])} gallery images but "
-                 f"{args.test_dir} has {len(query)} and {len(gallery)}; pass the --test_dir given to test.py")
+        raise UserError(f"{args.result} has {len(r['query_f'])} queries and {len(r['gallery_f'])} gallery images but "
+                        f"{args.test_dir} has {len(query)} and {len(gallery)}; pass the --test_dir given to test.py")
     if not 0 <= args.query_index < len(query):
-        sys.exit(f"error: --query_index {args.query_index} is out of range; there are {len(query)} queries "
-                 f"(0..{len(query) - 1})")
+        raise UserError(f"--query_index {args.query_index} is out of range; there are {len(query)} queries "
+                        f"(0..{len(query) - 1})")
 
     i = args.query_index
     ql, qc = torch.as_tensor(r["query_label"][i:i + 1]), torch.as_tensor(r["query_cam"][i:i + 1])

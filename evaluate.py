@@ -26,6 +26,7 @@ import sys
 import numpy as np
 
 from reid import cli
+from reid.cli import UserError
 from reid.data import CALIBRATION_KEYS, HEAD_KEYS, MULTI_KEYS, RESULT_KEYS, load_features
 from reid.evaluation.metrics import format_lines, k_reciprocal_scores, multi_query_features, rank_queries, summarize
 from reid.evaluation.verification import (
@@ -49,19 +50,19 @@ def check(arrays, path, sides):
     for side in sides:
         f, labels, cams = (arrays[f"{side}_f"], arrays[f"{side}_label"], arrays[f"{side}_cam"])
         if len(f) == 0:
-            sys.exit(f"error: {path} holds no {side} features; rerun test.py")
+            raise UserError(f"{path} holds no {side} features; rerun test.py")
         if not (len(f) == len(labels) == len(cams)):
-            sys.exit(f"error: {path} has {len(f)} {side} features but {len(labels)} labels and {len(cams)} cameras; "
-                     "rerun test.py")
+            raise UserError(f"{path} has {len(f)} {side} features but {len(labels)} labels and {len(cams)} cameras; "
+                            "rerun test.py")
         if not np.isfinite(f).all():
-            sys.exit(f"error: {path} has NaN or infinite {side} features; retrain or rerun test.py")
+            raise UserError(f"{path} has NaN or infinite {side} features; retrain or rerun test.py")
         zero = np.flatnonzero(~f.any(axis=1))
         if len(zero):
-            sys.exit(f"error: {path} has {len(zero)} all-zero {side} feature(s) (row {zero[0]} first), which match "
-                     f"nothing; rerun test.py, and check those images")
+            raise UserError(f"{path} has {len(zero)} all-zero {side} feature(s) (row {zero[0]} first), which match "
+                            f"nothing; rerun test.py, and check those images")
         if f.shape[1] != arrays[f"{sides[0]}_f"].shape[1]:
-            sys.exit(f"error: {path} has {arrays[f'{sides[0]}_f'].shape[1]}-d {sides[0]} but {f.shape[1]}-d {side} "
-                     "features")
+            raise UserError(f"{path} has {arrays[f'{sides[0]}_f'].shape[1]}-d {sides[0]} but {f.shape[1]}-d {side} "
+                            "features")
 
 
 def report(result, path, device, args, prefix="", score_block=None):
@@ -74,7 +75,7 @@ def report(result, path, device, args, prefix="", score_block=None):
     try:
         print("\n".join(format_lines(summarize(ranks), prefix)))
     except ValueError as e:
-        sys.exit(f"error: {path}: {e}")
+        raise UserError(f"{path}: {e}") from None
 
 
 def verification_report(result, path, device, args):
@@ -218,16 +219,16 @@ def main(argv=None, device="cpu"):
                         "into this PNG file")
     args = p.parse_args(argv)
     if args.rerank and (args.k1 < 1 or args.k2 < 1 or not 0 <= args.lambda_value <= 1):
-        sys.exit("error: --k1 and --k2 must be at least 1 and --lambda_value within [0, 1]")
+        raise UserError("--k1 and --k2 must be at least 1 and --lambda_value within [0, 1]")
     if args.rerank:
         print(f"note: k-reciprocal re-ranking, k1={args.k1} k2={args.k2} lambda={args.lambda_value}", file=sys.stderr)
 
     result = load_features(args.result, RESULT_KEYS, optional=HEAD_KEYS + CALIBRATION_KEYS)
     check(result, args.result, ("query", "gallery"))
     if args.reliability and "calibration_prior" not in result:
-        sys.exit(f"error: --reliability needs a calibration of P(same), and {args.result} holds none: its run's "
-                 f"thresholds.yaml has none (trained before calibrations were fitted); train it again, or leave "
-                 f"--reliability out")
+        raise UserError(f"--reliability needs a calibration of P(same), and {args.result} holds none: its run's "
+                        f"thresholds.yaml has none (trained before calibrations were fitted); train it again, or leave "
+                        f"--reliability out")
     report(result, args.result, device, args)
     single = dict(result)
 

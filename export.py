@@ -15,7 +15,6 @@ PyTorch (the largest difference is printed), and renamed only if they agree.
 import argparse
 import importlib.util
 import os
-import sys
 
 import numpy as np
 import torch
@@ -23,6 +22,7 @@ import torch.nn as nn
 
 from model import Descriptor, load_trained
 from reid import cli
+from reid.cli import UserError
 from reid.data import IMAGENET_MEAN, IMAGENET_STD
 from reid.runs import atomic_path, run_dir
 
@@ -93,11 +93,11 @@ def main(argv=None):
     folder = run_dir(args.name)
     output = args.output or os.path.join(folder, args.name + ("" if args.flip else "_noflip") + ".onnx")
     if args.opset < MIN_OPSET:
-        sys.exit(f"error: --opset {args.opset} is older than the exporter can write; use {MIN_OPSET} or newer")
+        raise UserError(f"--opset {args.opset} is older than the exporter can write; use {MIN_OPSET} or newer")
     missing = [p for p in EXPORT_PACKAGES if importlib.util.find_spec(p) is None]
     if missing:
-        sys.exit(f"error: --format onnx needs the package(s) {', '.join(missing)}: pip install {' '.join(missing)} "
-                 f"(the tested versions are pinned in requirements.txt)")
+        raise UserError(f"--format onnx needs the package(s) {', '.join(missing)}: pip install {' '.join(missing)} "
+                        f"(the tested versions are pinned in requirements.txt)")
 
     net, opts = load_trained(folder, args.which_epoch)
     module = ServiceModel(Descriptor(net, flip=args.flip)).eval()
@@ -107,8 +107,8 @@ def main(argv=None):
         export_onnx(module, height, width, tmp, args.opset)
         difference = largest_difference(module, height, width, tmp)
         if difference is not None and not difference <= TOLERANCE:  # written so that NaN fails too
-            sys.exit(f"error: the exported model's features differ from PyTorch's by up to {difference:.2e} "
-                     f"(more than {TOLERANCE:g}); {output} not written. Try another --opset")
+            raise UserError(f"the exported model's features differ from PyTorch's by up to {difference:.2e} "
+                            f"(more than {TOLERANCE:g}); {output} not written. Try another --opset")
     print(f"wrote {os.path.abspath(output)}: images N x 3 x {height} x {width} RGB in [0, 1] -> features N x 512, "
           f"{'image and flip' if args.flip else 'no flip'}, net_{args.which_epoch}.pth")
     if difference is None:

@@ -17,7 +17,6 @@ build_model() is the only place that turns a run's saved options into a network;
 also rebuilds the runs of the original code (layumi/Person-reID-verification) from their folders as they are.
 """
 import os
-import sys
 
 import numpy as np
 import torch
@@ -27,6 +26,7 @@ from torch.utils.data import Dataset
 from torchvision import models
 from tqdm import tqdm
 
+from reid.cli import UserError
 from reid.devices import CHECK_IMAGES, autocast
 from reid.runs import head_path, load_checkpoint, load_file, load_opts
 
@@ -72,9 +72,9 @@ def load_backbone(constructor, weights):
         return constructor(weights=weights)
     except (OSError, RuntimeError) as e:
         folder = torch.hub.get_dir() + "/checkpoints"
-        sys.exit(f"error: cannot load the ImageNet weights {weights.url.rsplit('/', 1)[-1]} ({e}); "
-                 f"pass --no-pretrained to train from scratch, or place that file in {folder} "
-                 f"(set TORCH_HOME to use another folder)")
+        raise UserError(f"cannot load the ImageNet weights {weights.url.rsplit('/', 1)[-1]} ({e}); "
+                        f"pass --no-pretrained to train from scratch, or place that file in {folder} "
+                        f"(set TORCH_HOME to use another folder)") from None
 
 
 class ft_net(nn.Module):
@@ -149,7 +149,8 @@ def load_verif(folder, which_epoch="last", fix="choose another --which_epoch, or
     try:
         verif.load_state_dict(load_file(path, fix))
     except (RuntimeError, TypeError) as e:
-        sys.exit(f"error: {path} is not the state of a verification head ({str(e).splitlines()[0][:200]}); {fix}")
+        raise UserError(f"{path} is not the state of a verification head ({str(e).splitlines()[0][:200]}); "
+                        f"{fix}") from None
     return verif
 
 
@@ -336,8 +337,8 @@ def load_trained(folder, which_epoch="last"):
     original code loads as its train.py left it (runs.load_opts, adopt_original)."""
     opts = load_opts(folder)
     if opts.get("PCB"):
-        sys.exit(f"error: {folder}/opts.yaml is a run of the original code trained with --PCB (its part-based "
-                 f"model), which this repository does not build; test it with the original's test.py")
+        raise UserError(f"{folder}/opts.yaml is a run of the original code trained with --PCB (its part-based "
+                        f"model), which this repository does not build; test it with the original's test.py")
     state = load_checkpoint(folder, which_epoch)
     if opts.get("original") and isinstance(state, dict):
         opts, state = adopt_original(opts, state)
@@ -347,6 +348,6 @@ def load_trained(folder, which_epoch="last"):
     except (RuntimeError, TypeError) as e:  # TypeError: a file that holds no state_dict at all
         # torch's message: a header line, then one line per mismatch; the first mismatch says enough
         details = [line.strip() for line in str(e).splitlines()[1:] if line.strip()]
-        sys.exit(f"error: net_{which_epoch}.pth does not fit the network of {folder}/opts.yaml "
-                 f"({(details or [str(e)])[0][:300]}); was it trained with other options?")
+        raise UserError(f"net_{which_epoch}.pth does not fit the network of {folder}/opts.yaml "
+                        f"({(details or [str(e)])[0][:300]}); was it trained with other options?") from None
     return net, opts

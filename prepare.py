@@ -187,10 +187,10 @@ def choose(root, variants):
         return fitting[0]
     inner = [v.folder_name for v in variants if v.folder_name and os.path.isdir(os.path.join(root, v.folder_name))]
     if inner:
-        sys.exit(f"error: {root} holds {' and '.join(f + '/' for f in inner)}; pass one of them, e.g. "
-                 f"--download_path {os.path.join(root, inner[0])}")
-    sys.exit(f"error: {root} is none of " + "; ".join(f"{v.title} ({v.looks()})" for v in variants)
-             + "; pass the folder of one of them")
+        raise UserError(f"{root} holds {' and '.join(f + '/' for f in inner)}; pass one of them, e.g. "
+                        f"--download_path {os.path.join(root, inner[0])}")
+    raise UserError(f"{root} is none of " + "; ".join(f"{v.title} ({v.looks()})" for v in variants)
+                    + "; pass the folder of one of them")
 
 
 def check_layout(root, dataset):
@@ -198,10 +198,10 @@ def check_layout(root, dataset):
     # a prepared tree can hold what a custom dataset needs (train/, query/, gallery/)
     prepared = os.path.isdir(os.path.join(root, "train_all"))
     if missing or prepared:
-        sys.exit(f"error: {root} " + (f"lacks {', '.join(missing)}" if missing else "is a prepared tree")
-                 + f"; --download_path must be the raw {dataset.title} folder (holding "
-                 f"{', '.join(dataset.required())}{dataset.layout_note})"
-                 + (", not its pytorch/ tree" if prepared else ""))
+        raise UserError(f"{root} " + (f"lacks {', '.join(missing)}" if missing else "is a prepared tree")
+                        + f"; --download_path must be the raw {dataset.title} folder (holding "
+                        f"{', '.join(dataset.required())}{dataset.layout_note})"
+                        + (", not its pytorch/ tree" if prepared else ""))
 
 
 def parse_all(paths, dataset, where):
@@ -221,18 +221,18 @@ def read_list(root, source, dataset):
             if not fields:
                 continue
             if len(fields) != 2 or not INTEGER.fullmatch(fields[1]):
-                sys.exit(f"error: {list_file} line {number} is {line.strip()!r}, not '<image path> <id>'; "
-                         f"restore the file from the {dataset.title} download")
+                raise UserError(f"{list_file} line {number} is {line.strip()!r}, not '<image path> <id>'; "
+                                f"restore the file from the {dataset.title} download")
             lines.append((os.path.join(folder, fields[0]), int(fields[1])))
     missing = [p for p, _ in lines if not os.path.isfile(p)]
     if missing:
-        sys.exit(f"error: {len(missing)} image(s) that {list_file} names are missing: {shorten(missing)}; "
-                 f"the list files and {source.images}/ must come from the same {dataset.title} download")
+        raise UserError(f"{len(missing)} image(s) that {list_file} names are missing: {shorten(missing)}; "
+                        f"the list files and {source.images}/ must come from the same {dataset.title} download")
     images = parse_all([p for p, _ in lines], dataset, list_file)
     wrong = [f"{os.path.relpath(p, folder)} {label}" for (p, label), (_, pid, _) in zip(lines, images) if label != pid]
     if wrong:
-        sys.exit(f"error: {len(wrong)} line(s) of {list_file} give an id other than their file name's: "
-                 f"{shorten(wrong)}; restore the file from the {dataset.title} download")
+        raise UserError(f"{len(wrong)} line(s) of {list_file} give an id other than their file name's: "
+                        f"{shorten(wrong)}; restore the file from the {dataset.title} download")
     return images
 
 
@@ -259,13 +259,13 @@ def read_cameras(root):
     with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: spreadsheets often start with a BOM
         rows = list(csv.reader(f))
     if not rows or [c.strip() for c in rows[0]] != ["path", "camera"]:
-        sys.exit(f"error: {path} must start with the header line path,camera")
+        raise UserError(f"{path} must start with the header line path,camera")
     cameras = {}
     for number, row in enumerate(rows[1:], 2):
         if not row:
             continue
         if len(row) != 2 or not row[1].strip().isdigit() or int(row[1]) < 1:
-            sys.exit(f"error: {path} line {number} is {','.join(row)!r}, not <image path>,<camera number from 1>")
+            raise UserError(f"{path} line {number} is {','.join(row)!r}, not <image path>,<camera number from 1>")
         cameras[os.path.normpath(row[0].strip())] = int(row[1])
     return cameras
 
@@ -283,8 +283,8 @@ def read_identities(root, dataset):
         folder = os.path.join(root, source.path)
         loose = sorted(n for n in os.listdir(folder) if is_image(n))
         if loose:
-            sys.exit(f"error: {folder} holds images outside identity folders ({shorten(loose)}); "
-                     f"move each into {source.path}/<identity>/")
+            raise UserError(f"{folder} holds images outside identity folders ({shorten(loose)}); "
+                            f"move each into {source.path}/<identity>/")
         for identity in sorted(d for d in os.listdir(folder) if os.path.isdir(os.path.join(folder, d))):
             found += [(source.split, identity, os.path.join(folder, identity, n))
                       for n in sorted(os.listdir(os.path.join(folder, identity))) if is_image(n)]
@@ -294,9 +294,9 @@ def read_identities(root, dataset):
                for _, _, p in found]
     lacking = [os.path.relpath(p, root) for (_, _, p), cam in zip(found, cameras) if cam is None]
     if lacking:
-        sys.exit(f"error: {len(lacking)} image(s) carry no camera: {shorten(lacking, 3)}; put the camera in each "
-                 f"name as _c<camera>_ (e.g. alice_c2_001.jpg, cameras numbered from 1) or list them in "
-                 f"{os.path.join(root, CAMERAS_CSV)} (header path,camera; paths relative to {root})")
+        raise UserError(f"{len(lacking)} image(s) carry no camera: {shorten(lacking, 3)}; put the camera in each "
+                        f"name as _c<camera>_ (e.g. alice_c2_001.jpg, cameras numbered from 1) or list them in "
+                        f"{os.path.join(root, CAMERAS_CSV)} (header path,camera; paths relative to {root})")
     images = [(p, split, ids[identity], cam) for (split, identity, p), cam in zip(found, cameras)]
     return images, ({pid: name for name, pid in ids.items()} if numbered else None)
 
@@ -329,9 +329,9 @@ def draw_identities(images, count, rng, flag):
             cameras[pid].add(cam)
     eligible = sorted(pid for pid, cams in cameras.items() if pid > 0 and len(cams) >= 2)
     if not 0 < count < len(cameras) or count > len(eligible):
-        sys.exit(f"error: {flag} {count} cannot be met: the training images left hold {len(cameras)} ids, "
-                 f"{len(eligible)} of them seen by two or more cameras; hold out between 1 and "
-                 f"{min(len(eligible), len(cameras) - 1)}")
+        raise UserError(f"{flag} {count} cannot be met: the training images left hold {len(cameras)} ids, "
+                        f"{len(eligible)} of them seen by two or more cameras; hold out between 1 and "
+                        f"{min(len(eligible), len(cameras) - 1)}")
     return set(rng.sample(eligible, count))
 
 
@@ -372,9 +372,10 @@ def check_stale(out, entries):
     stale = [os.path.join(folder, name) for split in SPLITS for folder, _, names in os.walk(os.path.join(out, split))
              for name in names if os.path.join(folder, name) not in planned]
     if stale:
-        sys.exit(f"error: {out} holds {len(stale)} prepared file(s) that this preparation would not write "
-                 f"({shorten([os.path.relpath(p, out) for p in stale], 3)}): it was prepared with another --hold_out, "
-                 f"--seed or dataset; delete {out} (it holds links, not your images) or pass another --output")
+        raise UserError(f"{out} holds {len(stale)} prepared file(s) that this preparation would not write "
+                        f"({shorten([os.path.relpath(p, out) for p in stale], 3)}): it was prepared with another "
+                        f"--hold_out, --seed or dataset; delete {out} (it holds links, not your images) or pass "
+                        "another --output")
 
 
 def write_split(path, held, calibration, seed, root, dataset):
@@ -440,8 +441,8 @@ def plan(images, bad):
     targets = collections.Counter(os.path.join(split, pid, name) for _, split, pid, name in entries)
     twice = sorted(t for t, n in targets.items() if n > 1)
     if twice:
-        sys.exit(f"error: {len(twice)} prepared file(s) would each come from two raw images: {shorten(twice, 3)}; "
-                 f"an identity holds two images of one name, or a list names an image twice")
+        raise UserError(f"{len(twice)} prepared file(s) would each come from two raw images: {shorten(twice, 3)}; "
+                        f"an identity holds two images of one name, or a list names an image twice")
     return entries
 
 
@@ -620,7 +621,7 @@ def main(argv=None):
 
     root = args.download_path
     if not os.path.isdir(root):
-        sys.exit(f"error: --download_path {root} does not exist; pass the folder of the raw {args.dataset} dataset")
+        raise UserError(f"--download_path {root} does not exist; pass the folder of the raw {args.dataset} dataset")
     footage = args.dataset == "mot"
     given = [f"--{k}" for k in MOT_FLAGS if getattr(args, k) != parser.get_default(k)]
     if given and not footage:
@@ -645,8 +646,8 @@ def main(argv=None):
     # crops come from frames already decoded
     bad = [] if args.skip_check or footage else unreadable([p for p, *_ in images])
     if bad and not args.skip_unreadable:
-        sys.exit(f"error: {len(bad)} image(s) cannot be decoded: {shorten(bad)}; replace them (nothing under "
-                 f"{root} was changed), or pass --skip_unreadable to prepare without them")
+        raise UserError(f"{len(bad)} image(s) cannot be decoded: {shorten(bad)}; replace them (nothing under "
+                        f"{root} was changed), or pass --skip_unreadable to prepare without them")
     if bad:
         print(f"warning: left out {len(bad)} image(s) that cannot be decoded: {shorten(bad)}", file=sys.stderr)
 

@@ -152,9 +152,9 @@ def judge(args, folder, head):
         return (p_same, p_head if platt and head is not None else None, threshold, "cosine", made,
                 f"calibrated at FAR {args.far:g} on {calibrated['pairs']}")
     if args.prior is not None:
-        sys.exit(f"error: --prior needs a calibrated P(same), and {os.path.abspath(folder)} has none for "
-                 f"net_{args.which_epoch}.pth (its thresholds.yaml predates calibrations, or it has none); leave "
-                 f"--prior out, or train it again")
+        raise UserError(f"--prior needs a calibrated P(same), and {os.path.abspath(folder)} has none for "
+                        f"net_{args.which_epoch}.pth (its thresholds.yaml predates calibrations, or it has none); "
+                        f"leave --prior out, or train it again")
     if head is not None:
         def raw(cosine, logit):
             return probability(logit)
@@ -172,9 +172,9 @@ def judge(args, folder, head):
     if calibrated is not None:
         return (None, None, float(calibrated["cosine"][f"far={args.far:g}"]), "cosine", "",
                 f"calibrated at FAR {args.far:g} on {calibrated['pairs']}")
-    sys.exit(f"error: {os.path.abspath(folder)} has neither a verification head nor a threshold calibrated for "
-             f"net_{args.which_epoch}.pth (runs of the original code have neither); pass --threshold, a cosine "
-             f"similarity above which two images count as the same person, or calibrate it")
+    raise UserError(f"{os.path.abspath(folder)} has neither a verification head nor a threshold calibrated for "
+                    f"net_{args.which_epoch}.pth (runs of the original code have neither); pass --threshold, a cosine "
+                    f"similarity above which two images count as the same person, or calibrate it")
 
 
 def collapse_warning(name, gf, groups=None):

@@ -27,6 +27,7 @@ import torch
 
 from model import check_precision, first_images
 from reid import cli
+from reid.cli import UserError
 from reid.data import LabelledImages, test_transform
 from reid.devices import Arithmetic, check_in_sync, loader_workers, note_emulated, start_processes
 from reid.evaluation.verification import calibration_images
@@ -51,7 +52,7 @@ def main(argv=None):
     folder = run_dir(args.name)
     source = start_from(args, folder)
     if args.use_dense and args.stride == 1:
-        sys.exit("error: --stride 1 changes ResNet-50's last block; DenseNet-121 (--use_dense) has none such: drop one")
+        raise UserError("--stride 1 changes ResNet-50's last block; DenseNet-121 (--use_dense) has none such: drop one")
     state = check_run_folder(folder, args, defaults=vars(parse_args([])))
 
     data = training_data(args)

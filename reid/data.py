@@ -25,7 +25,6 @@ Feature files (scipy .mat, written by test.py)
 """
 import os
 import re
-import sys
 
 import numpy as np
 import scipy.io
@@ -73,8 +72,8 @@ def parse_names(paths, pattern=NAME_PATTERN, name_help=NAME_HELP, where=""):
     parsed = [parse_name(p, pattern) for p in paths]
     bad = [os.path.basename(p) for p, r in zip(paths, parsed) if r is None]
     if bad:
-        sys.exit(f"error: {len(bad)} file name(s){' in ' + where if where else ''} do not parse: {shorten(bad)}; "
-                 f"expected {name_help}")
+        raise UserError(f"{len(bad)} file name(s){' in ' + where if where else ''} do not parse: {shorten(bad)}; "
+                        f"expected {name_help}")
     labels = np.array([r[0] for r in parsed], dtype=np.int64)
     cams = np.array([r[1] for r in parsed], dtype=np.int64)
     return labels, cams
@@ -115,15 +114,15 @@ def image_folder(root, split, hint, transform=None):
 
     path = os.path.join(root, split)
     if os.path.isdir(os.path.join(root, "bounding_box_train")):
-        sys.exit(f"error: {hint} {root} is a raw dataset folder; run python prepare.py --download_path {root} "
-                 f"and pass {os.path.join(root, 'pytorch')} instead")
+        raise UserError(f"{hint} {root} is a raw dataset folder; run python prepare.py --download_path {root} "
+                        f"and pass {os.path.join(root, 'pytorch')} instead")
     if not os.path.isdir(path):
-        sys.exit(f"error: {path} does not exist; {hint} must point at the pytorch/ folder "
-                 f"written by prepare.py (python prepare.py --download_path <dataset folder>)")
+        raise UserError(f"{path} does not exist; {hint} must point at the pytorch/ folder "
+                        f"written by prepare.py (python prepare.py --download_path <dataset folder>)")
     try:
         return datasets.ImageFolder(path, transform=transform, loader=load_image)
     except (FileNotFoundError, RuntimeError) as e:
-        sys.exit(f"error: {path} holds no images in <id>/ folders ({e}); rerun prepare.py or fix {hint}")
+        raise UserError(f"{path} holds no images in <id>/ folders ({e}); rerun prepare.py or fix {hint}") from None
 
 
 class LabelledImages:
@@ -151,16 +150,16 @@ def load_features(path, keys, optional=()):
     """Read a feature .mat file: features as float32 (N x D), labels and cameras as 1-D int arrays;
     the `optional` keys (float32) where the file has them."""
     if not os.path.isfile(path):
-        sys.exit(f"error: {os.path.abspath(path)} not found; run test.py first, or pass the path of its result file "
-                 f"(a relative path is looked up in the current folder: run from the repository root)")
+        raise UserError(f"{os.path.abspath(path)} not found; run test.py first, or pass the path of its result file "
+                        f"(a relative path is looked up in the current folder: run from the repository root)")
     try:
         mat = scipy.io.loadmat(path)
     # what scipy raises on bytes that are not a .mat file
     except (scipy.io.matlab.MatReadError, ValueError, OSError, TypeError, IndexError) as e:
-        sys.exit(f"error: {path} is not a readable .mat file ({e}); rerun test.py to write it again")
+        raise UserError(f"{path} is not a readable .mat file ({e}); rerun test.py to write it again") from None
     missing = [k for k in keys if k not in mat]
     if missing:
-        sys.exit(f"error: {path} lacks {', '.join(missing)}; expected the keys {', '.join(keys)} written by test.py")
+        raise UserError(f"{path} lacks {', '.join(missing)}; expected the keys {', '.join(keys)} written by test.py")
     found = {k: np.asarray(mat[k], dtype=np.float32) if k.endswith("_f")
              else np.asarray(mat[k]).reshape(-1).astype(np.int64) for k in keys}
     return found | {k: np.asarray(mat[k], dtype=np.float32) for k in optional if k in mat}

@@ -9,6 +9,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from reid.cli import UserError
+
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 # The /proc/cpuinfo flags of the instructions a CPU computes bf16 or fp16 with. Without them PyTorch
 # emulates the format, and autocast slows the network down instead: on an AVX2-only CPU a bf16
@@ -124,8 +126,8 @@ def choose_device(gpu_ids):
     try:
         ids = [int(i) for i in str(gpu_ids if given else "0").split(",") if i.strip() != ""]
     except ValueError:
-        sys.exit(f"error: --gpu_ids {gpu_ids!r} is not a comma-separated list of integers (use 0, 0,1 or -1 for the "
-                 "CPU)")
+        raise UserError(f"--gpu_ids {gpu_ids!r} is not a comma-separated list of integers (use 0, 0,1 or -1 for the "
+                        "CPU)") from None
     ids = [i for i in ids if i >= 0]
     if not ids:
         return torch.device("cpu")
@@ -136,7 +138,7 @@ def choose_device(gpu_ids):
     if len(ids) > 1:
         print(f"note: using GPU {ids[0]} only; for several GPUs, launch with torchrun", file=sys.stderr)
     if ids[0] >= torch.cuda.device_count():
-        sys.exit(f"error: --gpu_ids {ids[0]} but this machine has {torch.cuda.device_count()} GPU(s)")
+        raise UserError(f"--gpu_ids {ids[0]} but this machine has {torch.cuda.device_count()} GPU(s)")
     return torch.device("cuda", ids[0])
 
 
@@ -205,5 +207,5 @@ def check_in_sync(net, shard):
     torch.distributed.all_gather(everyone, fingerprint)
     if shard.main:
         if not all(torch.equal(f, everyone[0]) for f in everyone):
-            sys.exit(f"error: the weights of the {shard.world} processes differ at the end of training")
+            raise UserError(f"the weights of the {shard.world} processes differ at the end of training")
         print(f"weights identical on all {shard.world} processes")

@@ -32,6 +32,8 @@ import tempfile
 import torch
 import yaml
 
+from reid.cli import UserError
+
 MODEL_ROOT = "model"
 STATE = "state.pth"
 THRESHOLDS = "thresholds.yaml"
@@ -82,19 +84,19 @@ def load_opts(folder):
     and its input size, 256 x 128; its number of classes is in the checkpoint (model.load_trained)."""
     path = os.path.join(folder, "opts.yaml")
     if not os.path.isfile(path):
-        sys.exit(f"error: {os.path.abspath(path)} not found; check --name, or train first (runs are folders "
-                 f"under {MODEL_ROOT}/ in the current folder: run from the folder that holds {MODEL_ROOT}/, "
-                 f"the repository root)")
+        raise UserError(f"{os.path.abspath(path)} not found; check --name, or train first (runs are folders "
+                        f"under {MODEL_ROOT}/ in the current folder: run from the folder that holds {MODEL_ROOT}/, "
+                        f"the repository root)")
     try:
         with open(path) as f:
             opts = yaml.safe_load(f)
     except yaml.YAMLError as e:
-        sys.exit(f"error: {path} is not valid YAML ({e}); restore it from the run or retrain")
+        raise UserError(f"{path} is not valid YAML ({e}); restore it from the run or retrain") from None
     if is_original_run(opts):
         return dict(opts, original=True, height=256, width=128)
     if not isinstance(opts, dict) or "nclasses" not in opts:
-        sys.exit(f"error: {path} does not hold the options of a train_new.py run (no nclasses), nor those of the "
-                 f"original code's train.py; restore it or retrain")
+        raise UserError(f"{path} does not hold the options of a train_new.py run (no nclasses), nor those of the "
+                        f"original code's train.py; restore it or retrain")
     return opts
 
 
@@ -116,10 +118,11 @@ def load_file(path, fix):
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        sys.exit(f"error: {path} needs arbitrary code to load ({str(e).splitlines()[0]}); refused, as it could "
-                 f"run anything: {fix}")
+        raise UserError(f"{path} needs arbitrary code to load ({str(e).splitlines()[0]}); refused, as it could "
+                        f"run anything: {fix}") from None
     except (RuntimeError, EOFError, OSError, ValueError) as e:
-        sys.exit(f"error: cannot load {path} ({str(e).splitlines()[0]}); it is truncated or not a checkpoint: {fix}")
+        raise UserError(f"cannot load {path} ({str(e).splitlines()[0]}); it is truncated or not a checkpoint: "
+                        f"{fix}") from None
 
 
 def save_weights(folder, epoch, model, verif):
@@ -134,8 +137,8 @@ def load_checkpoint(folder, epoch):
     if not os.path.isfile(path):
         saved = sorted((f[4:-4] for f in os.listdir(folder) if f.startswith("net_") and f.endswith(".pth")),
                        key=lambda e: (not e.isdigit(), int(e) if e.isdigit() else 0))
-        sys.exit(f"error: {os.path.abspath(path)} not found; --which_epoch can be one of: "
-                 f"{', '.join(saved) or 'none saved yet'}")
+        raise UserError(f"{os.path.abspath(path)} not found; --which_epoch can be one of: "
+                        f"{', '.join(saved) or 'none saved yet'}")
     return load_file(path, "choose another --which_epoch")
 
 
@@ -193,31 +196,32 @@ def check_run_folder(folder, args, defaults):
     to the script after the run was saved) counts as having its default: what the run trained with."""
     opts_file, state_file = os.path.join(folder, "opts.yaml"), os.path.join(folder, STATE)
     if args.resume and args.overwrite:
-        sys.exit("error: --resume and --overwrite contradict each other; choose one")
+        raise UserError("--resume and --overwrite contradict each other; choose one")
     if args.resume:
         if not os.path.isfile(state_file):
             if os.path.isfile(opts_file) and load_opts(folder).get("original"):
-                sys.exit(f"error: --resume: {folder} was trained by the original code, which saves no training state "
-                         "(only the weights, net_<epoch>.pth), so there is nothing to resume from; its checkpoints "
-                         "test and export as they are; to train on, start a new run with another --name")
-            sys.exit(f"error: --resume: {os.path.abspath(state_file)} not found, so there is nothing to resume; drop "
-                     f"--resume to start a run (add --overwrite if {folder} holds one)")
+                raise UserError(f"--resume: {folder} was trained by the original code, which saves no training state "
+                                "(only the weights, net_<epoch>.pth), so there is nothing to resume from; its "
+                                "checkpoints test and export as they are; to train on, start a new run with another "
+                                "--name")
+            raise UserError(f"--resume: {os.path.abspath(state_file)} not found, so there is nothing to resume; drop "
+                            f"--resume to start a run (add --overwrite if {folder} holds one)")
         saved = load_opts(folder)
         changed = [f"--{k} {saved.get(k, defaults[k])!r} -> {v!r}" for k, v in vars(args).items()
                    if k not in RESUMABLE and saved.get(k, defaults[k]) != v]
         if changed:
-            sys.exit(f"error: --resume continues {folder} with its own options, but these differ: "
-                     f"{', '.join(changed)}; pass the same ones, or start a new run with another --name")
+            raise UserError(f"--resume continues {folder} with its own options, but these differ: "
+                            f"{', '.join(changed)}; pass the same ones, or start a new run with another --name")
         state = load_file(state_file, f"start again with --overwrite, or use a copy of {folder}")
         if state["epoch"] > args.epochs:
-            sys.exit(f"error: {folder} has trained {state['epoch']} epochs already, more than --epochs {args.epochs}")
+            raise UserError(f"{folder} has trained {state['epoch']} epochs already, more than --epochs {args.epochs}")
         return state
     if os.path.isfile(opts_file) and load_opts(folder).get("original"):
-        sys.exit(f"error: {folder} holds a run of the original code (its checkpoints test and export here as they "
-                 f"are); train into another --name")
+        raise UserError(f"{folder} holds a run of the original code (its checkpoints test and export here as they "
+                        f"are); train into another --name")
     if os.path.isfile(opts_file) and not args.overwrite:
-        sys.exit(f"error: {folder} already holds a run; pass --resume to continue it, --overwrite to delete it and "
-                 f"start again, or choose another --name")
+        raise UserError(f"{folder} already holds a run; pass --resume to continue it, --overwrite to delete it and "
+                        f"start again, or choose another --name")
     return None
 
 
@@ -277,12 +281,12 @@ def agree_to_stop(loss, where, stop=None, shard=None, precision="fp32"):
         torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MAX)
     if flags[0] and precision != "fp32":
         # a diverging rate grows the loss over several steps; reduced precision has been seen to break at step 2
-        sys.exit(f"error: the loss became {loss.item()} at {where} under --precision {precision}, the likely cause "
-                 f"(its arithmetic is wrong on some CPUs: docs/benchmarks.md); the last good state is kept: --resume "
-                 f"with --precision fp32, or start again (--overwrite) with it")
+        raise UserError(f"the loss became {loss.item()} at {where} under --precision {precision}, the likely cause "
+                        "(its arithmetic is wrong on some CPUs: docs/benchmarks.md); the last good state is kept: "
+                        f"--resume with --precision fp32, or start again (--overwrite) with it")
     if flags[0]:
-        sys.exit(f"error: the loss became {loss.item()} at {where}; the last good state is kept: lower --lr, "
-                 f"then start again (--overwrite) or --resume an earlier run")
+        raise UserError(f"the loss became {loss.item()} at {where}; the last good state is kept: lower --lr, "
+                        f"then start again (--overwrite) or --resume an earlier run")
     if flags[1] and stop.signum is None:  # another process was asked to stop
         stop.signum = signal.SIGTERM
     return bool(flags[1])

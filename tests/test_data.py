@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 
+from reid.cli import UserError
 from reid.data import RESULT_KEYS, load_features, parse_name, parse_names, save_features
 
 
@@ -27,7 +28,7 @@ def test_names_that_do_not_parse(name):
 def test_parse_names_lists_bad_names():
     labels, cams = parse_names(["0002_c1s1_000451_03.jpg", "-1_c3s1_000151_01.jpg"])
     assert labels.tolist() == [2, -1] and cams.tolist() == [1, 3]
-    with pytest.raises(SystemExit) as e:
+    with pytest.raises(UserError) as e:
         parse_names(["0002_c1s1_000451_03.jpg", "person7.jpg"])
     assert "person7.jpg" in str(e.value) and "expected" in str(e.value)
 
@@ -47,13 +48,13 @@ def test_feature_file_round_trip(tmp_path):
 
 
 def test_feature_file_errors(tmp_path):
-    with pytest.raises(SystemExit, match="not found"):
+    with pytest.raises(UserError, match="not found"):
         load_features(str(tmp_path / "missing.mat"), RESULT_KEYS)
     text = tmp_path / "notes.mat"
     text.write_text("these are not features")
-    with pytest.raises(SystemExit, match="not a readable .mat"):
+    with pytest.raises(UserError, match="not a readable .mat"):
         load_features(str(text), RESULT_KEYS)
     partial = tmp_path / "partial.mat"
     save_features(str(partial), {"query_f": np.ones((1, 4), dtype=np.float32)})
-    with pytest.raises(SystemExit, match="lacks gallery_f"):
+    with pytest.raises(UserError, match="lacks gallery_f"):
         load_features(str(partial), RESULT_KEYS)

@@ -7,6 +7,7 @@ import pytest
 from PIL import Image
 
 import prepare
+from reid.cli import UserError
 from reid.data import parse_name
 from reid.synthetic.people import MARKER
 from test_prepare import snapshot
@@ -77,11 +78,11 @@ def test_cuhk03_np_needs_its_labeled_or_detected_folder(tmp_path):
     root = tmp_path / "cuhk03-np"
     draw(root / "labeled", CUHK03_NP)
     draw(root / "detected", CUHK03_NP)
-    with pytest.raises(SystemExit, match=r"holds labeled/ and detected/; pass one of them, "
+    with pytest.raises(UserError, match=r"holds labeled/ and detected/; pass one of them, "
                                          r"e\.g\. --download_path .*labeled$"):
         prepare_main(root, "cuhk03")
     os.rename(root / "labeled", tmp_path / "mine")
-    with pytest.raises(SystemExit, match="none of CUHK03-NP labeled .a folder named labeled.; CUHK03-NP detected"):
+    with pytest.raises(UserError, match="none of CUHK03-NP labeled .a folder named labeled.; CUHK03-NP detected"):
         prepare_main(tmp_path / "mine", "cuhk03")
     assert not (tmp_path / "mine" / "pytorch").exists()
 
@@ -133,19 +134,19 @@ def test_msmt17(tmp_path, capsys, version, train, test):
 def test_msmt17_errors(tmp_path):
     root = tmp_path / "MSMT17_V1"
     root.mkdir()
-    with pytest.raises(SystemExit, match=r"none of MSMT17_V1 \(a folder holding train/ and test/\); "
+    with pytest.raises(UserError, match=r"none of MSMT17_V1 \(a folder holding train/ and test/\); "
                                          r"MSMT17_V2 \(a folder holding mask_train_v2/ and mask_test_v2/\)"):
         prepare_main(root, "msmt17")
     make_msmt17(root, "train", "test")
     (root / "list_val.txt").unlink()
-    with pytest.raises(SystemExit, match=r"lacks list_val\.txt; --download_path must be the raw MSMT17_V1 folder"):
+    with pytest.raises(UserError, match=r"lacks list_val\.txt; --download_path must be the raw MSMT17_V1 folder"):
         prepare_main(root, "msmt17")
     (root / "list_val.txt").write_text("0001/0001_004_12_0303afternoon_0008_0_ex.jpg 7\n")
-    with pytest.raises(SystemExit, match=r"1 line\(s\) of .*list_val\.txt give an id other than their file name's: "
+    with pytest.raises(UserError, match=r"1 line\(s\) of .*list_val\.txt give an id other than their file name's: "
                                          r"0001/0001_004_12_0303afternoon_0008_0_ex\.jpg 7"):
         prepare_main(root, "msmt17")
     (root / "list_val.txt").write_text("0001/0001_005_12_0303afternoon_0009_0.jpg 1\n")
-    with pytest.raises(SystemExit, match=r"1 image\(s\) that .*list_val\.txt names are missing: .*0001_005_12"):
+    with pytest.raises(UserError, match=r"1 image\(s\) that .*list_val\.txt names are missing: .*0001_005_12"):
         prepare_main(root, "msmt17")
     assert not (root / "pytorch").exists()
 
@@ -208,21 +209,21 @@ def test_custom_identity_names_are_numbered_over_all_splits(tmp_path):
 def test_custom_errors_name_what_is_missing(tmp_path):
     root = tmp_path / "footage"
     draw(root, ["train/0001/a.jpg", "train/0001/b_c1.jpg"])
-    with pytest.raises(SystemExit, match=r"lacks query/, gallery/; .*train/, query/, gallery/; "
+    with pytest.raises(UserError, match=r"lacks query/, gallery/; .*train/, query/, gallery/; "
                                          r"each as <identity>/<images>"):
         prepare_main(root, "custom")
     draw(root, ["query/0002/q.jpg", "gallery/0002/g_c2.jpg", "gallery/0002/h.jpg", "gallery/0002/cam0.jpg"])
-    with pytest.raises(SystemExit) as e:
+    with pytest.raises(UserError) as e:
         prepare_main(root, "custom")
     message = str(e.value)
-    assert message.startswith("error: 4 image(s) carry no camera: train/0001/a.jpg, query/0002/q.jpg, "
+    assert message.startswith("4 image(s) carry no camera: train/0001/a.jpg, query/0002/q.jpg, "
                               "gallery/0002/cam0.jpg and 1 more;")
     assert "_c<camera>_" in message and "cameras.csv" in message and "\n" not in message
     assert not (root / "pytorch").exists()
     (root / "cameras.csv").write_text("path,camera\ntrain/0001/a.jpg,1\nquery/0002/q.jpg,2\n"
                                       "gallery/0002/h.jpg,1\ngallery/0002/cam0.jpg,3\n")
     prepare_main(root, "custom")
-    with pytest.raises(SystemExit, match="is a prepared tree; .*, not its pytorch/ tree"):
+    with pytest.raises(UserError, match="is a prepared tree; .*, not its pytorch/ tree"):
         prepare_main(root / "pytorch", "custom")
 
 

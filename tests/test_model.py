@@ -6,6 +6,7 @@ import torch
 from torchvision import models
 
 from model import build_model, ft_net, verif_net
+from reid.cli import UserError
 
 
 @pytest.mark.parametrize("use_dense", [False, True])
@@ -35,7 +36,7 @@ def test_unreachable_weights_say_how_to_go_on(monkeypatch):
     def offline(*args, **kwargs):
         raise urllib.error.URLError("no network")
     monkeypatch.setattr(models.ResNet50_Weights.IMAGENET1K_V1.__class__, "get_state_dict", offline)
-    with pytest.raises(SystemExit) as e:
+    with pytest.raises(UserError) as e:
         ft_net(10, pretrained=True)
     message = str(e.value)
     assert "--no-pretrained" in message and "resnet50-0676ba61.pth" in message and "TORCH_HOME" in message

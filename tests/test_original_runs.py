@@ -21,6 +21,7 @@ import test as test_stage
 import train_new
 from conftest import TRAIN, run_script
 from model import Descriptor, ft_net, ft_net_dense, load_trained
+from reid.cli import UserError
 from reid.data import RESULT_KEYS, load_features
 from reid.runs import ORIGINAL_OPTIONS
 from reid.training import options
@@ -259,10 +260,10 @@ def test_a_genuinely_wrong_key_is_still_refused(original, tmp_path, monkeypatch,
         wrong = "model.classifier.weight"
     make_folder(tmp_path, ORIGINAL_OPTS, state)
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(SystemExit) as e:
+    with pytest.raises(UserError) as e:
         load_trained(os.path.join("model", NAME), EPOCH)
     message = str(e.value)
-    assert message.startswith(f"error: net_{EPOCH}.pth does not fit the network") and wrong in message
+    assert message.startswith(f"net_{EPOCH}.pth does not fit the network") and wrong in message
     assert "\n" not in message
 
 
@@ -278,7 +279,7 @@ def test_a_train_new_run_that_lost_nclasses_is_still_refused(tmp_path, monkeypat
     (tmp_path / "model" / "damaged").mkdir(parents=True)
     (tmp_path / "model" / "damaged" / "opts.yaml").write_text(yaml.safe_dump(opts))
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(SystemExit, match=r"opts.yaml does not hold the options of a train_new.py run \(no nclasses\)"):
+    with pytest.raises(UserError, match=r"opts.yaml does not hold the options of a train_new.py run \(no nclasses\)"):
         test_stage.main(["--name", "damaged", "--gpu_ids", "-1"])
 
 

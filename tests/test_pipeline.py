@@ -14,6 +14,7 @@ import test as test_stage
 from conftest import REPO, TRAIN
 from conftest import run_script as script
 from model import DIFFERENT, SAME, verif_net
+from reid.cli import UserError
 from reid.data import CALIBRATION_KEYS, HEAD_KEYS, MULTI_KEYS, RESULT_KEYS, load_features, parse_name, save_features
 from reid.evaluation.metrics import RESULT_LINE as LINE
 from reid.evaluation.verification import load_thresholds
@@ -96,7 +97,7 @@ def test_result_path_flag(run, capsys):
 
 def test_unknown_epoch_lists_the_saved_ones(run, prepared_market, monkeypatch):
     monkeypatch.chdir(run)
-    with pytest.raises(SystemExit, match="net_7.pth not found.*one of: last"):
+    with pytest.raises(UserError, match="net_7.pth not found.*one of: last"):
         test_stage.main(["--gpu_ids", "-1", "--name", "tiny", "--test_dir", str(prepared_market), "--which_epoch", "7"])
 
 
@@ -122,13 +123,13 @@ def test_feature_files_that_do_not_line_up(run, tmp_path):
     }
     for name, arrays in cases.items():
         save_features(str(tmp_path / f"{name}.mat"), arrays)
-        with pytest.raises(SystemExit, match=f"{name}.mat"):
+        with pytest.raises(UserError, match=f"{name}.mat"):
             evaluate.main(["--result", str(tmp_path / f"{name}.mat")])
     multi_dir = tmp_path / "multi"
     save_features(str(multi_dir / "pytorch_result.mat"), result)
     save_features(str(multi_dir / "multi_query.mat"),
                   {"mquery_f": np.ones((2, 512), np.float32), "mquery_label": [1], "mquery_cam": [1, 2]})
-    with pytest.raises(SystemExit, match="multi_query.mat has 2 mquery features but 1 labels"):
+    with pytest.raises(UserError, match="multi_query.mat has 2 mquery features but 1 labels"):
         evaluate.main(["--result", str(multi_dir / "pytorch_result.mat")])
 
 
@@ -138,7 +139,7 @@ def test_rerank_flag(run, capsys):
     lines = captured.out.splitlines()
     assert LINE.match(lines[0]) and OTHER.match(lines[1]) and lines[2].startswith("multi Rank@1")
     assert "re-ranking, k1=5 k2=2 lambda=0.3" in captured.err
-    with pytest.raises(SystemExit, match="--k1 and --k2"):
+    with pytest.raises(UserError, match="--k1 and --k2"):
         evaluate.main(["--result", str(run / "pytorch_result.mat"), "--rerank", "--k1", "0"])
 
 

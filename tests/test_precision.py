@@ -16,6 +16,7 @@ import train_new
 from conftest import TRAIN, searched
 from model import CPU_MICRO_BATCH, Descriptor, Verification, check_precision
 from reid import devices
+from reid.cli import UserError
 from reid.devices import Arithmetic
 from reid.runs import agree_to_stop
 
@@ -126,12 +127,12 @@ def test_a_step_that_is_nan_in_bf16_is_done_again_in_fp32_and_training_goes_on(p
 
 
 def test_a_loss_that_is_nan_in_reduced_precision_under_torchrun_names_it_and_the_fix():
-    with pytest.raises(SystemExit) as stop:
+    with pytest.raises(UserError) as stop:
         agree_to_stop(torch.tensor(torch.nan), "train 1/30 step 2", precision="bf16")
-    assert str(stop.value).startswith("error: the loss became nan at train 1/30 step 2 under --precision bf16, the "
+    assert str(stop.value).startswith("the loss became nan at train 1/30 step 2 under --precision bf16, the "
                                       "likely cause")
     assert "--resume with --precision fp32" in str(stop.value) and "lower --lr" not in str(stop.value)
-    with pytest.raises(SystemExit, match="lower --lr"):
+    with pytest.raises(UserError, match="lower --lr"):
         agree_to_stop(torch.tensor(torch.nan), "train 1/30 step 2")
 
 

@@ -7,6 +7,7 @@ import pytest
 import yaml
 
 import prepare
+from reid.cli import UserError
 from reid.data import SPLITS, parse_name
 
 
@@ -62,16 +63,16 @@ def test_running_again_gives_the_same_tree(raw_market):
 
 
 def test_missing_or_wrong_folder(raw_market, tmp_path):
-    with pytest.raises(SystemExit, match="does not exist"):
+    with pytest.raises(UserError, match="does not exist"):
         prepare.main(["--download_path", str(tmp_path / "nowhere")])
     prepare.main(["--download_path", str(raw_market)])
-    with pytest.raises(SystemExit, match="lacks bounding_box_train.*not its pytorch/ tree"):
+    with pytest.raises(UserError, match="lacks bounding_box_train.*not its pytorch/ tree"):
         prepare.main(["--download_path", str(raw_market / "pytorch")])
 
 
 def test_names_that_do_not_parse_are_listed(raw_market):
     (raw_market / "query" / "person_7.jpg").write_bytes(b"")
-    with pytest.raises(SystemExit, match="person_7.jpg.*expected"):
+    with pytest.raises(UserError, match="person_7.jpg.*expected"):
         prepare.main(["--download_path", str(raw_market)])
     assert not (raw_market / "pytorch").exists()
 
@@ -132,7 +133,7 @@ def test_hold_out_needs_only_the_training_folder(raw_market):
 
 
 def test_hold_out_too_many_says_how_many_can_be(raw_market):
-    with pytest.raises(SystemExit, match="--hold_out 8 cannot be met: the training images left hold 8 ids"
+    with pytest.raises(UserError, match="--hold_out 8 cannot be met: the training images left hold 8 ids"
                                          ".*between 1 and 7"):
         held_out_tree(raw_market, "--hold_out", "8")
 
@@ -140,7 +141,7 @@ def test_hold_out_too_many_says_how_many_can_be(raw_market):
 def test_tree_prepared_otherwise_is_refused(raw_market):
     out = held_out_tree(raw_market, "--hold_out", "2", "--seed", "0")
     before = tree(out)
-    with pytest.raises(SystemExit, match="prepared file.*another --hold_out, --seed or dataset; delete .*held out"):
+    with pytest.raises(UserError, match="prepared file.*another --hold_out, --seed or dataset; delete .*held out"):
         held_out_tree(raw_market, "--hold_out", "2", "--seed", "3")
     assert tree(out) == before
     split = (out / "split.yaml").read_text()
@@ -191,5 +192,5 @@ def test_calibration_beside_the_datasets_own_test_set(raw_market):
     assert len(files(out, "calibration")) == 2
     assert (sorted(n for names in files(out, "query").values() for n in names)
             == sorted(os.listdir(raw_market / "query")))
-    with pytest.raises(SystemExit, match="--calibration 9 cannot be met"):
+    with pytest.raises(UserError, match="--calibration 9 cannot be met"):
         prepare.main(["--download_path", str(raw_market), "--calibration", "9"])

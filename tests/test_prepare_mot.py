@@ -156,7 +156,7 @@ def test_running_again_gives_the_same_crops(footage):
     first = {n: (out / "train_all" / n[:4] / n).read_bytes() for n in crops(out)}
     prepare_mot(footage, "--mot_stride", "3")
     assert {n: (out / "train_all" / n[:4] / n).read_bytes() for n in crops(out)} == first
-    with pytest.raises(SystemExit, match="would not write"):  # other ids: the old crops would mix in
+    with pytest.raises(UserError, match="would not write"):  # other ids: the old crops would mix in
         prepare_mot(footage, "--mot_stride", "3", "--shared_ids")
 
 

@@ -15,6 +15,7 @@ import train_new
 from conftest import TRAIN
 from conftest import run_script as finish
 from conftest import start_script as start
+from reid.cli import UserError
 
 
 def one_clean_line(out):
@@ -87,21 +88,21 @@ def test_a_folder_holding_a_run_is_never_overwritten_silently(tiny_run, prepared
     monkeypatch.chdir(tmp_path)
     before = (tmp_path / "model" / "tiny" / "net_last.pth").read_bytes()
     args = [*TRAIN, "--epochs", "1", "--name", "tiny", "--data_dir", str(prepared_market)]
-    with pytest.raises(SystemExit, match="already holds a run; pass --resume .* --overwrite"):
+    with pytest.raises(UserError, match="already holds a run; pass --resume .* --overwrite"):
         train_new.main(args)
-    with pytest.raises(SystemExit, match=r"these differ: --lr 0.01 -> 0.5"):
+    with pytest.raises(UserError, match=r"these differ: --lr 0.01 -> 0.5"):
         train_new.main(args[:-2] + ["--lr", "0.5", "--data_dir", str(prepared_market), "--resume"])
-    with pytest.raises(SystemExit, match="contradict"):
+    with pytest.raises(UserError, match="contradict"):
         train_new.main(args + ["--resume", "--overwrite"])
     assert (tmp_path / "model" / "tiny" / "net_last.pth").read_bytes() == before
-    with pytest.raises(SystemExit, match="nothing to resume"):
+    with pytest.raises(UserError, match="nothing to resume"):
         train_new.main([*TRAIN, "--name", "other", "--data_dir", str(prepared_market), "--resume"])
     # a run saved before an option existed resumes, the option counting as its default
     opts = tmp_path / "model" / "tiny" / "opts.yaml"
     saved = yaml.safe_load(opts.read_text())
     del saved["label_smoothing"]
     opts.write_text(yaml.safe_dump(saved))
-    with pytest.raises(SystemExit, match=r"these differ: --label_smoothing 0.0 -> 0.1"):
+    with pytest.raises(UserError, match=r"these differ: --label_smoothing 0.0 -> 0.1"):
         train_new.main(args + ["--label_smoothing", "0.1", "--resume"])
     # resuming a finished run trains nothing more; --overwrite starts afresh
     train_new.main(args + ["--resume"])
@@ -112,13 +113,13 @@ def test_a_folder_holding_a_run_is_never_overwritten_silently(tiny_run, prepared
 
 def test_data_dir_in_the_wrong_layout(raw_market, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(SystemExit, match="is a raw dataset folder; run python prepare.py"):
+    with pytest.raises(UserError, match="is a raw dataset folder; run python prepare.py"):
         train_new.main([*TRAIN, "--data_dir", str(raw_market)])
     (tmp_path / "empty").mkdir()
-    with pytest.raises(SystemExit, match="empty/train does not exist"):
+    with pytest.raises(UserError, match="empty/train does not exist"):
         train_new.main([*TRAIN, "--data_dir", str(tmp_path / "empty")])
     (tmp_path / "empty" / "train").mkdir()
-    with pytest.raises(SystemExit, match="holds no images"):
+    with pytest.raises(UserError, match="holds no images"):
         train_new.main([*TRAIN, "--data_dir", str(tmp_path / "empty")])
 
 
@@ -132,7 +133,7 @@ def test_prepare_finds_unreadable_images_first(raw_market, capsys):
     broken = sorted((raw_market / "bounding_box_train").iterdir())[3]
     truncate(broken)
     (raw_market / "query" / "0010_c1s1_000001_01.jpg").write_text("not an image")
-    with pytest.raises(SystemExit) as e:
+    with pytest.raises(UserError) as e:
         prepare.main(["--download_path", str(raw_market)])
     assert "2 image(s) cannot be decoded" in str(e.value) and broken.name in str(e.value)
     assert "--skip_unreadable" in str(e.value)
@@ -177,36 +178,36 @@ def test_damaged_or_foreign_checkpoints(tiny_run, prepared_market, tmp_path, mon
     state = weights(good)
 
     (run / "net_9.pth").write_bytes(good.read_bytes()[:1000])
-    with pytest.raises(SystemExit, match="net_9.pth.*truncated or not a checkpoint"):
+    with pytest.raises(UserError, match="net_9.pth.*truncated or not a checkpoint"):
         test_stage.main(args + ["--which_epoch", "9"])
 
     torch.save({k: v for k, v in state.items() if not k.startswith("classifier.classifier")}
                | {"classifier.classifier.1.weight": torch.zeros(3, 512),
                   "classifier.classifier.1.bias": torch.zeros(3)},
                run / "net_19.pth")
-    with pytest.raises(SystemExit, match="net_19.pth does not fit the network.*size mismatch"):
+    with pytest.raises(UserError, match="net_19.pth does not fit the network.*size mismatch"):
         test_stage.main(args + ["--which_epoch", "19"])
 
     opts = yaml.safe_load((run / "opts.yaml").read_text())
     (run / "opts.yaml").write_text(yaml.safe_dump(dict(opts, use_dense=True)))
-    with pytest.raises(SystemExit, match="net_last.pth does not fit the network"):
+    with pytest.raises(UserError, match="net_last.pth does not fit the network"):
         test_stage.main(args)
 
     torch.save({"weights": torch.zeros(1), "hook": shutil.copy}, run / "net_29.pth")
-    with pytest.raises(SystemExit, match="needs arbitrary code to load.*refused"):
+    with pytest.raises(UserError, match="needs arbitrary code to load.*refused"):
         test_stage.main(args + ["--which_epoch", "29"])
 
     (run / "opts.yaml").write_text("nclasses: [unclosed")
-    with pytest.raises(SystemExit, match="opts.yaml is not valid YAML"):
+    with pytest.raises(UserError, match="opts.yaml is not valid YAML"):
         test_stage.main(args)
     (run / "opts.yaml").write_text("just a string")
-    with pytest.raises(SystemExit, match="does not hold the options"):
+    with pytest.raises(UserError, match="does not hold the options"):
         test_stage.main(args)
 
 
 def test_loss_becoming_nan_stops_with_epoch_and_step(prepared_market, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(SystemExit, match=r"the loss became (nan|inf) at train 1/1 step \d+; "
+    with pytest.raises(UserError, match=r"the loss became (nan|inf) at train 1/1 step \d+; "
                                          r"the last good state is kept"):
         train_new.main([*TRAIN[:-2], "--lr", "1e30", "--epochs", "1", "--name", "nan",
                         "--data_dir", str(prepared_market)])

@@ -7,6 +7,7 @@ from PIL import Image
 
 import synthetic
 from conftest import contents
+from reid.cli import UserError
 from reid.data import parse_name
 from reid.synthetic.people import FOLDERS, MARKER, make_market_tree
 from synthetic import main
@@ -130,7 +131,7 @@ def test_cli_reports_existing_tree(tree, capsys):
 
 def test_other_parameters_on_generated_tree_refused(tree):
     root, _ = tree
-    with pytest.raises(SystemExit, match="other parameters"):
+    with pytest.raises(UserError, match="other parameters"):
         make_market_tree(root, seed=2, **TINY)
 
 
@@ -138,7 +139,7 @@ def test_foreign_folder_refused(tmp_path):
     root = tmp_path / "mine"
     root.mkdir()
     (root / "notes.txt").write_text("keep me")
-    with pytest.raises(SystemExit, match=str(root)):
+    with pytest.raises(UserError, match=str(root)):
         make_market_tree(str(root), seed=0, **TINY)
     assert os.listdir(root) == ["notes.txt"]
     assert [p.name for p in tmp_path.iterdir()] == ["mine"]   # no temporary folder left behind
@@ -154,7 +155,7 @@ def test_empty_folder_accepted(tmp_path):
 @pytest.mark.parametrize("bad", [dict(images_per_camera=1), dict(cameras=1), dict(cameras=10), dict(train_ids=0),
                                  dict(train_ids=True), dict(train_ids=9000, test_ids=1000)])
 def test_bad_parameters_refused(tmp_path, bad):
-    with pytest.raises(SystemExit, match=next(iter(bad))):
+    with pytest.raises(UserError, match=next(iter(bad))):
         make_market_tree(str(tmp_path / "x"), **dict(TINY, **bad))
     assert not (tmp_path / "x").exists()
 

@@ -13,6 +13,7 @@ import train_new
 from conftest import TRAIN, torchrun
 from model import build_model, in_batch_pairs, load_trained
 from reid import devices
+from reid.cli import UserError
 from reid.training import loop, options
 from reid.training.samplers import pk_batches
 
@@ -79,11 +80,11 @@ def test_other_training_modes_train(prepared_market, tmp_path, monkeypatch, caps
 
 def test_pk_needs_batches_that_split_into_identities(prepared_market, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(SystemExit, match="--sampler pk needs --instances"):
+    with pytest.raises(UserError, match="--sampler pk needs --instances"):
         train_new.main([*TRAIN, "--name", "x", "--data_dir", str(prepared_market),
                         "--sampler", "pk", "--instances", "3"])
     # 8 training identities cannot fill a batch of 10 identities x 2 images: no epoch would train
-    with pytest.raises(SystemExit, match="holds 8 identities, fewer than the 10 of a --sampler pk batch"):
+    with pytest.raises(UserError, match="holds 8 identities, fewer than the 10 of a --sampler pk batch"):
         train_new.main([*TRAIN, "--name", "x", "--data_dir", str(prepared_market), "--sampler", "pk", "--batchsize",
                         "20"])
 
@@ -111,7 +112,7 @@ def test_stride_1_doubles_the_last_feature_map_and_the_run_keeps_it(prepared_mar
     train_new.main([*flags, "--name", "next", "--epochs", "0", "--init_from", "s1"])  # without --stride: taken over
     assert "its --stride 1 taken over" in capsys.readouterr().out
     assert load_trained(str(tmp_path / "model" / "next"))[1]["stride"] == 1
-    with pytest.raises(SystemExit, match="--stride 1 changes ResNet-50's last block; DenseNet-121 .* has none"):
+    with pytest.raises(UserError, match="--stride 1 changes ResNet-50's last block; DenseNet-121 .* has none"):
         train_new.main([*flags, "--name", "d1", "--stride", "1", "--use_dense"])
 
 
@@ -145,7 +146,7 @@ def test_warm_up_raises_every_rate_step_by_step_to_its_own(prepared_market, tmp_
     expected = [0.01 * (0.1 + 0.9 * (k + 1) / steps) for k in range(steps)] + [0.01] * steps + [0.001] * steps
     assert len(rates) == 3 * steps and steps > 1
     assert [r[1] for r in rates] == pytest.approx(expected) and all(len(set(r)) == 1 for r in rates)
-    with pytest.raises(SystemExit, match="--warm_epoch 3: give 0 .* up to --decay_epoch 2"):
+    with pytest.raises(UserError, match="--warm_epoch 3: give 0 .* up to --decay_epoch 2"):
         train_new.main([*TRAIN, "--decay_epoch", "2", "--warm_epoch", "3",
                         "--name", "x", "--data_dir", str(prepared_market)])
 
@@ -160,7 +161,7 @@ def test_cosine_schedule_falls_along_half_a_cosine_after_its_warm_up(prepared_ma
                 + [0.01 * 0.75] * steps + [0.01 * 0.25] * steps)
     assert len(rates) == 3 * steps and steps > 1
     assert [r[1] for r in rates] == pytest.approx(expected) and all(len(set(r)) == 1 for r in rates)
-    with pytest.raises(SystemExit, match="--warm_epoch 4: give 0 .* up to --epochs 3"):
+    with pytest.raises(UserError, match="--warm_epoch 4: give 0 .* up to --epochs 3"):
         train_new.main([*TRAIN, "--epochs", "3", "--lr_schedule", "cosine", "--warm_epoch", "4", "--name", "x",
                         "--data_dir", str(prepared_market)])
 
@@ -191,7 +192,7 @@ def test_ema_saves_the_moving_average_of_every_step_and_resumes_it(prepared_mark
     train_new.main([*flags, "--epochs", "2", "--name", "halves", "--resume"])
     resumed = torch.load(tmp_path / "model" / "halves" / "net_last.pth", weights_only=True)
     assert all(torch.equal(resumed[k], saved[k]) for k in floats)
-    with pytest.raises(SystemExit, match="--ema_decay 1.0: give 0 .* below 1"):
+    with pytest.raises(UserError, match="--ema_decay 1.0: give 0 .* below 1"):
         train_new.main([*TRAIN, "--ema_decay", "1", "--name", "x", "--data_dir", str(prepared_market)])
 
 

@@ -41,6 +41,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from reid.cli import UserError
 from reid.data import SYNTHETIC_MARKER as MARKER
 
 FOLDERS = ("bounding_box_train", "bounding_box_test", "query", "gt_bbox")
@@ -514,10 +515,10 @@ def _validate(params):
                 or value < p.low or (p.high is not None and value > p.high):
             bound = f"an integer >= {p.low}" + (f" and <= {p.high}" if p.high is not None else "")
             reason = f" ({p.why})" if p.why else ""
-            raise SystemExit(f"error: {p.name}={value!r} must be {bound}{reason}")
+            raise UserError(f"{p.name}={value!r} must be {bound}{reason}")
     if params["train_ids"] + params["test_ids"] > MAX_IDS:
-        raise SystemExit(f"error: train_ids + test_ids = {params['train_ids'] + params['test_ids']} "
-                         f"exceeds {MAX_IDS}, the most a 4-digit Market-1501 id can name")
+        raise UserError(f"train_ids + test_ids = {params['train_ids'] + params['test_ids']} "
+                        f"exceeds {MAX_IDS}, the most a 4-digit Market-1501 id can name")
 
 
 def _existing_counts(root, params):
@@ -525,7 +526,7 @@ def _existing_counts(root, params):
     if not os.path.exists(root):
         return None
     if not os.path.isdir(root):
-        raise SystemExit(f"error: {root} exists and is not a folder; choose another --out")
+        raise UserError(f"{root} exists and is not a folder; choose another --out")
     marker = os.path.join(root, MARKER)
     if os.path.isfile(marker):
         try:
@@ -534,15 +535,15 @@ def _existing_counts(root, params):
             old = recorded["params"]
             counts = recorded["counts"]
         except (OSError, ValueError, KeyError, TypeError) as e:
-            raise SystemExit(f"error: {marker} cannot be read ({e}); remove {root} to generate it again") from None
+            raise UserError(f"{marker} cannot be read ({e}); remove {root} to generate it again") from None
         if old == params:
             return counts
         changed = ", ".join(f"{k} {old.get(k)!r} -> {v!r}" for k, v in params.items() if old.get(k) != v)
-        raise SystemExit(f"error: {root} holds a synthetic dataset made with other parameters ({changed}); "
-                         f"remove it or choose another --out")
+        raise UserError(f"{root} holds a synthetic dataset made with other parameters ({changed}); "
+                        f"remove it or choose another --out")
     if os.listdir(root):
-        raise SystemExit(f"error: {root} is not empty and has no {MARKER} file, so it was not written by "
-                         f"synthetic.py; refusing to write into it, choose another --out")
+        raise UserError(f"{root} is not empty and has no {MARKER} file, so it was not written by "
+                        f"synthetic.py; refusing to write into it, choose another --out")
     return None
 
 

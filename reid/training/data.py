@@ -2,7 +2,6 @@
 (anchors with their positives and negatives), and the val queries and training gallery that
 validation ranks and the thresholds are calibrated on."""
 import os
-import sys
 from dataclasses import dataclass
 
 from torch.utils.data import DataLoader
@@ -10,6 +9,7 @@ from torchvision import transforms
 
 from model import VerificationTriplets
 from random_erasing import RandomErasing
+from reid.cli import UserError
 from reid.data import IMAGENET_MEAN, IMAGENET_STD, LabelledImages, image_folder, parse_names, test_transform
 
 
@@ -57,17 +57,17 @@ def training_data(args):
     without val/."""
     train_set = image_folder(args.data_dir, "train_all" if args.train_all else "train", "--data_dir")
     if len(train_set.classes) < 2:
-        sys.exit(f"error: {train_set.root} holds {len(train_set.classes)} identity; training needs at least two")
+        raise UserError(f"{train_set.root} holds {len(train_set.classes)} identity; training needs at least two")
     if len(train_set) < args.batchsize:
-        sys.exit(f"error: {train_set.root} holds {len(train_set)} images, fewer than --batchsize {args.batchsize}; "
-                 "lower --batchsize")
+        raise UserError(f"{train_set.root} holds {len(train_set)} images, fewer than --batchsize {args.batchsize}; "
+                        "lower --batchsize")
     if args.sampler == "pk":
         identities = args.batchsize // args.instances
         if len(train_set.classes) < identities:
             # a batch holds each identity once: with fewer, no batch fills and every epoch would train nothing
-            sys.exit(f"error: {train_set.root} holds {len(train_set.classes)} identities, fewer than the {identities} "
-                     f"of a --sampler pk batch (--batchsize {args.batchsize} / --instances {args.instances}); lower "
-                     f"--batchsize or raise --instances")
+            raise UserError(f"{train_set.root} holds {len(train_set.classes)} identities, fewer than the {identities} "
+                            f"of a --sampler pk batch (--batchsize {args.batchsize} / --instances {args.instances}); "
+                            f"lower --batchsize or raise --instances")
         phases = {"train": LabelledImages(train_set.samples, train_transform(args), train_set.loader)}
     else:
         phases = {"train": VerificationTriplets(train_set.samples, train_set.samples, train_transform(args),
@@ -77,7 +77,7 @@ def training_data(args):
         val_set = image_folder(args.data_dir, "val", "--data_dir")
         unknown = sorted(set(val_set.classes) - set(train_set.classes))
         if unknown:
-            sys.exit(f"error: ids {', '.join(unknown[:5])} are in val but not in train; rerun prepare.py")
+            raise UserError(f"ids {', '.join(unknown[:5])} are in val but not in train; rerun prepare.py")
         val_samples = [(p, train_set.class_to_idx[val_set.classes[t]]) for p, t in val_set.samples]
         if not args.train_all:  # with --train_all the val images are trained on: no validation
             phases["val"] = VerificationTriplets(val_samples, train_set.samples,

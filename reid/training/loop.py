@@ -4,7 +4,6 @@ protocol, the log line, checkpoints, a stop on Ctrl-C or SIGTERM, and the thresh
 """
 import math
 import os
-import sys
 import time
 from dataclasses import dataclass, field
 
@@ -13,6 +12,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from model import DIFFERENT, SAME, Verification, build_model, descriptors, head_weights, objective, verif_net
+from reid.cli import UserError
 from reid.devices import Arithmetic
 from reid.evaluation.metrics import rank_queries, summarize
 from reid.evaluation.verification import calibrate, calibrate_on_people, save_thresholds
@@ -22,21 +22,21 @@ from reid.training.samplers import epoch_loader
 
 def check_batches(args, shard):
     if args.val_every < 1 or args.state_every < 1:
-        sys.exit("error: --val_every and --state_every count epochs: give 1 or more")
+        raise UserError("--val_every and --state_every count epochs: give 1 or more")
     if not 0 <= args.ema_decay < 1:
-        sys.exit(f"error: --ema_decay {args.ema_decay}: give 0 (no average) or a decay below 1, such as 0.999")
+        raise UserError(f"--ema_decay {args.ema_decay}: give 0 (no average) or a decay below 1, such as 0.999")
     # the warm-up ends before the rate first falls: at --decay_epoch, or with the cosine at --epochs
     warm_limit = "epochs" if args.lr_schedule == "cosine" else "decay_epoch"
     if not 0 <= args.warm_epoch <= getattr(args, warm_limit):
-        sys.exit(f"error: --warm_epoch {args.warm_epoch}: give 0 (no warm-up) up to --{warm_limit} "
-                 f"{getattr(args, warm_limit)}")
+        raise UserError(f"--warm_epoch {args.warm_epoch}: give 0 (no warm-up) up to --{warm_limit} "
+                        f"{getattr(args, warm_limit)}")
     if args.batchsize % shard.world:
-        sys.exit(f"error: --batchsize {args.batchsize} is the total over {shard.world} processes; make it a multiple "
-                 "of it")
+        raise UserError(f"--batchsize {args.batchsize} is the total over {shard.world} processes; make it a multiple "
+                        "of it")
     if args.sampler == "pk" and (args.instances < 2 or (args.batchsize // args.instances) % shard.world
                                  or args.batchsize % args.instances):
-        sys.exit(f"error: --sampler pk needs --instances of 2 or more dividing --batchsize {args.batchsize} into "
-                 f"identities that split evenly over {shard.world} process(es)")
+        raise UserError(f"--sampler pk needs --instances of 2 or more dividing --batchsize {args.batchsize} into "
+                        f"identities that split evenly over {shard.world} process(es)")
 
 
 def cosine_factor(args, epoch):

@@ -1,9 +1,9 @@
 """Where a run starts from: ImageNet's weights (or none), or another trained run (--init_from),
 whose network and input size it takes over."""
 import os
-import sys
 
 from model import IDENTITY_CLASSIFIER, load_trained, load_verif
+from reid.cli import UserError
 from reid.runs import MODEL_ROOT, checkpoint_path, load_opts, run_dir
 
 # The options that shape the network and the images it learns from, and their defaults: an
@@ -16,9 +16,9 @@ def find_run(given):
     for folder in (given, run_dir(given)):
         if os.path.isfile(os.path.join(folder, "opts.yaml")):
             return folder
-    sys.exit(f"error: --init_from {given}: neither {os.path.join(given, 'opts.yaml')} nor "
-             f"{os.path.join(run_dir(given), 'opts.yaml')} exists; give a run folder (model/<name>) or the name of a "
-             f"run under {MODEL_ROOT}/ of the current folder")
+    raise UserError(f"--init_from {given}: neither {os.path.join(given, 'opts.yaml')} nor "
+                    f"{os.path.join(run_dir(given), 'opts.yaml')} exists; give a run folder (model/<name>) or the name "
+                    f"of a run under {MODEL_ROOT}/ of the current folder")
 
 
 def start_from(args, folder):
@@ -26,29 +26,29 @@ def start_from(args, folder):
     --stride, --height and --width where not given: from that run, or (--resume) from a run that was started
     from one, else the defaults. Exits with one line where a given one contradicts the run's."""
     if args.init_from and args.resume:
-        sys.exit(f"error: --init_from starts a new run from another run's weights and --resume continues {folder} "
-                 f"from its own state; drop --init_from to resume (the run remembers where it started from), or "
-                 f"--resume to start anew")
+        raise UserError(f"--init_from starts a new run from another run's weights and --resume continues {folder} "
+                        f"from its own state; drop --init_from to resume (the run remembers where it started from), or "
+                        f"--resume to start anew")
     source, taken = None, {}
     if args.init_from:
         source = find_run(args.init_from)
         taken = load_opts(source)
         if not os.path.isfile(checkpoint_path(source, "last")):
-            sys.exit(f"error: --init_from {source} has no net_last.pth (its training has not finished): finish it "
-                     f"(train_new.py --name {os.path.basename(source)} --resume) or start from another run")
+            raise UserError(f"--init_from {source} has no net_last.pth (its training has not finished): finish it "
+                            f"(train_new.py --name {os.path.basename(source)} --resume) or start from another run")
         if taken.get("original") and taken.get("use_dense"):
-            sys.exit(f"error: --init_from {source} is a DenseNet-121 run of the original code, which pools its last "
-                     f"feature map without the ReLU this repository's DenseNet applies, so its features would not "
-                     f"carry over; start from a ResNet-50 run or from ImageNet")
+            raise UserError(f"--init_from {source} is a DenseNet-121 run of the original code, which pools its last "
+                            "feature map without the ReLU this repository's DenseNet applies, so its features would "
+                            f"not carry over; start from a ResNet-50 run or from ImageNet")
         # --use_dense is given only as True: it contradicts a ResNet-50 run
         conflicts = ["--use_dense (the run is ResNet-50)" if k == "use_dense" else
                      f"--{k} {getattr(args, k)} (the run's: {taken.get(k)})"
                      for k, default in ARCHITECTURE.items()
                      if getattr(args, k) is not None and getattr(args, k) != taken.get(k, default)]
         if conflicts:
-            sys.exit(f"error: --init_from {source} keeps that run's network and input size, which "
-                     f"{', '.join(conflicts)} contradict; drop them (the run's are taken over) or start from "
-                     f"another run")
+            raise UserError(f"--init_from {source} keeps that run's network and input size, which "
+                            f"{', '.join(conflicts)} contradict; drop them (the run's are taken over) or start from "
+                            f"another run")
         args.init_from = source
     elif args.resume and os.path.isfile(os.path.join(folder, "opts.yaml")):
         saved = load_opts(folder)
