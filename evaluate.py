@@ -202,7 +202,7 @@ def draw_roc(path, curves, summaries):
     print(f"wrote {os.path.abspath(path)}")
 
 
-def main(argv=None, device="cpu"):
+def main(argv=None):
     p = cli.parser(__doc__)
     p.add_argument("--result", default="pytorch_result.mat", help="feature file written by test.py")
     p.add_argument("--rerank", action="store_true",
@@ -217,7 +217,16 @@ def main(argv=None, device="cpu"):
     p.add_argument("--reliability", default=None,
                    help="also draw the reliability diagram of P(same) (where the file holds the run's calibration) "
                         "into this PNG file")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                   help="where the ranking's arithmetic runs (evaluate_gpu.py passes cuda; on a machine without CUDA "
+                        "it runs on the CPU); the protocol and the numbers are the same")
     args = p.parse_args(argv)
+    device = args.device
+    if device == "cuda":
+        import torch  # here: on the CPU this script starts without torch's CUDA check
+        if not torch.cuda.is_available():
+            print("note: CUDA is not available; evaluating on the CPU", file=sys.stderr)
+            device = "cpu"
     if args.rerank and (args.k1 < 1 or args.k2 < 1 or not 0 <= args.lambda_value <= 1):
         raise UserError("--k1 and --k2 must be at least 1 and --lambda_value within [0, 1]")
     if args.rerank:

@@ -68,7 +68,6 @@ import dataclasses
 import os
 import random
 import re
-import shutil
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -84,13 +83,15 @@ from reid.data import (
     SPLITS,
     SYNTHETIC_MARKER,
     UnreadableImage,
+    id_folder,
     is_image,
+    link,
     load_image,
     parse_name,
     parse_names,
 )
+from reid.footage_crops import FootageCrops
 from reid.runs import atomic_path
-from reid.search.footage import GROUND_TRUTH, VIDEO_EXTENSIONS, crop_boxes, is_footage, open_footage, read_detections
 
 
 @dataclass(frozen=True)
@@ -168,7 +169,7 @@ DATASETS = {
     "msmt17": (msmt17("V1", "train", "test"), msmt17("V2", "mask_train_v2", "mask_test_v2")),
     "custom": (Dataset("custom", (Source("train_all", "train"), Source("query", "query"), Source("gallery", "gallery")),
                        layout_note="; each as <identity>/<images>"),),
-    # no raw images: read_footage crops them out of the footage
+    # no raw images: reid.footage_crops cuts them out of the footage
     "mot": (Dataset("MOTChallenge footage", ()),),
 }
 # Identity folder names kept as numbers (Market-1501's: -1 junk, 0 distractors)
@@ -387,29 +388,10 @@ def write_split(path, held, calibration, seed, root, dataset):
             yaml.safe_dump(split, f, default_flow_style=None, sort_keys=False)
 
 
-def id_folder(pid):
-    # Market-1501 names carry 4-digit ids; keeping that spelling keeps folders sorted numerically.
-    return "-1" if pid == -1 else f"{pid:04d}"
-
-
 def prepared_name(path, pid, cam):
     """The raw name when data.parse_name reads this id and camera from it, else <id>_c<camera>_<raw name>."""
     name = os.path.basename(path)
     return name if parse_name(name) == (pid, cam) else f"{id_folder(pid)}_c{cam}_{name}"
-
-
-def link(src, dst):
-    """Make dst the same file as src. Never writes through an existing dst: with hard
-    links that file is the raw image itself, so a stale dst is replaced by rename."""
-    if os.path.exists(dst) and os.path.samefile(src, dst):
-        return
-    os.makedirs(os.path.dirname(dst), exist_ok=True)
-    with atomic_path(dst) as tmp:
-        os.remove(tmp)
-        try:
-            os.link(src, tmp)
-        except OSError:
-            shutil.copy2(src, tmp)
 
 
 def unreadable(paths):
@@ -446,114 +428,6 @@ def plan(images, bad):
     return entries
 
 
-def find_footage(root):
-    """(footage, ground truth) of each camera under --download_path, in sorted order: every
-    MOTChallenge sequence folder with its gt/gt.txt, every video with the .txt of its name beside it.
-    A video beside a sequence folder of its name (cam1.mp4 and cam1/, as synthetic_footage.py writes
-    them) is that camera's footage again: the sequence's frames are read, the video skipped."""
-    found = []
-    for name in sorted(os.listdir(root)):
-        path = os.path.join(root, name)
-        if not is_footage(path) or (os.path.isfile(path) and is_footage(os.path.splitext(path)[0])):
-            continue  # the ground truth beside a video, the prepared tree, anything else
-        if os.path.isdir(path):
-            truth = os.path.join(path, GROUND_TRUTH)
-            if not os.path.isfile(truth):
-                raise UserError(f"{truth} does not exist: preparing needs the ground truth of every sequence (its "
-                                f"track ids say who is who); add it, or move {path} out of {root}")
-        else:
-            truth = os.path.splitext(path)[0] + ".txt"
-            if not os.path.isfile(truth):
-                raise UserError(f"{path} has no ground truth beside it: put its MOTChallenge file (with track ids) at "
-                                f"{truth}, or move the video out of {root}")
-        found.append((path, truth))
-    if not found:
-        raise UserError(f"{root} holds no MOTChallenge sequence folder (seqinfo.ini, img1/, {GROUND_TRUTH}) and no "
-                        f"video ({', '.join(VIDEO_EXTENSIONS)}) with its ground truth beside it (cam1.mp4 + cam1.txt); "
-                        f"pass the folder that holds them")
-    return found
-
-
-def crop_name(pid, cam, frame, n):
-    """A crop's name as Market-1501 spells it, e.g. 0007_c2s1_000123_00.jpg: id 7, camera 2, frame 123, and
-    n counting the person's boxes on that frame (more than one only where the ground truth repeats an id)."""
-    return f"{id_folder(pid)}_c{cam}s1_{frame:06d}_{n:02d}.jpg"
-
-
-def read_footage(root, shared_ids, min_visibility, min_height, stride):
-    """(images as (crop name, split, id, camera), {id: name} without --shared_ids else None, and per camera
-    (footage, {box: crop name})) of the annotated footage under --download_path. Prints what each camera's
-    ground truth gave and why boxes were left out."""
-    images, names, cameras = [], {}, []
-    for cam, (path, truth) in enumerate(find_footage(root), 1):
-        seen = open_footage(path)
-        boxes, summary = read_detections(truth, seen, ground_truth=True, min_visibility=min_visibility)
-        tracked = [box for box in boxes if box.id >= 0]
-        if boxes and not tracked:
-            raise UserError(f"{truth} gives no track ids (every box has id -1): these are detections, not ground "
-                            f"truth; give the annotation with a track id on each box (MOTChallenge's gt/gt.txt, or "
-                            f"CVAT's MOT 1.1 export)")
-        tall = [box for box in tracked if box.height >= min_height]
-        # a line given twice is one crop
-        kept = sorted(dict.fromkeys(box for box in tall if (box.frame - 1) % stride == 0),
-                      key=lambda box: (box.frame, box.id))
-        if shared_ids and any(box.id == 0 for box in kept):
-            raise UserError(f"{truth} gives track id 0, which the prepared tree reads as a distractor; with "
-                            f"--shared_ids the files' ids are the people's: number the tracks from 1, or drop "
-                            f"--shared_ids (tracks are then numbered anew)")
-        ids = {}
-        for track in sorted({box.id for box in kept}):
-            ids[track] = track if shared_ids else len(names) + 1
-            if not shared_ids:
-                names[ids[track]] = f"{os.path.basename(path)} track {track}"
-        crops, on_frame = {}, collections.Counter()
-        for box in kept:
-            pid = ids[box.id]
-            crops[box] = crop_name(pid, cam, box.frame, on_frame[pid, box.frame])
-            on_frame[pid, box.frame] += 1
-            images.append((crops[box], "train_all", pid, cam))
-        cameras.append((seen, crops))
-        skipped = [f"{n} {why}" for n, why in ((len(boxes) - len(tracked), "without a track id"),
-                                                (len(tracked) - len(tall), f"lower than {min_height:g} pixels")) if n]
-        print(f"camera {cam}: {summary}" + (f"; of those, {', '.join(skipped)} (skipped)" if skipped else "")
-              + f"; {len(crops)} crops of {len(ids)} people" + (f" (one frame in {stride})" if stride > 1 else ""))
-    if not images:
-        raise UserError(f"no box of the ground truth under {root} is left to crop (see above); lower --min_visibility "
-                        f"or --min_height, or --mot_stride")
-    return images, (None if shared_ids else names), cameras
-
-
-def write_crops(out, entries, cameras):
-    """Each crop written once, as a new JPEG at its split (train_all, query, gallery or calibration), then
-    linked into train/ or val/; each camera's footage is decoded once, in frame order."""
-    places = collections.defaultdict(list)
-    for src, split, pid, name in entries:  # plan lists an image's own split before train/ or val/
-        places[src].append(os.path.join(out, split, pid, name))
-    for seen, crops in cameras:
-        for box, crop in tqdm(crop_boxes(seen, list(crops)), total=len(crops), desc=f"cropping {seen.name}",
-                              unit="crop", leave=False):
-            first, *others = places[crops[box]]
-            with atomic_path(first) as tmp:
-                crop.save(tmp, format="JPEG", quality=95)
-            for other in others:
-                link(first, other)
-
-
-def mot_note(entries, shared_ids):
-    """What the user of footage needs to hear when no --hold_out made a test split."""
-    cameras = collections.defaultdict(set)
-    for _, split, pid, name in entries:
-        if split == "train_all":
-            cameras[pid].add(parse_name(name)[1])
-    if not shared_ids:
-        return ("  no query or gallery: --hold_out needs people seen by two or more cameras, and none is (without "
-                "--shared_ids each sequence's tracks are people of their own); pass --shared_ids if the files number "
-                "a person alike in every camera, or train on this tree as it is (--hold_out 0)")
-    seen_twice = sum(len(cams) >= 2 for cams in cameras.values())
-    return (f"  no query or gallery: {seen_twice} of the {len(cameras)} people are seen by two or more cameras; "
-            f"--hold_out N makes query and gallery of N of them")
-
-
 def write_identities(path, names):
     with atomic_path(path) as tmp:
         with open(tmp, "w", newline="", encoding="utf-8") as f:
@@ -578,6 +452,26 @@ def check_mot_flags(args):
                         "--shared_ids each sequence's tracks are people of their own, seen by one camera: pass "
                         "--shared_ids if the files give a person one id in every camera, else --hold_out 0 "
                         "--calibration 0")
+
+
+class DatasetImages:
+    """prepare.py's source of images for a re-ID dataset's layout: read() its image files' names and
+    ids, write() them into the tree as links to the raw files (reid.footage_crops.FootageCrops is
+    the source for footage)."""
+    checked_files = True  # raw image files: each is decoded before preparing (unless --skip_check)
+
+    def __init__(self, root, dataset):
+        self.root, self.dataset = root, dataset
+
+    def read(self):
+        return read_images(self.root, self.dataset)
+
+    def write(self, out, entries):
+        for src, split, pid, name in tqdm(entries, desc="linking", unit="img", leave=False):
+            link(src, os.path.join(out, split, pid, name))
+
+    def note(self, entries):
+        return None
 
 
 def main(argv=None):
@@ -622,20 +516,18 @@ def main(argv=None):
     root = args.download_path
     if not os.path.isdir(root):
         raise UserError(f"--download_path {root} does not exist; pass the folder of the raw {args.dataset} dataset")
-    footage = args.dataset == "mot"
     given = [f"--{k}" for k in MOT_FLAGS if getattr(args, k) != parser.get_default(k)]
-    if given and not footage:
+    if given and args.dataset != "mot":
         raise UserError(f"{', '.join(given)} apply to --dataset mot only; drop them, or pass --dataset mot")
-    if footage:
-        check_mot_flags(args)
     dataset = choose(root, DATASETS[args.dataset])
     if args.hold_out:
         dataset = training_only(dataset)
-    if footage:
-        images, names, cameras = read_footage(root, args.shared_ids, args.min_visibility, args.min_height,
-                                              args.mot_stride)
+    if args.dataset == "mot":
+        check_mot_flags(args)
+        source = FootageCrops(root, args.shared_ids, args.min_visibility, args.min_height, args.mot_stride)
     else:
-        images, names = read_images(root, dataset)
+        source = DatasetImages(root, dataset)
+    images, names = source.read()
     held = calibration = None
     if args.hold_out:
         images, held = hold_out(images, args.hold_out, args.seed)
@@ -643,8 +535,7 @@ def main(argv=None):
         images, calibration = hold_for_calibration(images, args.calibration, args.seed)
     out = args.output or os.path.join(root, "pytorch")
 
-    # crops come from frames already decoded
-    bad = [] if args.skip_check or footage else unreadable([p for p, *_ in images])
+    bad = unreadable([p for p, *_ in images]) if source.checked_files and not args.skip_check else []
     if bad and not args.skip_unreadable:
         raise UserError(f"{len(bad)} image(s) cannot be decoded: {shorten(bad)}; replace them (nothing under "
                         f"{root} was changed), or pass --skip_unreadable to prepare without them")
@@ -653,11 +544,7 @@ def main(argv=None):
 
     entries = plan(images, set(bad))
     check_stale(out, entries)
-    if footage:
-        write_crops(out, entries, cameras)
-    else:
-        for src, split, pid, name in tqdm(entries, desc="linking", unit="img", leave=False):
-            link(src, os.path.join(out, split, pid, name))
+    source.write(out, entries)
     if names:
         write_identities(os.path.join(out, IDENTITIES_CSV), names)
     split_file = os.path.join(out, SPLIT_YAML)
@@ -681,8 +568,9 @@ def main(argv=None):
     if calibration:
         print(f"  calibration: {len(calibration)} ids held out of the training images (--seed {args.seed}; "
               f"{SPLIT_YAML} lists them), for train_new.py to calibrate on")
-    if footage and not held:
-        print(mot_note(entries, args.shared_ids))
+    note = None if held else source.note(entries)
+    if note:
+        print(note)
     lonely = sorted({e[2] for e in entries if e[1] == "query"} - {e[2] for e in entries if e[1] == "gallery"})
     if lonely:
         print(f"warning: {len(lonely)} query id(s) have no gallery image ({shorten(lonely)}); evaluation will skip "

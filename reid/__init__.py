@@ -8,6 +8,9 @@
     search/      what search.py searches: image folders and footage, described and cached; people
                  detection; the HTML report
     synthetic/   synthetic people (a Market-1501-style tree) and synthetic footage, for the demo and tests
+    training/    train_new.py's flags (options), batches (samplers), images (data), where a run starts
+                 (start: ImageNet, --init_from, --resume) and the loop of epochs (loop)
+    footage_crops  labelled footage cropped into a prepared tree (prepare.py --dataset mot)
 
 The method itself, the network and its two losses, is model.py beside the scripts.
 """

@@ -25,6 +25,7 @@ Feature files (scipy .mat, written by test.py)
 """
 import os
 import re
+import shutil
 
 import numpy as np
 import scipy.io
@@ -163,3 +164,22 @@ def load_features(path, keys, optional=()):
     found = {k: np.asarray(mat[k], dtype=np.float32) if k.endswith("_f")
              else np.asarray(mat[k]).reshape(-1).astype(np.int64) for k in keys}
     return found | {k: np.asarray(mat[k], dtype=np.float32) for k in optional if k in mat}
+
+
+def id_folder(pid):
+    # Market-1501 names carry 4-digit ids; keeping that spelling keeps folders sorted numerically.
+    return "-1" if pid == -1 else f"{pid:04d}"
+
+
+def link(src, dst):
+    """Make dst the same file as src. Never writes through an existing dst: with hard
+    links that file is the raw image itself, so a stale dst is replaced by rename."""
+    if os.path.exists(dst) and os.path.samefile(src, dst):
+        return
+    os.makedirs(os.path.dirname(dst), exist_ok=True)
+    with atomic_path(dst) as tmp:
+        os.remove(tmp)
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copy2(src, tmp)
