@@ -57,6 +57,7 @@ from reid.synthetic.people import (
     _sample_camera,
     _sample_person,
     publish_tree,
+    recorded_tree,
 )
 
 MARKER = "FOOTAGE"
@@ -351,27 +352,7 @@ def _validate(params):
 def _existing(root, params):
     """The manifest of footage this generator already wrote into `root` with `params`; None if
     `root` is free. A UserError naming `root` for anything else."""
-    if not os.path.exists(root):
-        return None
-    if not os.path.isdir(root):
-        raise UserError(f"{root} exists and is not a folder; choose another --out")
-    marker = os.path.join(root, MARKER)
-    if os.path.isfile(marker):
-        try:
-            with open(marker) as f:
-                manifest = json.load(f)
-            old = manifest["params"]
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            raise UserError(f"{marker} cannot be read ({e}); remove {root} to generate it again") from None
-        if old == params:
-            return manifest
-        changed = ", ".join(f"{k} {old.get(k)!r} -> {v!r}" for k, v in params.items() if old.get(k) != v)
-        raise UserError(f"{root} holds synthetic footage made with other parameters ({changed}); remove it or "
-                        f"choose another --out")
-    if os.listdir(root):
-        raise UserError(f"{root} is not empty and has no {MARKER} file, so synthetic_footage.py did not write it; "
-                        f"refusing to write into it, choose another --out")
-    return None
+    return recorded_tree(root, MARKER, params, "synthetic footage", "synthetic_footage.py")
 
 
 def make_footage(root, **params):

@@ -521,30 +521,40 @@ def _validate(params):
                         f"exceeds {MAX_IDS}, the most a 4-digit Market-1501 id can name")
 
 
-def _existing_counts(root, params):
-    """Counts of a tree this generator already wrote into `root` with `params`; None if `root` is free."""
+def recorded_tree(root, marker, params, what, writer):
+    """The record (the JSON of `marker`) of the tree `writer` already wrote into `root` with
+    `params`; None if `root` is free (missing or empty). A UserError naming `root` for anything
+    else: another tree or other files are never written over."""
     if not os.path.exists(root):
         return None
     if not os.path.isdir(root):
         raise UserError(f"{root} exists and is not a folder; choose another --out")
-    marker = os.path.join(root, MARKER)
-    if os.path.isfile(marker):
+    path = os.path.join(root, marker)
+    if os.path.isfile(path):
         try:
-            with open(marker) as f:
+            with open(path) as f:
                 recorded = json.load(f)
             old = recorded["params"]
-            counts = recorded["counts"]
         except (OSError, ValueError, KeyError, TypeError) as e:
-            raise UserError(f"{marker} cannot be read ({e}); remove {root} to generate it again") from None
+            raise UserError(f"{path} cannot be read ({e}); remove {root} to generate it again") from None
         if old == params:
-            return counts
+            return recorded
         changed = ", ".join(f"{k} {old.get(k)!r} -> {v!r}" for k, v in params.items() if old.get(k) != v)
-        raise UserError(f"{root} holds a synthetic dataset made with other parameters ({changed}); "
-                        f"remove it or choose another --out")
+        raise UserError(f"{root} holds {what} made with other parameters ({changed}); remove it or choose another "
+                        f"--out")
     if os.listdir(root):
-        raise UserError(f"{root} is not empty and has no {MARKER} file, so it was not written by "
-                        f"synthetic.py; refusing to write into it, choose another --out")
+        raise UserError(f"{root} is not empty and has no {marker} file, so {writer} did not write it; refusing to "
+                        f"write into it, choose another --out")
     return None
+
+
+def _existing_counts(root, params):
+    """Counts of a tree this generator already wrote into `root` with `params`; None if `root` is free."""
+    recorded = recorded_tree(root, MARKER, params, "a synthetic dataset", "synthetic.py")
+    if recorded is not None and "counts" not in recorded:
+        raise UserError(f"{os.path.join(root, MARKER)} cannot be read (it holds no counts); remove {root} to "
+                        f"generate it again")
+    return None if recorded is None else recorded["counts"]
 
 
 def _write_tree(folder, params):
