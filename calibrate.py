@@ -17,7 +17,7 @@ import os
 
 import torch
 
-from model import check_precision, descriptors, first_images, load_head, load_trained
+from model import check_precision, descriptors, load_head, load_trained
 from reid import cli
 from reid.cli import UserError
 from reid.devices import Arithmetic, choose_device, loader_workers, note_emulated
@@ -60,7 +60,7 @@ def main(argv=None):
                         "optimistic; calibrate on people it never saw (prepare.py --calibration holds them out before "
                         "training)")
     model = model.to(device, memory_format=torch.channels_last).eval()
-    precision = check_precision(Arithmetic(device, args.precision), model, first_images(loader.dataset),
+    precision = check_precision(Arithmetic(device, args.precision), model, loader.dataset,
                                 "calibration images")
     f = descriptors(model, loader, device, "calibration", precision)
     found = calibrate_on_people(f, ids, cams, load_head(folder, args.which_epoch), args.which_epoch)

@@ -24,6 +24,7 @@ import os
 import sys
 
 import numpy as np
+import torch
 
 from reid import cli
 from reid.cli import UserError
@@ -222,11 +223,9 @@ def main(argv=None):
                         "it runs on the CPU); the protocol and the numbers are the same")
     args = p.parse_args(argv)
     device = args.device
-    if device == "cuda":
-        import torch  # here: on the CPU this script starts without torch's CUDA check
-        if not torch.cuda.is_available():
-            print("note: CUDA is not available; evaluating on the CPU", file=sys.stderr)
-            device = "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        print("note: CUDA is not available; evaluating on the CPU", file=sys.stderr)
+        device = "cpu"
     if args.rerank and (args.k1 < 1 or args.k2 < 1 or not 0 <= args.lambda_value <= 1):
         raise UserError("--k1 and --k2 must be at least 1 and --lambda_value within [0, 1]")
     if args.rerank:

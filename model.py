@@ -284,10 +284,14 @@ def descriptors(model, loader, device, desc="", precision="fp32"):
     return torch.cat(features).numpy().astype(np.float32)
 
 
-def check_precision(arithmetic, model, images, what, shard=None):
-    """devices.Arithmetic.check on `images`, described by the network in eval mode as descriptors()
-    describes them (the same batches through the same kernels); the network's mode is left as it
-    was. Returns the precision to run in."""
+def check_precision(arithmetic, model, dataset, what, shard=None):
+    """devices.Arithmetic.check on the first images of `dataset` (first_images), described by the
+    network in eval mode as descriptors() describes them (the same batches through the same
+    kernels); the network's mode is left as it was. Returns the precision to run in. In fp32 it
+    reads no image."""
+    if not arithmetic.reduced:
+        return arithmetic.precision
+    images = first_images(dataset)
     training = model.training
     model.eval()
     try:
@@ -298,7 +302,7 @@ def check_precision(arithmetic, model, images, what, shard=None):
 
 
 def first_images(dataset, n=CHECK_IMAGES):
-    """The first n images of a dataset of (image, ...) items, as one batch: what devices.Arithmetic
+    """The first n images of a dataset of (image, ...) items, as one batch: what check_precision
     checks reduced precision on."""
     return torch.stack([dataset[i][0] for i in range(min(n, len(dataset)))])
 

@@ -243,8 +243,9 @@ def footage_boxes(footage, detections, args, device, folder, detector):
 
 
 def check_images(query_paths, args, opts):
-    """A few of the search's own images, for the check of reduced precision: the queries, then the
-    images of gallery folders; for a search of footage alone, its first frame, whole."""
+    """A few of the search's own images, for the check of reduced precision, as (image,) items: the
+    queries, then the images of gallery folders; for a search of footage alone, its first frame,
+    whole."""
     paths = list(query_paths[:CHECK_IMAGES])
     for path in args.gallery:
         if len(paths) < CHECK_IMAGES and not fo.is_footage(path):
@@ -260,7 +261,7 @@ def check_images(query_paths, args, opts):
     if not images and footage:
         _, _, first = next(fo.frames(fo.open_footage(footage[0])))
         images.append(transform(Image.fromarray(first)))
-    return torch.stack(images) if images else None  # None: nothing readable, which the search reports itself
+    return [(image,) for image in images] or None  # None: nothing readable, which the search reports itself
 
 
 def describe(path, detections, model, args, device, opts, folder, detector):

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Subset
 
-from model import check_precision, descriptors, first_images, load_head, load_trained
+from model import check_precision, descriptors, load_head, load_trained
 from reid import cli
 from reid.data import image_folder, parse_names, save_features, test_transform
 from reid.devices import Arithmetic, loader_workers, note_emulated, start_processes
@@ -54,7 +54,7 @@ def main(argv=None):
     model, opts = load_trained(folder, args.which_epoch)
     model = model.to(device, memory_format=torch.channels_last).eval()
     transform = test_transform(opts["height"], opts["width"])
-    queries = first_images(image_folder(args.test_dir, "query", "--test_dir", transform))
+    queries = image_folder(args.test_dir, "query", "--test_dir", transform)
     precision = check_precision(Arithmetic(device, args.precision), model, queries, "query images", shard)
 
     result = {}

@@ -25,7 +25,7 @@ import sys
 import numpy as np
 import torch
 
-from model import check_precision, first_images
+from model import check_precision
 from reid import cli
 from reid.cli import UserError
 from reid.data import LabelledImages, test_transform
@@ -87,7 +87,7 @@ def main(argv=None):
 
     arithmetic = Arithmetic(device, args.precision)
     some = LabelledImages(data.train_set.samples, test_transform(args.height, args.width), data.train_set.loader)
-    check_precision(arithmetic, training.net.model, first_images(some), "training images", shard)
+    check_precision(arithmetic, training.net.model, some, "training images", shard)
     if shard.main:
         print(f"training {args.name}: {len(data.train_set)} images of {opts['nclasses']} ids on {device}"
               f"{f' x {shard.world} processes' if shard.world > 1 else ''}, {args.epochs} epochs")

@@ -18,10 +18,11 @@ error, or calls that differ is the one to run in fp32. The end-to-end check that
 import re
 
 import torch
+from torch.utils.data import TensorDataset
 
 from model import check_precision, ft_net
 from reid import cli
-from reid.devices import CHECK_IMAGES, PRECISIONS, Arithmetic, autocast
+from reid.devices import PRECISIONS, Arithmetic, autocast
 from stages import machine
 
 WEIGHTED = (torch.nn.Conv2d, torch.nn.Linear, torch.nn.BatchNorm2d, torch.nn.BatchNorm1d)
@@ -85,8 +86,8 @@ def main():
         errors = " ".join(f"{relative(a, b):>9.2e}" for a, b in zip(first, reference))
         alike = all(torch.equal(a, b) for a, b in zip(first, second))
         print(f"{name:<32} {'x'.join(map(str, x.shape)):>20} {errors}  {'alike' if alike else 'DIFFER'}", flush=True)
-    some = images[:CHECK_IMAGES]
-    check_precision(Arithmetic(device, args.precision), net, some, "random images")  # in eval mode, as test.py
+    # in eval mode, as test.py
+    check_precision(Arithmetic(device, args.precision), net, TensorDataset(images), "random images")
 
 
 if __name__ == "__main__":

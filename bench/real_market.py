@@ -52,7 +52,6 @@ import numpy as np
 import scipy.stats
 import torch
 
-from model import first_images
 from reid import cli
 from reid.data import IMAGE_EXTENSIONS, image_folder, parse_names, test_transform
 from reid.evaluation.metrics import rank_queries, summarize
@@ -98,11 +97,12 @@ def arithmetic(tree, extra):
     first training images (stages.training_precision), fp32 elsewhere (an AVX2-only CPU emulates
     bf16, 12x slower than fp32; an Intel CPU with AMX computed wrong descriptors and NaN losses in
     bf16: docs/benchmarks.md)."""
-    if "--precision" in extra:
-        return extra[extra.index("--precision") + 1]  # the command line's choice
+    given = {training_options(flags("recipe", extra, p)).precision for p in ("fp32", "bf16")}
+    if len(given) == 1:
+        return given.pop()  # the command line's --precision, which wins over the recipe's
     options = training_options(flags("recipe", extra, "fp32"))
     some = image_folder(tree, "train_all", "--data", test_transform(options.height, options.width))
-    return training_precision(first_images(some))
+    return training_precision(some)
 
 
 def flags(config, extra, precision):

@@ -51,10 +51,10 @@ def machine():
     return f"CPU: {model or platform.processor()}, {vector}, {cores} cores"
 
 
-def training_precision(images):
+def training_precision(dataset):
     """What a benchmark trains in, said in one line: bf16 where the device computes it with
-    instructions of its own and a ResNet-50 of random weights describes `images` in bf16 as in fp32,
-    twice alike (devices.Arithmetic.check); fp32 otherwise."""
+    instructions of its own and a ResNet-50 of random weights describes the first images of
+    `dataset` in bf16 as in fp32, twice alike (model.check_precision); fp32 otherwise."""
     import torch
 
     from model import check_precision, ft_net
@@ -65,4 +65,4 @@ def training_precision(images):
         return "fp32"
     torch.manual_seed(0)
     network = ft_net(651, pretrained=False).to(device, memory_format=torch.channels_last)
-    return check_precision(Arithmetic(device, "bf16"), network, images, "images")
+    return check_precision(Arithmetic(device, "bf16"), network, dataset, "images")

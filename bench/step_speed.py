@@ -25,6 +25,7 @@ import statistics
 import time
 
 import torch
+from torch.utils.data import TensorDataset
 
 from model import objective
 from reid import cli
@@ -83,7 +84,7 @@ def main():
         sizes.append((int(height), int(width)))
     print(machine(), f"| torch {torch.__version__}, {torch.get_num_threads()} threads", flush=True)
     torch.manual_seed(0)
-    trusted = training_precision(torch.randn(CHECK_IMAGES, 3, *sizes[0]))
+    trusted = training_precision(TensorDataset(torch.randn(CHECK_IMAGES, 3, *sizes[0])))
     print(f"{'size':>8} {'precision':>9} {'memory':>24} {'samples/s':>10} {'ratio':>6} {'min/epoch':>9}")
     for height, width in sizes:
         rates = {}

@@ -94,9 +94,7 @@ class Arithmetic:
         this precision; keep the precision where every descriptor agrees with fp32's and with itself
         (AGREE_FP32, AGREE_REPEAT), else fall back to fp32. Under torchrun every process checks, all
         fall back if one does, and the main process speaks. Says the outcome in one line; returns
-        the precision (model.check_precision runs it on the network)."""
-        if not self.reduced:
-            return self.precision
+        the precision (model.check_precision runs it on the network, in reduced precision only)."""
         reference = describe(images).float()
         with self.autocast():
             first, second = describe(images).float(), describe(images).float()

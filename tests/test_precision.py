@@ -10,6 +10,7 @@ import pytest
 import scipy.io
 import torch
 import torch.nn.functional as F
+from torch.utils.data import TensorDataset
 
 import test as test_stage
 import train_new
@@ -44,8 +45,8 @@ noisy_under_autocast = noisy(REAL_DESCRIPTOR)
 
 def check(monkeypatch, forward, precision="bf16"):
     monkeypatch.setattr(Descriptor, "forward", forward)
-    return check_precision(Arithmetic(torch.device("cpu"), precision), torch.nn.Identity(), torch.randn(4, 3, 8, 4),
-                           "test images")
+    return check_precision(Arithmetic(torch.device("cpu"), precision), torch.nn.Identity(),
+                           TensorDataset(torch.randn(4, 3, 8, 4)), "test images")
 
 
 def test_reduced_precision_is_kept_where_it_agrees_with_fp32(monkeypatch, capsys):
@@ -144,7 +145,7 @@ def test_the_check_describes_as_test_py_does_and_leaves_the_network_s_mode(monke
         return steady(self, images)
     monkeypatch.setattr(Descriptor, "forward", forward)
     network = torch.nn.Identity().train()
-    check_precision(Arithmetic(torch.device("cpu"), "bf16"), network, torch.randn(6, 3, 8, 4), "images")
+    check_precision(Arithmetic(torch.device("cpu"), "bf16"), network, TensorDataset(torch.randn(6, 3, 8, 4)), "images")
     # in eval mode, a few images at a time on a CPU, as descriptors() runs them: fp32, then two reduced calls
     assert batches == [(CPU_MICRO_BATCH // 2, False), (2, False)] * 3 and network.training
     assert devices.AGREE_FP32 < devices.AGREE_REPEAT <= 1

@@ -10,6 +10,7 @@ import sys
 
 import torch
 from PIL import Image
+from torch.utils.data import TensorDataset
 
 from conftest import REPO
 from model import Descriptor
@@ -116,7 +117,7 @@ def test_the_table_weighs_each_gain_against_the_seeds_spread(monkeypatch):
 def test_the_recipe_trains_in_bf16_only_where_it_is_native_and_right(monkeypatch, capsys):
     monkeypatch.syspath_prepend(os.path.join(REPO, "bench"))
     stages = importlib.import_module("stages")
-    images = torch.randn(2, 3, 32, 16)
+    images = TensorDataset(torch.randn(2, 3, 32, 16))
     monkeypatch.setattr(stages, "native", lambda device, wanted: False)
     assert stages.training_precision(images) == "fp32"
     assert "fp32: this CPU has no bf16 instructions" in capsys.readouterr().out
