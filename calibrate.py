@@ -21,6 +21,7 @@ from model import check_precision, descriptors, load_head, load_trained
 from reid import cli
 from reid.cli import UserError
 from reid.devices import Arithmetic, choose_device, loader_workers, note_emulated
+from reid.evaluation.metrics import Side
 from reid.evaluation.verification import FARS, calibrate_on_people, calibration_images, save_thresholds
 from reid.runs import run_dir
 
@@ -63,7 +64,7 @@ def main(argv=None):
     precision = check_precision(Arithmetic(device, args.precision), model, loader.dataset,
                                 "calibration images")
     f = descriptors(model, loader, device, "calibration", precision)
-    found = calibrate_on_people(f, ids, cams, load_head(folder, args.which_epoch), args.which_epoch)
+    found = calibrate_on_people(Side(f, ids, cams), load_head(folder, args.which_epoch), args.which_epoch)
     save_thresholds(folder, found)
     scores = [s for s in ("cosine", "head") if s in found]
     print(f"wrote {os.path.abspath(os.path.join(folder, 'thresholds.yaml'))} for net_{args.which_epoch}.pth, from "

@@ -13,7 +13,7 @@ import torch
 from reid import cli
 from reid.cli import UserError
 from reid.data import RESULT_KEYS, image_folder, load_features
-from reid.evaluation.metrics import good_and_junk, rank_queries, ranking
+from reid.evaluation.metrics import Side, good_and_junk, rank_queries, ranking
 from reid.evaluation.pictures import draw_ranking
 
 COLOURS = {"good": "#1a9850", "other": "#d73027", "junk": "#969696"}
@@ -46,8 +46,7 @@ def main(argv=None):
     good, junk = good_and_junk(ql, qc, gl[order], gc[order])
     # the protocol's rank: junk is removed from the ranking, so it takes no rank
     ranks_shown = torch.cumsum(~junk, 0)
-    ranks = rank_queries(r["query_f"][i:i + 1], r["query_label"][i:i + 1], r["query_cam"][i:i + 1],
-                         r["gallery_f"], r["gallery_label"], r["gallery_cam"])
+    ranks = rank_queries(Side.of(r, "query")[i:i + 1], Side.of(r, "gallery"))
 
     shown = [(query.samples[i][0], f"query\nid {int(ql)} cam {int(qc)}", "black")]
     for k, j in enumerate(order.tolist()):

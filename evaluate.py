@@ -29,7 +29,14 @@ import torch
 from reid import cli
 from reid.cli import UserError
 from reid.data import CALIBRATION_KEYS, HEAD_KEYS, MULTI_KEYS, RESULT_KEYS, load_features
-from reid.evaluation.metrics import format_lines, k_reciprocal_scores, multi_query_features, rank_queries, summarize
+from reid.evaluation.metrics import (
+    Side,
+    format_lines,
+    k_reciprocal_scores,
+    multi_query_features,
+    rank_queries,
+    summarize,
+)
 from reid.evaluation.verification import (
     ECE_BINS,
     FARS,
@@ -67,12 +74,11 @@ def check(arrays, path, sides):
 
 
 def report(result, path, device, args, prefix="", score_block=None):
+    query, gallery = Side.of(result, "query"), Side.of(result, "gallery")
     if args.rerank and score_block is None:
-        score_block = k_reciprocal_scores(result["query_f"], result["gallery_f"], k1=args.k1, k2=args.k2,
+        score_block = k_reciprocal_scores(query.features, gallery.features, k1=args.k1, k2=args.k2,
                                           lambda_value=args.lambda_value, device=device)
-    ranks = rank_queries(result["query_f"], result["query_label"], result["query_cam"],
-                         result["gallery_f"], result["gallery_label"], result["gallery_cam"], device=device,
-                         score_block=score_block)
+    ranks = rank_queries(query, gallery, device=device, score_block=score_block)
     try:
         print("\n".join(format_lines(summarize(ranks), prefix)))
     except ValueError as e:
@@ -81,7 +87,7 @@ def report(result, path, device, args, prefix="", score_block=None):
 
 def verification_report(result, path, device, args):
     """Same person or not, over every query-gallery pair: cosine and the head side by side."""
-    pairs = [result[k] for k in ("query_f", "query_label", "query_cam", "gallery_f", "gallery_label", "gallery_cam")]
+    pairs = Side.of(result, "query"), Side.of(result, "gallery")
     head = "verif_w" in result
     curves = {"cosine": roc(*pairs, device=device)}
     if head:
@@ -244,8 +250,7 @@ def main(argv=None):
     if os.path.isfile(multi_path):
         multi = load_features(multi_path, MULTI_KEYS)
         check({**result, **multi}, multi_path, ("query", "mquery"))
-        result["query_f"] = multi_query_features(result["query_f"], result["query_label"], result["query_cam"],
-                                                 multi["mquery_f"], multi["mquery_label"], multi["mquery_cam"])
+        result["query_f"] = multi_query_features(Side.of(result, "query"), Side.of(multi, "mquery")).features
         report(result, multi_path, device, args, prefix="multi ")
     if any(k in single for k in ("verif_w", "calibration_prior", "threshold_cosine")) or args.roc or args.reliability:
         verification_report(single, args.result, device, args)

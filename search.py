@@ -62,19 +62,11 @@ from reid.cli import UserError
 from reid.data import UnreadableImage, load_image, test_transform
 from reid.devices import CHECK_IMAGES, Arithmetic, loader_workers, note_emulated, start_processes
 from reid.evaluation.pictures import draw_ranking
-from reid.evaluation.verification import (
-    COLLAPSED_MEDIAN,
-    FARS,
-    beta_logit,
-    head_block,
-    load_thresholds,
-    median_pair_cosine,
-    probability,
-    with_prior,
-)
+from reid.evaluation.verification import COLLAPSED_MEDIAN, FARS, head_block, median_pair_cosine
 from reid.runs import atomic_path, head_path, run_dir
 from reid.search import footage as fo
 from reid.search import gallery, report
+from reid.search.decisions import judge_of_run
 
 
 def parse_args(argv=None):
@@ -119,64 +111,6 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def judge(args, folder, head):
-    """How pairs are judged: (p_same, p_head, threshold, decided_by, how P(same) was made, where
-    the threshold comes from). p_same(cosine, logit) gives P(same) and p_head(logit) the head's
-    calibrated P(same) (None where there is none). With the run's calibration (thresholds.yaml,
-    for this checkpoint), P(same) is cosine's, calibrated (beta calibration: an exact copy gets 1),
-    at --prior or the prior it was fitted at, and the threshold is the P(same) of the cosine
-    threshold at --far. Without one, a run with a head reports the head's raw output against its
-    raw threshold (a thresholds.yaml that predates calibrations) or 0.5; a run with neither
-    decides on cosine at --threshold (p_same None)."""
-    calibrated = load_thresholds(folder)
-    if calibrated is not None and calibrated.get("checkpoint") != str(args.which_epoch):
-        calibrated = None
-    if calibrated is not None and "cosine_beta" in calibrated:
-        fitted = calibrated["prior"]
-        prior = args.prior if args.prior is not None else fitted
-        beta, platt = calibrated["cosine_beta"], calibrated.get("head_platt")
-        if beta["a"] == 0 and beta["b"] == 0:
-            print(f"warning: in the calibration of {os.path.abspath(folder)}, P(same) does not rise with cosine "
-                  f"similarity: this run does not tell these people apart; do not trust its decisions", file=sys.stderr)
-
-        def p_same(cosine, logit):
-            return probability(with_prior(beta_logit(cosine, **beta), fitted, prior))
-
-        def p_head(logit):
-            return probability(with_prior(platt["a"] * np.asarray(logit, np.float64) + platt["b"], fitted, prior))
-        made = (f"cosine similarity calibrated on {calibrated['pairs']}, at a prior of {prior:.4g}"
-                + (" (the pairs' own; --prior changes it)" if args.prior is None else f" (fitted at {fitted:.4g})"))
-        if args.threshold is not None:
-            return p_same, p_head if platt and head is not None else None, args.threshold, "cosine", made, "--threshold"
-        threshold = float(p_same(calibrated["cosine"][f"far={args.far:g}"], None))
-        return (p_same, p_head if platt and head is not None else None, threshold, "cosine", made,
-                f"calibrated at FAR {args.far:g} on {calibrated['pairs']}")
-    if args.prior is not None:
-        raise UserError(f"--prior needs a calibrated P(same), and {os.path.abspath(folder)} has none for "
-                        f"net_{args.which_epoch}.pth (its thresholds.yaml predates calibrations, or it has none); "
-                        f"leave --prior out, or train it again")
-    if head is not None:
-        def raw(cosine, logit):
-            return probability(logit)
-        made = "the head's raw output, uncalibrated (this run's thresholds.yaml predates calibrations)"
-        if args.threshold is not None:
-            return raw, None, args.threshold, "head", made, "--threshold"
-        if calibrated is not None:
-            return (raw, None, float(calibrated["head"][f"far={args.far:g}"]), "head", made,
-                    f"calibrated at FAR {args.far:g} on {calibrated['pairs']}")
-        print(f"note: {os.path.abspath(folder)} has no threshold calibrated for net_{args.which_epoch}.pth; the head "
-              f"decides on its own (P(same) >= 0.5), uncalibrated: pass --threshold to choose", file=sys.stderr)
-        return raw, None, 0.5, "head", made, "the head's own decision, uncalibrated"
-    if args.threshold is not None:
-        return None, None, args.threshold, "cosine", "", "--threshold"
-    if calibrated is not None:
-        return (None, None, float(calibrated["cosine"][f"far={args.far:g}"]), "cosine", "",
-                f"calibrated at FAR {args.far:g} on {calibrated['pairs']}")
-    raise UserError(f"{os.path.abspath(folder)} has neither a verification head nor a threshold calibrated for "
-                    f"net_{args.which_epoch}.pth (runs of the original code have neither); pass --threshold, a cosine "
-                    f"similarity above which two images count as the same person, or calibrate it")
-
-
 def collapse_warning(name, gf, groups=None):
     """The warning line for a gallery whose descriptors (unit rows of gf; rows of one group, the
     boxes of a tracklet, are one person) the run has nearly collapsed into one, or None: its
@@ -215,7 +149,7 @@ def footage_detections(args, paths):
     return {path: given[k] if given else None for k, path in enumerate(paths)}
 
 
-def footage_boxes(footage, detections, args, device, folder, detector):
+def footage_boxes(footage, detections, args, describer, detector):
     """(boxes of people in the footage, where they come from): --detections, the sequence's own
     det/det.txt (gt/gt.txt with --ground_truth, or where there is no det.txt), or the detector,
     loaded once (detector[0])."""
@@ -234,12 +168,12 @@ def footage_boxes(footage, detections, args, device, folder, detector):
     def detect():
         from reid.search import detector as people  # torchvision's detection models load only where needed
         if not detector:
-            detector.append(people.load_detector(device, args.detector))
-        boxes, summary = people.detect_people(footage, detector[0], device, stride=args.stride,
+            detector.append(people.load_detector(describer.device, args.detector))
+        boxes, summary = people.detect_people(footage, detector[0], describer.device, stride=args.stride,
                                               min_score=args.min_score)
         print(summary)
         return boxes
-    return gallery.detected_boxes(footage, source, args, folder, detect), source
+    return gallery.detected_boxes(footage, source, args.stride, describer.folder, detect), source
 
 
 def check_images(query_paths, args, opts):
@@ -264,20 +198,20 @@ def check_images(query_paths, args, opts):
     return [(image,) for image in images] or None  # None: nothing readable, which the search reports itself
 
 
-def describe(path, detections, model, args, device, opts, folder, detector):
+def describe(path, detections, describer, args, detector):
     """The Described footage at `path`: opened, its boxes found (footage_boxes), described."""
     footage = fo.open_footage(path)
     if footage.note:
         print(f"note: {footage.note}", file=sys.stderr)
-    boxes, source = footage_boxes(footage, detections, args, device, folder, detector)
-    d = gallery.describe_footage(model, footage, boxes, source, args, device, opts, folder)
+    boxes, source = footage_boxes(footage, detections, args, describer, detector)
+    d = gallery.describe_footage(describer, footage, boxes, source, args.stride)
     print(f"footage {path}: {footage.length or 'its'} frames, {len(d.tracklets)} tracklets of {len(d.boxes())} boxes "
           f"on {'every frame' if args.stride == 1 else f'1 frame in {args.stride}'}, "
           + ("described now" if d.extracted else "from the cache"))
     return d
 
 
-def gallery_entries(model, args, device, opts, folder, detections):
+def gallery_entries(describer, args, detections):
     """Every gallery entry, images and tracklets: (rows, their unit descriptors, the footage
     described, the unreadable image files). A row is a dict of what results.csv says of the
     entry; a tracklet's row also holds "described" and "span" (its boxes' rows in the Described's
@@ -286,7 +220,7 @@ def gallery_entries(model, args, device, opts, folder, detections):
     detector = []
     for path in args.gallery:
         if path in detections:
-            d = describe(path, detections[path], model, args, device, opts, folder, detector)
+            d = describe(path, detections[path], describer, args, detector)
             described.append(d)
             for t, span in zip(d.tracklets, d.spans()):
                 rows.append({"gallery": d.footage.path, "described": d, "span": span, "track": t.id,
@@ -295,7 +229,7 @@ def gallery_entries(model, args, device, opts, folder, detections):
             features.append(d.features)
             continue
         paths = gallery.list_images(path, "--gallery")
-        kept, gf, bad, extracted = gallery.image_features(model, paths, path, args, device, opts, folder)
+        kept, gf, bad, extracted = gallery.image_features(describer, paths, path)
         rows += [{"gallery": p} for p in kept]
         features.append(gf)
         unreadable += bad
@@ -359,13 +293,14 @@ def as_image(tile):
     return tile if isinstance(tile, Image.Image) else load_image(tile)
 
 
-def draw(path, query, matches, decided_on, threshold, tiles):
+def draw(path, query, matches, judge, tiles):
     """The query, then its matches with scores; a green border where judged the same person."""
     cells = [(query, "query", "black")]
     for m in matches:
         score = f"cos {m['cosine']:.3f}" + (f"\nP {m['p_same']:.3f}" if m["p_same"] != "" else "")
         cells.append((tile_of(m, tiles), f"{m['rank']}\n{score}", report.COLOURS[m["same"] == 1]))
-    draw_ranking(path, cells, f"{os.path.basename(query)}: green = same person ({decided_on} >= {threshold:.4g})",
+    draw_ranking(path, cells, f"{os.path.basename(query)}: green = same person ({judge.decided_on} >= "
+                              f"{judge.threshold:.4g})",
                  names=True, dpi=110)
 
 
@@ -415,12 +350,14 @@ def main(argv=None):
         # what the gallery's descriptors and their cache are computed in (gallery.py reads args.precision)
         args.precision = check_precision(Arithmetic(device, args.precision), model, images, "images of the search",
                                          shard)
+    describer = gallery.Describer(model, device, folder, str(args.which_epoch), gallery.input_size(opts),
+                                  args.precision, args.batchsize, args.num_workers)
     if shard.world > 1:
         # under torchrun each process describes its share of the footage into the run's cache (which
         # must be on a disk they all see), and the first then searches it all from there
         with contextlib.redirect_stdout(io.StringIO()) if not shard.main else contextlib.nullcontext():
             for path in shard.take(list(detections)):
-                describe(path, detections[path], model, args, device, opts, folder, [])
+                describe(path, detections[path], describer, args, [])
         torch.distributed.barrier()
         shard.finish()
         if not shard.main:
@@ -429,11 +366,10 @@ def main(argv=None):
     if args.rank_by == "head" and head is None:
         raise UserError(f"--rank_by head, but {os.path.abspath(head_path(folder, args.which_epoch))} does not exist "
                         f"(runs of the original code saved no head); rank by cosine")
-    p_same, p_head, threshold, by, made, source = judge(args, folder, head)
-    decided_on = "P(same)" if p_same is not None else "cosine similarity"
+    judge = judge_of_run(folder, args.which_epoch, head, args.far, threshold=args.threshold, prior=args.prior)
 
-    entries, gf, described, unreadable = gallery_entries(model, args, device, opts, folder, detections)
-    qf, readable = gallery.extract(model, query_paths, args, device, opts, "queries")
+    entries, gf, described, unreadable = gallery_entries(describer, args, detections)
+    qf, readable = describer.extract(query_paths, "queries")
     unreadable += [p for p, ok in zip(query_paths, readable) if not ok]
     if unreadable:
         print(f"warning: skipped {len(unreadable)} file(s) that cannot be decoded as images: {cli.shorten(unreadable)}",
@@ -446,15 +382,8 @@ def main(argv=None):
     if collapsed:
         print(collapsed, file=sys.stderr)
 
-    def scored(c, s):
-        """results.csv's scores of a pair, from its cosine c and head logit s (None without a head)."""
-        p = "" if p_same is None else float(p_same(c, s))
-        return {"cosine": c, "p_same": p, "p_head": "" if p_head is None else float(p_head(s)),
-                "p_head_raw": "" if s is None else float(probability(s)),
-                "same": int((c if p == "" else p) >= threshold), "decided_by": by, "threshold": threshold}
-
     if args.query is None:
-        across_cameras(args, output, entries, gf, head, scored, decided_on, threshold, source, made)
+        across_cameras(args, output, entries, gf, head, judge)
         return
     # every pair at once: cosine is qf . gf, the head's logit qf . (w * gf) + b (verification.py)
     cosine = torch.from_numpy(qf) @ torch.from_numpy(gf).T
@@ -465,7 +394,7 @@ def main(argv=None):
         for rank, j in enumerate(order[i].tolist(), 1):
             entry = entries[j]
             row = {"query": query, "rank": rank, "gallery": entry["gallery"]}
-            row.update(scored(float(cosine[i, j]), None if logit is None else float(logit[i, j])))
+            row.update(judge.scores(float(cosine[i, j]), None if logit is None else float(logit[i, j])))
             row.update({k: "" for k in gallery.FOOTAGE_COLUMNS})
             if "described" in entry:
                 row.update(best_box(entry, qf[i]), described=entry["described"],
@@ -477,7 +406,7 @@ def main(argv=None):
         matches = [r for r in rows if r["query"] == query]
         if args.pictures:
             draw(os.path.join(output, f"{i:03d}_{os.path.splitext(os.path.basename(query))[0]}.png"), query, matches,
-                 decided_on, threshold, tiles)
+                 judge, tiles)
             sections.append({"heading": query, "image": load_image(query), "note": "",
                              "hits": [{"image": as_image(tile_of(m, tiles)), "caption": caption(m),
                                        "cosine": m["cosine"], "p_same": m["p_same"] if m["p_same"] != "" else None,
@@ -491,20 +420,18 @@ def main(argv=None):
     write_csv(results, rows, fields + (gallery.FOOTAGE_COLUMNS if described else []))
     if args.pictures:
         report.write_report(os.path.join(output, "report.html"), f"search with {args.name}",
-                            [f"gallery: {', '.join(args.gallery)}", f"same person: {decided_on} >= {threshold:.6g} "
-                             f"({source})"] + ([f"P(same): {made}"] if made else []), sections)
+                            [f"gallery: {', '.join(args.gallery)}"] + judge.rule(), sections)
     print(f"wrote {os.path.abspath(results)}" + (f", {len(query_paths)} picture(s) and report.html beside it"
-                                                 if args.pictures else "")
-          + f"; same person: {decided_on} >= {threshold:.6g} ({source})" + (f"; P(same): {made}" if made else ""))
+                                                 if args.pictures else "") + "; " + "; ".join(judge.rule()))
 
 
 PAIR_FIELDS = ["video_a", "track_a", "start_a", "end_a", "frames_a",
                "video_b", "track_b", "start_b", "end_b", "frames_b"]
 
 
-def across_cameras(args, output, entries, gf, head, scored, decided_on, threshold, source, made):
-    """Without queries: every pair of tracklets of different footage judged the same person, the
-    most likely first, into pairs.csv (and report.html)."""
+def across_cameras(args, output, entries, gf, head, judge):
+    """Without queries: every pair of tracklets of different footage judged the same person by
+    `judge`, the most likely first, into pairs.csv (and report.html)."""
     tracks = [k for k, e in enumerate(entries) if "described" in e]
     tf = gf[tracks]
     cosine = torch.from_numpy(tf) @ torch.from_numpy(tf).T
@@ -515,7 +442,7 @@ def across_cameras(args, output, entries, gf, head, scored, decided_on, threshol
             ea, eb = entries[tracks[a]], entries[tracks[b]]
             if ea["described"] is eb["described"]:
                 continue  # the same footage: the question is who appears in two
-            row = scored(float(cosine[a, b]), None if logit is None else float(logit[a, b]))
+            row = judge.scores(float(cosine[a, b]), None if logit is None else float(logit[a, b]))
             if row["same"]:
                 for side, e, other in (("a", ea, tf[b]), ("b", eb, tf[a])):
                     row.update({f"video_{side}": e["gallery"], f"track_{side}": e["track"], f"start_{side}": e["start"],
@@ -540,14 +467,13 @@ def across_cameras(args, output, entries, gf, head, scored, decided_on, threshol
                 for k, r in enumerate(pairs, 1)]
         report.write_report(os.path.join(output, "report.html"),
                             f"people seen in more than one footage, by {args.name}",
-                            [f"footage: {', '.join(args.gallery)}", f"same person: {decided_on} >= {threshold:.6g} "
-                             f"({source})"] + ([f"P(same): {made}"] if made else []),
+                            [f"footage: {', '.join(args.gallery)}"] + judge.rule(),
                             [{"heading": "pairs of tracklets judged the same person, the most likely first",
                               "image": None, "note": "each: the box of one tracklet beside the box of the other",
                               "hits": hits}])
     print(f"wrote {os.path.abspath(path)}" + (" and report.html beside it" if args.pictures else "")
-          + f": {len(pairs)} pair(s) of tracklets in different footage judged the same person; same person: "
-            f"{decided_on} >= {threshold:.6g} ({source})" + (f"; P(same): {made}" if made else ""))
+          + f": {len(pairs)} pair(s) of tracklets in different footage judged the same person; "
+          + "; ".join(judge.rule()))
 
 
 def side_by_side(left, right):

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from reid import cli
-from reid.evaluation.metrics import BLOCK_ELEMENTS, k_reciprocal_scores, rank_queries, summarize
+from reid.evaluation.metrics import BLOCK_ELEMENTS, Side, k_reciprocal_scores, rank_queries, summarize
 
 FEATURE_FILES = ("qf", "ql", "qc", "gf", "gl", "gc")
 SIZES = {
@@ -101,22 +101,23 @@ def original_loop(qf, ql, qc, gf, gl, gc):
 
 def measure(folder, method, loop_queries, repeats):
     qf, ql, qc, gf, gl, gc = (np.load(os.path.join(folder, f"{k}.npy")) for k in FEATURE_FILES)
+    query, gallery = Side(qf, ql, qc), Side(gf, gl, gc)
     rss_features = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     start = time.perf_counter()
     times = []
     if method in ("multiply", "ours"):
         for _ in range(repeats):
             start = time.perf_counter()
-            result = summarize(rank_queries(qf, ql, qc, gf, gl, gc)) if method == "ours" else multiply(qf, gf)
+            result = summarize(rank_queries(query, gallery)) if method == "ours" else multiply(qf, gf)
             times.append(time.perf_counter() - start)
     elif method == "rerank":
-        result = summarize(rank_queries(qf, ql, qc, gf, gl, gc, score_block=k_reciprocal_scores(qf, gf)))
+        result = summarize(rank_queries(query, gallery, score_block=k_reciprocal_scores(qf, gf)))
         times.append(time.perf_counter() - start)
     else:
         n = min(loop_queries, len(qf))
         ranks = original_loop(qf[:n], ql[:n], qc[:n], gf, gl, gc)
         times.append(time.perf_counter() - start)
-        ours = rank_queries(qf[:n], ql[:n], qc[:n], gf, gl, gc)
+        ours = rank_queries(query[:n], gallery)
         valid = ranks["first"] >= 0
         result = {"queries": n, "Rank@1": float(np.mean(ranks["first"][valid] < 1)),
                   "mAP": float(np.mean(ranks["ap"][valid])),

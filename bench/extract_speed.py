@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Subset
 from model import descriptors, ft_net, load_trained
 from reid import cli
 from reid.data import image_folder, parse_names, test_transform
-from reid.evaluation.metrics import rank_queries, summarize
+from reid.evaluation.metrics import Side, rank_queries, summarize
 from reid.runs import run_dir
 
 
@@ -89,11 +89,11 @@ def main():
     transform = test_transform(opts["height"], opts["width"])
     splits = {s: image_folder(args.test_dir, s, "--test_dir", transform) for s in ("query", "gallery")}
     for precision in ("fp32", "bf16"):
-        (qf, ql, qc), (gf, gl, gc) = ((descriptors(trained, DataLoader(d, batch_size=args.batchsize,
-                                                                       num_workers=args.num_workers),
-                                                   device, precision=precision),
-                                       *parse_names([path for path, _ in d.samples])) for d in splits.values())
-        r = summarize(rank_queries(qf, ql, qc, gf, gl, gc))
+        query, gallery = (Side(descriptors(trained, DataLoader(d, batch_size=args.batchsize,
+                                                               num_workers=args.num_workers), device,
+                                           precision=precision),
+                               *parse_names([path for path, _ in d.samples])) for d in splits.values())
+        r = summarize(rank_queries(query, gallery))
         print(f"  {args.name} run, {precision} features: Rank@1 {r['Rank@1']:.4f} mAP {r['mAP']:.4f}")
 
 

@@ -54,7 +54,7 @@ import torch
 
 from reid import cli
 from reid.data import IMAGE_EXTENSIONS, image_folder, parse_names, test_transform
-from reid.evaluation.metrics import rank_queries, summarize
+from reid.evaluation.metrics import Side, rank_queries, summarize
 from reid.runs import atomic_path
 from reid.training.options import parse_args as training_options
 from stages import REPO, RESULT_LINE, machine, run_stage, training_precision
@@ -243,7 +243,7 @@ def chance(tree, draws=20):
     for _ in range(draws):
         (nq, ql, qc), (ng, gl, gc) = sides["query"], sides["gallery"]
         qf, gf = rng.standard_normal((nq, 64), np.float32), rng.standard_normal((ng, 64), np.float32)
-        found.append(summarize(rank_queries(qf, ql, qc, gf, gl, gc)))
+        found.append(summarize(rank_queries(Side(qf, ql, qc), Side(gf, gl, gc))))
     return {k: statistics.mean(s[k] for s in found) for k in ("Rank@1", "mAP")}, sides["query"][0], sides["gallery"][0]
 
 

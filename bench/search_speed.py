@@ -24,27 +24,28 @@ from reid import cli
 from reid.data import is_image
 from reid.runs import SEARCH_CACHE, save_checkpoint, save_opts
 from reid.synthetic import people as synthetic
-from stages import REPO, machine, run_stage
+from stages import machine, run_stage
 
 # Run in a process of its own: what a cached search cannot do without (argv: run name, gallery
-# cache file, the queries' folder, --gpu_ids, the repository).
+# cache file, the queries' folder, --gpu_ids).
 FLOOR = r'''
 import sys, time
 start = time.perf_counter()
-sys.path.insert(0, sys.argv[5])
 import numpy as np, torch
-from reid.devices import choose_device, loader_workers
 from model import load_trained
+from reid.devices import choose_device, loader_workers
 from reid.runs import run_dir
-import gallery, search
-args = search.parse_args(["--name", sys.argv[1], "--query", sys.argv[3], "--gallery", ".", "--gpu_ids", sys.argv[4]])
-device = choose_device(args.gpu_ids)
-args.num_workers = loader_workers(args.num_workers, device)
-model, opts = load_trained(run_dir(args.name))
+from reid.search import gallery
+device = choose_device(sys.argv[4])
+folder = run_dir(sys.argv[1])
+model, opts = load_trained(folder)
 model = model.to(device, memory_format=torch.channels_last).eval()
 with np.load(sys.argv[2]) as cache:
     gf = cache["features"]
-qf, _ = gallery.extract(model, gallery.list_images(sys.argv[3], "--query"), args, device, opts, "queries")
+# as search.py describes its queries with its default flags
+describer = gallery.Describer(model, device, folder, "last", gallery.input_size(opts), "fp32", 64,
+                              loader_workers(None, device))
+qf, _ = describer.extract(gallery.list_images(sys.argv[3], "--query"), "queries")
 scores = torch.from_numpy(qf) @ torch.from_numpy(gf).T
 print(f"{scores.shape[0]} x {scores.shape[1]} scores in {time.perf_counter() - start:.2f} s")
 '''
@@ -103,7 +104,7 @@ def main():
         with open(os.path.join(work, "floor.py"), "w") as f:
             f.write(FLOOR)
         start = time.perf_counter()
-        out = run_stage(os.path.join(work, "floor.py"), "bench", cache, queries, args.gpu_ids, REPO, cwd=work)
+        out = run_stage(os.path.join(work, "floor.py"), "bench", cache, queries, args.gpu_ids, cwd=work)
         floor = time.perf_counter() - start
         print(f"floor (load the run, extract the queries, one matrix product): {floor:.1f} s ({out.strip()})")
     first, second, bare = times.values()

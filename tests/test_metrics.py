@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from reid.evaluation import metrics
-from reid.evaluation.metrics import format_lines, multi_query_features, rank_queries, summarize
+from reid.evaluation.metrics import Side, format_lines, multi_query_features, rank_queries, summarize
 
 
 def features_with_scores(scores):
@@ -19,8 +19,8 @@ QUERY = np.array([[1.0, 0.0]], dtype=np.float32)
 
 
 def rank_one(scores, labels, cams, qlabel=1, qcam=1):
-    ranks = rank_queries(QUERY, np.array([qlabel]), np.array([qcam]),
-                         features_with_scores(scores), np.array(labels), np.array(cams))
+    ranks = rank_queries(Side(QUERY, np.array([qlabel]), np.array([qcam])),
+                         Side(features_with_scores(scores), np.array(labels), np.array(cams)))
     return {k: v[0] for k, v in ranks.items()}
 
 
@@ -60,7 +60,7 @@ def test_query_without_good_match_is_skipped():
     g = features_with_scores([0.9, 0.5])
     # query 0 (id 1, cam 1): its only same-id image is in its own camera -> no good match
     # query 1 (id 2, cam 1): its good match comes second, AP = (0/1 + 1/2) / 2
-    ranks = rank_queries(q, np.array([1, 2]), np.array([1, 1]), g, np.array([1, 2]), np.array([1, 2]))
+    ranks = rank_queries(Side(q, np.array([1, 2]), np.array([1, 1])), Side(g, np.array([1, 2]), np.array([1, 2])))
     assert ranks["first"][0] == -1 and math.isnan(ranks["ap"][0])
     summary = summarize(ranks)
     assert summary == {"Rank@1": 0.0, "Rank@5": 1.0, "Rank@10": 1.0, "mAP": 0.25, "mAP_standard": 0.5, "mINP": 0.5}
@@ -70,13 +70,14 @@ def test_junk_only_gallery_skips_the_query():
     # id -1 everywhere, and the query's own id only in its own camera
     r = rank_one([0.9, 0.8, 0.7], [-1, 1, -1], [2, 1, 3])
     assert r["first"] == -1 and math.isnan(r["ap"]) and math.isnan(r["inp"])
-    ranks = rank_queries(QUERY, np.array([1]), np.array([1]), features_with_scores([0.5, 0.4]),
-                         np.array([-1, -1]), np.array([2, 3]))
+    ranks = rank_queries(Side(QUERY, np.array([1]), np.array([1])),
+                         Side(features_with_scores([0.5, 0.4]), np.array([-1, -1]), np.array([2, 3])))
     assert ranks["first"][0] == -1
 
 
 def test_no_query_with_a_good_match_is_an_error():
-    ranks = rank_queries(QUERY, np.array([1]), np.array([1]), features_with_scores([0.5]), np.array([1]), np.array([1]))
+    ranks = rank_queries(Side(QUERY, np.array([1]), np.array([1])),
+                         Side(features_with_scores([0.5]), np.array([1]), np.array([1])))
     with pytest.raises(ValueError, match="no query has a good match"):
         summarize(ranks)
 
@@ -135,7 +136,7 @@ def test_vectorised_equals_reference_on_random_data(monkeypatch, quantise):
         qf /= np.linalg.norm(qf, axis=1, keepdims=True)
         gf /= np.linalg.norm(gf, axis=1, keepdims=True)
     monkeypatch.setattr(metrics, "BLOCK_ELEMENTS", 7 * ng)  # several query blocks
-    ranks = rank_queries(qf, ql, qc, gf, gl, gc)
+    ranks = rank_queries(Side(qf, ql, qc), Side(gf, gl, gc))
     reference = reference_protocol(qf, ql, qc, gf, gl, gc)
     assert (ranks["first"] == reference["first"]).all() and (ranks["first"] == -1).any()
     for k in ("ap", "ap_standard", "inp"):
@@ -145,7 +146,7 @@ def test_vectorised_equals_reference_on_random_data(monkeypatch, quantise):
 def test_multi_query_uses_mean_of_same_id_and_camera():
     qf = np.zeros((2, 2), dtype=np.float32)
     mqf = np.array([[1, 0], [0, 1], [5, 5], [3, 3]], dtype=np.float32)
-    out = multi_query_features(qf, np.array([1, 2]), np.array([1, 1]),
-                               mqf, np.array([1, 1, 1, 3]), np.array([1, 1, 2, 1]))
+    out = multi_query_features(Side(qf, np.array([1, 2]), np.array([1, 1])),
+                               Side(mqf, np.array([1, 1, 1, 3]), np.array([1, 1, 2, 1]))).features
     np.testing.assert_allclose(out[0], [0.5, 0.5])   # mean of the two id-1 camera-1 images
     np.testing.assert_allclose(out[1], [0, 0])       # no multi-query image: own feature

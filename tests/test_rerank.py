@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from reid.evaluation import metrics
-from reid.evaluation.metrics import k_reciprocal_scores, rank_queries, summarize
+from reid.evaluation.metrics import Side, k_reciprocal_scores, rank_queries, summarize
 
 
 def unit(x):
@@ -73,7 +73,7 @@ def test_an_image_sharing_the_querys_neighbours_moves_up():
     assert (gf @ q)[4] > (gf @ q)[3]                     # by cosine, B before A
     scores = k_reciprocal_scores(qf, gf, k1=4, k2=1, lambda_value=0.3)(0, 1)[0]
     assert scores[3] > scores[4]                          # re-ranked, A before B
-    before = summarize(rank_queries(qf, ql, qc, gf, gl, gc))
-    after = summarize(rank_queries(qf, ql, qc, gf, gl, gc,
+    before = summarize(rank_queries(Side(qf, ql, qc), Side(gf, gl, gc)))
+    after = summarize(rank_queries(Side(qf, ql, qc), Side(gf, gl, gc),
                                    score_block=k_reciprocal_scores(qf, gf, k1=4, k2=1, lambda_value=0.3)))
     assert after["mAP"] > before["mAP"] and after["mINP"] == 1.0 > before["mINP"]

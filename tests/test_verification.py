@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 
+from reid.evaluation.metrics import Side
 from reid.evaluation.verification import (
     beta_logit,
     brier_score,
@@ -23,7 +24,7 @@ from reid.evaluation.verification import (
 def roc_of(scores, ql, qc, gl, gc):
     """roc() of a given query x gallery score matrix: one-hot queries, the gallery carrying the scores."""
     scores = np.asarray(scores, dtype=np.float32)
-    return roc(np.eye(len(scores), dtype=np.float32), ql, qc, scores.T.copy(), gl, gc)
+    return roc(Side(np.eye(len(scores), dtype=np.float32), ql, qc), Side(scores.T.copy(), gl, gc))
 
 
 # One query (id 1, camera 1) against ten gallery images. Positives (id 1, other camera) score
@@ -95,7 +96,7 @@ def test_the_head_logit_is_one_weighted_product():
     w, b = rng.standard_normal(8).astype(np.float32), 0.25
     ql, qc, gl, gc = [1, 2, 3], [1, 1, 1], [1, 2, 3, 4, 1, 2], [2, 2, 2, 2, 1, 3]
     by_pair = [[float(np.sum(q * w * g) + b) for g in gf] for q in qf]
-    want, got = roc_of(by_pair, ql, qc, gl, gc), roc(qf, ql, qc, gf, gl, gc, w, b)
+    want, got = roc_of(by_pair, ql, qc, gl, gc), roc(Side(qf, ql, qc), Side(gf, gl, gc), w, b)
     assert got["auc"] == pytest.approx(want["auc"])
     np.testing.assert_allclose(got["thresholds"], want["thresholds"], rtol=1e-5)
     assert probability(30.0) < 1 and probability(0.0) == 0.5
@@ -111,7 +112,7 @@ def test_roc_equals_counting_every_pair(monkeypatch):
     gf = (np.round(rng.standard_normal((120, 4)) * 4) / 4).astype(np.float32)
     ql, qc = rng.integers(1, 6, 40), rng.integers(1, 4, 40)
     gl, gc = rng.integers(-1, 6, 120), rng.integers(1, 4, 120)
-    c = roc(qf, ql, qc, gf, gl, gc)
+    c = roc(Side(qf, ql, qc), Side(gf, gl, gc))
     scores = qf.astype(np.float64) @ gf.T.astype(np.float64)
     good = (ql[:, None] == gl[None, :]) & (qc[:, None] != gc[None, :]) & (gl[None, :] != -1)
     junk = ((ql[:, None] == gl[None, :]) & (qc[:, None] == gc[None, :])) | (gl[None, :] == -1)
@@ -130,10 +131,11 @@ def test_rates_reached_at_given_thresholds_of_the_hand_case(monkeypatch):
     scores = np.asarray(SCORES * 2, np.float32)
     qf, gf = np.eye(2, dtype=np.float32), scores.T.copy()
     # negatives 0.7, 0.5, 0.3, 0.2, 0.1 and positives 0.9, 0.6, 0.4 in each of two queries; junk left out
-    far, tar = rates_at(qf, np.array([1, 1]), np.array([1, 1]), gf, GL, GC, [0.6, 0.45, 0.96])
+    query = Side(qf, np.array([1, 1]), np.array([1, 1]))
+    far, tar = rates_at(query, Side(gf, GL, GC), [0.6, 0.45, 0.96])
     assert far == pytest.approx([1 / 5, 2 / 5, 0]) and tar == pytest.approx([2 / 3, 2 / 3, 0])
     # a threshold on P(same) of a logit: decided = probability
-    far, tar = rates_at(qf, np.array([1, 1]), np.array([1, 1]), gf * 10 - 5, GL, GC, [0.5], decided=probability)
+    far, tar = rates_at(query, Side(gf * 10 - 5, GL, GC), [0.5], decided=probability)
     assert far == pytest.approx([2 / 5]) and tar == pytest.approx([2 / 3])  # logits 2, 0 and 4, 1 reach 0
 
 

@@ -24,6 +24,7 @@ stable full sort, which applies the gallery-order rule.
 """
 import re
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse
@@ -33,6 +34,33 @@ import torch
 # of the test set, to a few arrays of this many elements.
 BLOCK_ELEMENTS = 1 << 24
 METRICS = ("first", "ap", "ap_standard", "inp")
+
+
+@dataclass(frozen=True)
+class Side:
+    """One side of the protocol, the queries or the gallery: each image's descriptor (a row of
+    `features`), identity and camera, as arrays or tensors."""
+    features: object
+    ids: object
+    cameras: object
+
+    @classmethod
+    def of(cls, arrays, name):
+        """The side `name` ("query", "gallery", "mquery") of a feature file's arrays
+        (data.load_features): {name}_f, {name}_label, {name}_cam."""
+        return cls(arrays[f"{name}_f"], arrays[f"{name}_label"], arrays[f"{name}_cam"])
+
+    def __len__(self):
+        return len(self.features)
+
+    def __getitem__(self, rows):
+        """The images `rows` (a slice, indices or a mask) of this side."""
+        return Side(self.features[rows], self.ids[rows], self.cameras[rows])
+
+    def labels(self, device="cpu"):
+        """(ids, cameras) as flat int64 tensors on `device`."""
+        return tuple(torch.as_tensor(np.asarray(a).reshape(-1), dtype=torch.int64).to(device)
+                     for a in (self.ids, self.cameras))
 
 
 def good_and_junk(ql, qc, gl, gc):
@@ -48,13 +76,14 @@ def ranking(qf, gf):
     return torch.sort(qf @ gf.T, dim=1, descending=True, stable=True).indices
 
 
-def rank_queries(qf, ql, qc, gf, gl, gc, device="cpu", score_block=None):
-    """Per-query results of the protocol, as numpy arrays in a dict: first (0-based position
-    of the first good match, -1 if skipped), ap, ap_standard, inp (nan if skipped).
-    By default scores are cosine similarities of the features; score_block(start, end), if
-    given, returns a new tensor of the scores of queries start:end against the whole gallery."""
+def rank_queries(query, gallery, device="cpu", score_block=None):
+    """Per-query results of the protocol for Sides `query` and `gallery`, as numpy arrays in a
+    dict: first (0-based position of the first good match, -1 if skipped), ap, ap_standard, inp
+    (nan if skipped). By default scores are cosine similarities of the features;
+    score_block(start, end), if given, returns a new tensor of the scores of queries start:end
+    against the whole gallery."""
     device = torch.device(device)
-    ql, qc, gl, gc = (torch.as_tensor(np.asarray(a).reshape(-1), dtype=torch.int64) for a in (ql, qc, gl, gc))
+    (ql, qc), (gl, gc) = query.labels(), gallery.labels()
     out = {k: np.full(len(ql), -1, dtype=np.int64) if k == "first" else np.full(len(ql), np.nan) for k in METRICS}
     # id -1 is junk for every query: leave it out of the scores altogether
     columns = (gl != -1).nonzero().squeeze(1)
@@ -62,8 +91,8 @@ def rank_queries(qf, ql, qc, gf, gl, gc, device="cpu", score_block=None):
         return out
     gl, gc = gl[columns], gc[columns]
     if score_block is None:
-        qf = torch.as_tensor(np.asarray(qf), dtype=torch.float32)
-        gf = torch.as_tensor(np.asarray(gf), dtype=torch.float32)[columns].to(device)
+        qf = torch.as_tensor(np.asarray(query.features), dtype=torch.float32)
+        gf = torch.as_tensor(np.asarray(gallery.features), dtype=torch.float32)[columns].to(device)
 
         def scores(start, end):
             return qf[start:end].to(device) @ gf.T
@@ -269,14 +298,14 @@ def _pair_chunks(v, gallery_v, start, end, pairs=1 << 23):
     return list(zip(edges[:-1], edges[1:]))
 
 
-def multi_query_features(qf, ql, qc, mqf, mql, mqc):
-    """Each query replaced by the mean feature of the multi-query images with its id and
-    camera (as the original); a query with none keeps its own feature."""
-    out = np.array(qf, dtype=np.float32, copy=True)
+def multi_query_features(query, multi):
+    """The query Side with each query's feature replaced by the mean feature of the multi-query
+    images (Side `multi`) with its id and camera (as the original); a query with none keeps its own."""
+    out = np.array(query.features, dtype=np.float32, copy=True)
     groups = {}
-    for i, key in enumerate(zip(mql.tolist(), mqc.tolist())):
+    for i, key in enumerate(zip(np.asarray(multi.ids).tolist(), np.asarray(multi.cameras).tolist())):
         groups.setdefault(key, []).append(i)
-    for i, key in enumerate(zip(ql.tolist(), qc.tolist())):
+    for i, key in enumerate(zip(np.asarray(query.ids).tolist(), np.asarray(query.cameras).tolist())):
         if key in groups:
-            out[i] = mqf[groups[key]].mean(axis=0)
-    return out
+            out[i] = np.asarray(multi.features)[groups[key]].mean(axis=0)
+    return Side(out, query.ids, query.cameras)

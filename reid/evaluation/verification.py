@@ -41,14 +41,23 @@ def head_block(qf, gf, w, b, device="cpu"):
     return lambda start, end: weighted[start:end].to(device) @ gallery.T + b
 
 
+def weighted_features(query, gallery, w, device):
+    """(qf * w, gf) of Sides as float32 tensors, the gallery's on `device`: the two factors of
+    every pair's score (qf * w) @ gf.T (w None: cosine similarity)."""
+    qf = torch.as_tensor(np.asarray(query.features), dtype=torch.float32)
+    if w is not None:
+        qf = qf * torch.as_tensor(np.asarray(w), dtype=torch.float32).reshape(1, -1)
+    return qf, torch.as_tensor(np.asarray(gallery.features), dtype=torch.float32).to(device)
+
+
 def probability(logit):
     """P(same) of the head's logit, in float64 (float32 would round 1 - 1e-8 to 1)."""
     with np.errstate(over="ignore"):  # exp(inf) is inf, and P(same) 0, as it should be
         return 1 / (1 + np.exp(-np.asarray(logit, dtype=np.float64)))
 
 
-def roc(qf, ql, qc, gf, gl, gc, w=None, b=0.0, device="cpu"):
-    """The ROC over all query-gallery pairs of the protocol, exactly, of the score
+def roc(query, gallery, w=None, b=0.0, device="cpu"):
+    """The ROC over all pairs of the protocol of Sides `query` and `gallery`, exactly, of the score
     (qf * w) @ gf.T + b: cosine similarity with w None (unit features), the head's logit with its
     (w, b). A dict: positives and negatives (counts), auc, and at each positive score taken as
     threshold (descending, so that far and tar ascend) far and tar.
@@ -58,12 +67,8 @@ def roc(qf, ql, qc, gf, gl, gc, w=None, b=0.0, device="cpu"):
     positives' range, and only scores that share a grid cell with a positive (about 1% of them)
     are placed by binary search; the block is counted whole, then its good and junk pairs taken
     out. No list of negatives is ever held."""
-    qf = torch.as_tensor(np.asarray(qf), dtype=torch.float32)
-    gf = torch.as_tensor(np.asarray(gf), dtype=torch.float32).to(device)
-    if w is not None:
-        qf = qf * torch.as_tensor(np.asarray(w), dtype=torch.float32).reshape(1, -1)
-    ql, qc, gl, gc = (torch.as_tensor(np.asarray(a).reshape(-1), dtype=torch.int64).to(device)
-                      for a in (ql, qc, gl, gc))
+    qf, gf = weighted_features(query, gallery, w, device)
+    (ql, qc), (gl, gc) = query.labels(device), gallery.labels(device)
     step = max(1, BLOCK_ELEMENTS // max(len(gl), 1))
 
     def blocks():
@@ -148,7 +153,7 @@ def threshold_at_far(negatives, far):
     return float(np.nextafter(negatives[allowed], np.inf))
 
 
-def calibrate(qf, ql, qc, gf, gl, gc, head=None, fars=FARS, symmetric=False):
+def calibrate(query, gallery, head=None, fars=FARS, symmetric=False):
     """Thresholds and probabilities from held-out pairs (few enough to hold). For cosine similarity
     and, with the head's (w, b), for its P(same): the lowest threshold at each false-accept rate in
     `fars` and the true-accept rate it gives on those pairs; and the calibration of each into
@@ -156,13 +161,13 @@ def calibrate(qf, ql, qc, gf, gl, gc, head=None, fars=FARS, symmetric=False):
     (cosine_beta: a, b, c) and Platt scaling of the head's logit (head_platt: a, b). symmetric:
     the queries are the gallery (one set of images), each pair is counted once. A dict for
     thresholds.yaml."""
-    ql, qc, gl, gc = (np.asarray(a).reshape(-1) for a in (ql, qc, gl, gc))
+    (ql, qc), (gl, gc) = (tuple(np.asarray(a).reshape(-1) for a in (s.ids, s.cameras)) for s in (query, gallery))
     good, junk = good_and_junk(ql[:, None], qc[:, None], gl[None, :], gc[None, :])
     negative = ~good & ~junk
     if symmetric:
         once = np.triu(np.ones(good.shape, bool), k=1)
         good, negative = good & once, negative & once
-    qf, gf = np.asarray(qf, np.float64), np.asarray(gf, np.float64)
+    qf, gf = np.asarray(query.features, np.float64), np.asarray(gallery.features, np.float64)
     scores = {"cosine": qf @ gf.T}
     if head is not None:
         w, b = head
@@ -290,15 +295,11 @@ def brier_score(p, same):
     return float(sums["squared_error"] / max(sums["count"].sum(), 1))
 
 
-def pair_blocks(qf, ql, qc, gf, gl, gc, w=None, b=0.0, device="cpu"):
+def pair_blocks(query, gallery, w=None, b=0.0, device="cpu"):
     """Every query-gallery pair of the protocol (junk left out), block by block: (scores, same) as
     numpy arrays, the score being (qf * w) @ gf.T + b as in roc()."""
-    qf = torch.as_tensor(np.asarray(qf), dtype=torch.float32)
-    if w is not None:
-        qf = qf * torch.as_tensor(np.asarray(w), dtype=torch.float32).reshape(1, -1)
-    gf = torch.as_tensor(np.asarray(gf), dtype=torch.float32).to(device)
-    ql, qc, gl, gc = (torch.as_tensor(np.asarray(a).reshape(-1), dtype=torch.int64).to(device)
-                      for a in (ql, qc, gl, gc))
+    qf, gf = weighted_features(query, gallery, w, device)
+    (ql, qc), (gl, gc) = query.labels(device), gallery.labels(device)
     step = max(1, BLOCK_ELEMENTS // max(len(gl), 1))
     for start in range(0, len(ql), step):
         end = min(start + step, len(ql))
@@ -306,25 +307,25 @@ def pair_blocks(qf, ql, qc, gf, gl, gc, w=None, b=0.0, device="cpu"):
         yield (qf[start:end].to(device) @ gf.T + b)[~junk].cpu().numpy(), good[~junk].cpu().numpy()
 
 
-def pair_reliability(qf, ql, qc, gf, gl, gc, to_probability, w=None, b=0.0, device="cpu", bins=ECE_BINS):
+def pair_reliability(query, gallery, to_probability, w=None, b=0.0, device="cpu", bins=ECE_BINS):
     """reliability_bins over every query-gallery pair of the protocol of to_probability(score)
     (pair_blocks)."""
     total = {"count": np.zeros(bins, np.int64), "p": np.zeros(bins), "same": np.zeros(bins), "squared_error": 0.0}
-    for scores, same in pair_blocks(qf, ql, qc, gf, gl, gc, w=w, b=b, device=device):
+    for scores, same in pair_blocks(query, gallery, w=w, b=b, device=device):
         block = reliability_bins(to_probability(scores), same, bins)
         for key in total:
             total[key] = total[key] + block[key]
     return total
 
 
-def rates_at(qf, ql, qc, gf, gl, gc, thresholds, decided=lambda s: s, w=None, b=0.0, device="cpu"):
+def rates_at(query, gallery, thresholds, decided=lambda s: s, w=None, b=0.0, device="cpu"):
     """(FAR, TAR) reached over every query-gallery pair of the protocol (pair_blocks) when deciding
     "same person" at decided(score) >= t, for each t of `thresholds`: how a run's thresholds,
     picked on other pairs, fare on these."""
     thresholds = np.asarray(thresholds, np.float64).reshape(-1, 1)
     accepted = np.zeros((2, len(thresholds)))  # negatives, positives
     pairs = np.zeros(2)
-    for scores, same in pair_blocks(qf, ql, qc, gf, gl, gc, w=w, b=b, device=device):
+    for scores, same in pair_blocks(query, gallery, w=w, b=b, device=device):
         above = decided(scores.astype(np.float64))[None, :] >= thresholds
         accepted += [(above & ~same).sum(1), (above & same).sum(1)]
         pairs += [(~same).sum(), same.sum()]
@@ -376,12 +377,12 @@ def calibration_images(data_dir, height, width, batchsize, num_workers):
             *parse_names([path for path, _ in folder.samples]))
 
 
-def calibrate_on_people(f, ids, cams, head, checkpoint):
-    """thresholds.yaml's content from the descriptors of calibration/'s images: every cross-camera
-    pair once (calibrate, symmetric), the identities, and that none was trained on."""
-    found = calibrate(f, ids, cams, f, ids, cams, head=head, symmetric=True)
-    identities = sorted(set(np.asarray(ids).tolist()))
-    pairs = (f"{len(f)} images of {len(identities)} identities in calibration/, never trained on "
+def calibrate_on_people(people, head, checkpoint):
+    """thresholds.yaml's content from calibration/'s images (a Side): every cross-camera pair once
+    (calibrate, symmetric), the identities, and that none was trained on."""
+    found = calibrate(people, people, head=head, symmetric=True)
+    identities = sorted(set(np.asarray(people.ids).tolist()))
+    pairs = (f"{len(people)} images of {len(identities)} identities in calibration/, never trained on "
              f"({found['positive_pairs']} positive, {found['negative_pairs']} negative pairs)")
     return {"checkpoint": str(checkpoint), "pairs": pairs, "optimistic": False, "identities_trained_on": False,
             "identities": identities, **found}

@@ -85,40 +85,53 @@ def input_size(opts):
     return int(opts["height"]), int(opts["width"])
 
 
-def extract(model, paths, args, device, opts, desc):
-    """(descriptors, readable mask) of image files."""
-    if not paths:
-        return np.zeros((0, FEATURE_DIM), np.float32), np.zeros(0, bool)
-    size = input_size(opts)
-    loader = Recording(DataLoader(Images(paths, test_transform(*size), size), batch_size=args.batchsize,
-                                  num_workers=args.num_workers, pin_memory=device.type == "cuda"))
-    features = descriptors(model, loader, device, desc, args.precision)
-    return features, torch.cat(loader.readable).numpy().astype(bool)
-
-
 def file_key(path):
     """What changes when a file is replaced or written: size, modification and change times, inode."""
     s = os.stat(path)
     return [s.st_size, s.st_mtime_ns, s.st_ctime_ns, s.st_ino]
 
 
-def cache_path(folder, args, what, extra=()):
-    """(the cache file of gallery `what` for this checkpoint, input size and precision, and the
-    identity that the file must hold). The file's name leaves out the checkpoint's times, so that a
-    checkpoint saved again replaces its cache instead of adding one; the identity holds them, so
-    that no stale one is used (and a hash collision cannot pass for a cache)."""
-    checkpoint = checkpoint_path(folder, args.which_epoch)
-    place = (CACHE_VERSION, os.path.abspath(what), os.path.abspath(checkpoint), args.precision) + tuple(extra)
-    identity = repr(place + (file_key(checkpoint),))
-    return os.path.join(folder, SEARCH_CACHE, f"gallery-{hashlib.sha1(repr(place).encode()).hexdigest()[:16]}.npz"), \
-        identity
+@dataclass
+class Describer:
+    """What turns a search's images into descriptors, and where it keeps them: the trained model
+    on `device`; its run `folder` and `checkpoint` (which_epoch), where the cache lives and what it
+    is keyed by, with the input `size` (height, width) and `precision`; and how images are loaded."""
+    model: torch.nn.Module
+    device: torch.device
+    folder: str
+    checkpoint: str
+    size: tuple
+    precision: str
+    batchsize: int
+    num_workers: int
+
+    def extract(self, paths, desc):
+        """(descriptors, readable mask) of image files."""
+        if not paths:
+            return np.zeros((0, FEATURE_DIM), np.float32), np.zeros(0, bool)
+        loader = Recording(DataLoader(Images(paths, test_transform(*self.size), self.size), batch_size=self.batchsize,
+                                      num_workers=self.num_workers, pin_memory=self.device.type == "cuda"))
+        features = descriptors(self.model, loader, self.device, desc, self.precision)
+        return features, torch.cat(loader.readable).numpy().astype(bool)
+
+    def cache_path(self, what, extra=()):
+        """(the cache file of gallery `what` for this checkpoint, input size and precision, and the
+        identity that the file must hold). The file's name leaves out the checkpoint's times, so that
+        a checkpoint saved again replaces its cache instead of adding one; the identity holds them, so
+        that no stale one is used (and a hash collision cannot pass for a cache)."""
+        checkpoint = checkpoint_path(self.folder, self.checkpoint)
+        place = ((CACHE_VERSION, os.path.abspath(what), os.path.abspath(checkpoint), self.precision) + self.size
+                 + tuple(extra))
+        identity = repr(place + (file_key(checkpoint),))
+        name = f"gallery-{hashlib.sha1(repr(place).encode()).hexdigest()[:16]}.npz"
+        return os.path.join(self.folder, SEARCH_CACHE, name), identity
 
 
-def image_features(model, paths, root, args, device, opts, folder):
+def image_features(describer, paths, root):
     """Descriptors of the images of gallery folder `root`, from the run's cache where an image is
     unchanged; returns (readable paths, their descriptors, unreadable paths, how many readable ones
     were extracted now)."""
-    cache, identity = cache_path(folder, args, root, input_size(opts))
+    cache, identity = describer.cache_path(root)
     rel = [os.path.relpath(p, root) for p in paths]
     keys = np.array([file_key(p) for p in paths], dtype=np.int64).reshape(-1, 4)
     cached = {}
@@ -127,7 +140,7 @@ def image_features(model, paths, root, args, device, opts, folder):
             if str(saved["identity"]) == identity:
                 cached = {p: (k, f) for p, k, f in zip(saved["paths"].tolist(), saved["keys"], saved["features"])}
     fresh = [i for i, (p, k) in enumerate(zip(rel, keys)) if p not in cached or not np.array_equal(cached[p][0], k)]
-    new, readable = extract(model, [paths[i] for i in fresh], args, device, opts, "gallery")
+    new, readable = describer.extract([paths[i] for i in fresh], "gallery")
     features = np.zeros((len(paths), FEATURE_DIM), np.float32)
     ok = np.ones(len(paths), bool)
     features[fresh], ok[fresh] = new, readable
@@ -195,23 +208,24 @@ def footage_key(footage):
     return hashlib.sha1(np.array([file_key(f) for f in files], np.int64).tobytes()).hexdigest()
 
 
-def describe_footage(model, footage, boxes, source, args, device, opts, folder):
-    """Described footage: `boxes` (of every frame; those on every args.stride-th frame are used)
+def describe_footage(describer, footage, boxes, source, stride):
+    """Described footage: `boxes` (of every frame; those on every `stride`-th frame are used)
     linked into tracklets, their crops described, from the run's cache when the footage, the
     boxes (from `source`: a file, or the detector's name) and the stride are unchanged."""
-    tracklets = fo.link_tracklets(boxes, footage.fps, args.stride)
+    tracklets = fo.link_tracklets(boxes, footage.fps, stride)
     linked = [box for t in tracklets for box in t.boxes]
     table = np.array([tuple(b) for b in linked], np.float64).reshape(-1, len(fo.Box._fields))
-    cache, identity = cache_path(folder, args, footage.path, input_size(opts) + (args.stride, source))
+    cache, identity = describer.cache_path(footage.path, (stride, source))
     identity += repr(footage_key(footage))
     if os.path.isfile(cache):
         with np.load(cache, allow_pickle=False) as saved:
             if str(saved["identity"]) == identity and np.array_equal(saved["boxes"], table):
                 return Described(footage, tracklets, saved["box_features"], saved["features"], False)
-    crops = Crops(footage, linked, test_transform(*input_size(opts)), args.batchsize)
+    crops = Crops(footage, linked, test_transform(*describer.size), describer.batchsize)
     box_features = np.zeros((len(linked), FEATURE_DIM), np.float32)
     if linked:
-        box_features[crops.order] = descriptors(model, crops, device, footage.name, args.precision)
+        box_features[crops.order] = descriptors(describer.model, crops, describer.device, footage.name,
+                                                describer.precision)
     described = Described(footage, tracklets, box_features, np.zeros((len(tracklets), FEATURE_DIM), np.float32), True)
     for k, (start, stop) in enumerate(described.spans()):
         mean = box_features[start:stop].mean(0)
@@ -223,11 +237,11 @@ def describe_footage(model, footage, boxes, source, args, device, opts, folder):
     return described
 
 
-def detected_boxes(footage, source, args, folder, detect):
-    """The person detector's boxes of the footage: from the run's cache when the footage, the
+def detected_boxes(footage, source, stride, folder, detect):
+    """The person detector's boxes of the footage: from run `folder`'s cache when the footage, the
     detector and its score threshold (`source`) and the stride are unchanged, else detect() and
     keep them. They do not depend on the run's checkpoint, so a retrained run reuses them."""
-    place = (CACHE_VERSION, os.path.abspath(footage.path), source, args.stride)
+    place = (CACHE_VERSION, os.path.abspath(footage.path), source, stride)
     identity = repr(place + (footage_key(footage),))
     cache = os.path.join(folder, SEARCH_CACHE, f"boxes-{hashlib.sha1(repr(place).encode()).hexdigest()[:16]}.npz")
     if os.path.isfile(cache):

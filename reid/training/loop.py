@@ -14,7 +14,7 @@ from tqdm import tqdm
 from model import DIFFERENT, SAME, Verification, build_model, descriptors, head_weights, objective, verif_net
 from reid.cli import UserError
 from reid.devices import Arithmetic
-from reid.evaluation.metrics import rank_queries, summarize
+from reid.evaluation.metrics import Side, rank_queries, summarize
 from reid.evaluation.verification import calibrate, calibrate_on_people, save_thresholds
 from reid.runs import StopRequest, agree_to_stop, draw_curves, save_state, save_weights
 from reid.training.samplers import epoch_loader
@@ -211,15 +211,15 @@ def stats_text(phase, stats):
 
 
 def retrieval_features(model, retrieval, device, precision):
-    """(descriptors, ids, cameras) of the val queries, then of their training gallery."""
-    return [(descriptors(model, loader, device, f"val {name}", precision), labels, cams)
+    """The Sides of the val queries, then of their training gallery."""
+    return [Side(descriptors(model, loader, device, f"val {name}", precision), labels, cams)
             for name, (loader, labels, cams) in retrieval.items()]
 
 
 def val_retrieval(model, retrieval, device, precision):
     """Rank@1 and mAP of the val queries against their training gallery, by the evaluation protocol."""
-    (q, ql, qc), (g, gl, gc) = retrieval_features(model, retrieval, device, precision)
-    found = summarize(rank_queries(q, ql, qc, g, gl, gc)) if len(g) else {"Rank@1": 0.0, "mAP": 0.0}
+    query, gallery = retrieval_features(model, retrieval, device, precision)
+    found = summarize(rank_queries(query, gallery)) if len(gallery) else {"Rank@1": 0.0, "mAP": 0.0}
     return {k: found[k] for k in ("Rank@1", "mAP")}
 
 
@@ -232,11 +232,11 @@ def calibrate_thresholds(folder, net, retrieval, calibration, device, args, prec
     if calibration is not None:
         loader, ids, cams = calibration
         f = descriptors(net.model, loader, device, "calibration", precision)
-        found = calibrate_on_people(f, ids, cams, head, "last")
+        found = calibrate_on_people(Side(f, ids, cams), head, "last")
     else:
-        (q, ql, qc), (g, gl, gc) = retrieval_features(net.model, retrieval, device, precision)
-        found = calibrate(q, ql, qc, g, gl, gc, head=head)
-        pairs = (f"{len(q)} val images x {len(g)} training images of the same identities "
+        query, gallery = retrieval_features(net.model, retrieval, device, precision)
+        found = calibrate(query, gallery, head=head)
+        pairs = (f"{len(query)} val images x {len(gallery)} training images of the same identities "
                  f"({found['positive_pairs']} positive, {found['negative_pairs']} negative pairs)")
         found = {"checkpoint": "last", "pairs": pairs, "optimistic": args.train_all, "identities_trained_on": True,
                  **found}
