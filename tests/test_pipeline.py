@@ -238,8 +238,9 @@ def test_calibration_on_people_never_trained_on(raw_market, tmp_path):
     assert script("test.py", "--gpu_ids", "-1", "--name", "calibrated", "--test_dir", str(tree), "--num_workers", "0",
                   cwd=work).returncode == 0
     result = load_features(str(work / "pytorch_result.mat"), RESULT_KEYS, optional=CALIBRATION_KEYS)
-    assert result["calibration_prior"].item() == pytest.approx(thresholds["prior"])
-    assert result["platt_head"].reshape(-1).tolist() == pytest.approx([thresholds["head_platt"][k] for k in "ab"])
+    written = load_thresholds(str(work / "model" / "calibrated"))  # calibrate.py's, which test.py read
+    assert result["calibration_prior"].item() == pytest.approx(written["prior"])
+    assert result["platt_head"].reshape(-1).tolist() == pytest.approx([written["head_platt"][k] for k in "ab"])
     shown = script("evaluate.py", "--reliability", "reliability.png", cwd=work)
     assert shown.returncode == 0, shown.stderr
     table = shown.stdout[shown.stdout.index("calibration of P(same)"):].splitlines()

@@ -7,6 +7,7 @@ import pytest
 import scipy.io
 import torch
 from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
+from torchvision import transforms
 
 import test as test_stage
 import train_new
@@ -14,6 +15,8 @@ from conftest import TRAIN, torchrun
 from model import build_model, in_batch_pairs, load_trained
 from reid import devices
 from reid.cli import UserError
+from reid.data import load_image
+from reid.training import data as training_images
 from reid.training import loop, options
 from reid.training.samplers import pk_batches
 
@@ -42,6 +45,27 @@ def test_in_batch_pairs():
             else:
                 assert positive[i] != i and labels[positive[i]] == labels[i]
             assert labels[negative[i]] != labels[i]
+
+
+def test_training_images_kept_resized_are_the_items_of_loading_them_again(prepared_market, monkeypatch):
+    """In one process, training images are decoded and resized once and kept; the items, random
+    augmentation included, are exactly those of decoding the file each time."""
+    args = options.parse_args([*TRAIN, "--name", "kept", "--data_dir", str(prepared_market), "--sampler", "pk",
+                               "--erasing_p", "0.5", "--color_jitter"])
+    dataset = training_images.training_data(args).phases["train"]
+    assert isinstance(dataset.loader, training_images.ResizedOnce)
+    from_file = transforms.Compose([training_images.resize(args), training_images.augment(args)])
+    for draw in range(2):  # the second time from memory, with other random numbers
+        for i in (0, 5, len(dataset) - 1):
+            torch.manual_seed(100 * draw + i)
+            kept = dataset[i]
+            torch.manual_seed(100 * draw + i)
+            path, label = dataset.samples[i]
+            assert kept[1] == label and torch.equal(kept[0], from_file(load_image(path)))
+    assert len(dataset.loader.kept) == 3
+    # too many to keep, or worker processes: decoded each time, as before
+    monkeypatch.setattr(training_images, "KEPT_BYTES", 100)
+    assert not isinstance(training_images.training_data(args).phases["train"].loader, training_images.ResizedOnce)
 
 
 # fp16 arithmetic is emulated on CPUs (minutes even at this size): checked where there is a GPU

@@ -13,6 +13,7 @@ from tqdm import tqdm
 
 from model import DIFFERENT, SAME, Verification, build_model, descriptors, head_weights, objective, verif_net
 from reid.cli import UserError
+from reid.convolutions import few_pixels_as_products
 from reid.devices import Arithmetic
 from reid.evaluation.metrics import Side, rank_queries, summarize
 from reid.evaluation.verification import calibrate, calibrate_on_people, save_thresholds
@@ -21,7 +22,7 @@ from reid.training.samplers import epoch_loader
 
 
 def check_batches(args, shard):
-    if args.val_every < 1 or args.state_every < 1:
+    if args.val_every < 1 or (args.state_every is not None and args.state_every < 1):
         raise UserError("--val_every and --state_every count epochs: give 1 or more")
     if not 0 <= args.ema_decay < 1:
         raise UserError(f"--ema_decay {args.ema_decay}: give 0 (no average) or a decay below 1, such as 0.999")
@@ -87,6 +88,9 @@ def build_training(args, nclasses, device, pretrained):
     momentum, the new layers at lr and a pretrained backbone at 0.1 x lr, every rate x0.1 after
     --decay_epoch (or along a cosine)."""
     model = build_model({**vars(args), "nclasses": nclasses}, pretrained=pretrained).to(device)
+    if device.type == "cpu":
+        # the last stages' convolutions over a pixel or two: as matrix products, about twice as fast at 32 x 16
+        few_pixels_as_products(model)
     verif = verif_net().to(device)
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -253,13 +257,22 @@ def calibrate_thresholds(folder, net, retrieval, calibration, device, args, prec
               f"the threshold there lies just above the highest negative")
 
 
+# train.png is redrawn, and state.pth written where --state_every is not given, after an epoch that
+# ends this many seconds after the last time, and after the first and the last epoch: each takes a
+# few tenths of a second on a CPU, a share of a short epoch (the demo's take 8-15 s) worth saving
+CURVES_EVERY_S = 30
+STATE_EVERY_S = 60
+
+
 def train_epochs(training, data, args, progress, *, arithmetic, device, shard, folder):
     """Train from `progress` to --epochs: each epoch's steps, then (in the main process) its
     validation, its line in train.log, train.png, a net_<epoch>.pth every 10 epochs and state.pth
-    every --state_every. Ctrl-C or SIGTERM saves the state and ends the script (runs.StopRequest)."""
+    (every --state_every epochs, or by STATE_EVERY_S). Ctrl-C or SIGTERM saves the state and ends
+    the script (runs.StopRequest)."""
     trained = torch.nn.parallel.DistributedDataParallel(training.net) if shard.world > 1 else training.net
     trained = torch.compile(trained) if args.compile else trained
     kept, history, sums = training.kept, progress.history, progress.sums
+    written = {"curves": -math.inf, "state": -math.inf}  # when each was last written
     with StopRequest() as stop:
         for epoch in range(progress.epoch, args.epochs):
             start, done_before = time.time(), sums["total"] if sums else 0
@@ -293,11 +306,17 @@ def train_epochs(training, data, args, progress, *, arithmetic, device, shard, f
                 print(line)
                 with open(os.path.join(folder, "train.log"), "a") as log:
                     log.write(line + "\n")
-                draw_curves(os.path.join(folder, "train.png"), history)
+                last = epoch + 1 == args.epochs or stop.signum is not None
+                if last or time.time() - written["curves"] >= CURVES_EVERY_S:
+                    draw_curves(os.path.join(folder, "train.png"), history)
+                    written["curves"] = time.time()
                 if epoch % 10 == 9:
                     save_weights(folder, epoch, kept.model, kept.verif)
-                if (epoch + 1) % args.state_every == 0 or epoch + 1 == args.epochs or stop.signum is not None:
+                due = ((epoch + 1) % args.state_every == 0 if args.state_every
+                       else time.time() - written["state"] >= STATE_EVERY_S)
+                if due or last:
                     save_state(folder, training.parts(), epoch=epoch + 1, sums=None, history=history)
+                    written["state"] = time.time()
             if shard.world > 1:
                 torch.distributed.barrier()  # the others wait while the main process validates and writes
             if stop.signum is not None:

@@ -70,6 +70,8 @@ def parse_args(argv=None, description=__doc__):
                    help="continue model/<name>/ from its state.pth (same options; --epochs may grow)")
     p.add_argument("--overwrite", action="store_true", help="delete the run already in model/<name>/ and start again")
     p.add_argument("--val_every", default=1, type=int, help="validate every this many epochs, and after the last")
-    p.add_argument("--state_every", default=1, type=int,
-                   help="write the full training state (state.pth) every this many epochs; also on Ctrl-C and SIGTERM")
+    p.add_argument("--state_every", default=None, type=int,
+                   help="write the full training state (state.pth) every this many epochs (not given: after the first "
+                        "epoch, then after each that ends a minute or more after the last write); also after the last "
+                        "epoch, and on Ctrl-C and SIGTERM")
     return p.parse_args(argv)
