@@ -9,8 +9,12 @@ decoded by the same DataLoader, in the same run:
 The GPU is used when CUDA is available, the CPU otherwise.
 Accuracy: a trained run's query and gallery features at fp32 and at bf16, evaluated
 by the protocol; needs the demo run (bash demo.sh) or --name/--test_dir of another.
+With --passes instead: on a CPU, the seconds to describe 256 random images (and their flips)
+at 32 x 16, 64 x 32 and 256 x 128 with 4, 16, 64 or 256 images per forward pass, and with
+model.CPU_MICRO_PIXELS's choice, 2 rounds each: what chose it.
 
     python bench/extract_speed.py
+    python bench/extract_speed.py --passes
 """
 import os
 import sys
@@ -19,7 +23,8 @@ import time
 import torch
 from torch.utils.data import DataLoader, Subset
 
-from model import descriptors, ft_net, load_trained
+import model
+from model import Descriptor, describe, descriptors, ft_net, load_trained
 from reid import cli
 from reid.data import image_folder, parse_names, test_transform
 from reid.evaluation.metrics import Side, rank_queries, summarize
@@ -44,6 +49,27 @@ def timed(fn):
     return time.perf_counter() - start
 
 
+@torch.inference_mode()
+def pass_sizes():
+    """Seconds to describe 256 random images per input size and images per forward pass."""
+    torch.manual_seed(0)
+    network = ft_net(751, pretrained=False).eval().to(memory_format=torch.channels_last)
+    descriptor, cpu = Descriptor(network), torch.device("cpu")
+    chosen = model.CPU_MICRO_PIXELS
+    print(f"CPU, {torch.get_num_threads()} threads, torch {torch.__version__}: seconds to describe 256 images "
+          f"(and their flips), 2 rounds")
+    for height, width in ((32, 16), (64, 32), (256, 128)):
+        images = torch.randn(256, 3, height, width)
+        for per_pass in (4, 16, 64, 256, None):
+            model.CPU_MICRO_PIXELS = chosen if per_pass is None else per_pass * height * width
+            describe(descriptor, images[:8], cpu)  # warm-up
+            rounds = [timed(lambda images=images: describe(descriptor, images, cpu)) for _ in range(2)]
+            what = (f"{per_pass} a pass" if per_pass else
+                    f"CPU_MICRO_PIXELS ({max(1, chosen // (height * width))} a pass)")
+            print(f"  {height:>3} x {width:<3} {what:<32} " + "  ".join(f"{t:6.2f}" for t in rounds), flush=True)
+    model.CPU_MICRO_PIXELS = chosen
+
+
 def main():
     p = cli.parser(__doc__)
     p.add_argument("--test_dir", default="demo_data/Market-1501-synthetic/pytorch",
@@ -52,7 +78,12 @@ def main():
     p.add_argument("--images", type=int, default=256, help="images timed per way")
     p.add_argument("--batchsize", type=int, default=64, help="images per DataLoader batch")
     p.add_argument("--num_workers", type=int, default=2, help="DataLoader workers")
+    p.add_argument("--passes", action="store_true",
+                   help="time only the images per forward pass on the CPU (random images and weights)")
     args = p.parse_args()
+    if args.passes:
+        pass_sizes()
+        return
     if not os.path.isdir(args.test_dir):
         sys.exit(f"error: {args.test_dir} not found; run bash demo.sh first, or pass --test_dir and --name")
 

@@ -12,10 +12,11 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import TensorDataset
 
+import model
 import test as test_stage
 import train_new
 from conftest import TRAIN, searched
-from model import CPU_MICRO_BATCH, Descriptor, Verification, check_precision
+from model import Descriptor, Verification, check_precision
 from reid import devices
 from reid.cli import UserError
 from reid.devices import Arithmetic
@@ -144,8 +145,9 @@ def test_the_check_describes_as_test_py_does_and_leaves_the_network_s_mode(monke
         batches.append((len(images), self.net.training))
         return steady(self, images)
     monkeypatch.setattr(Descriptor, "forward", forward)
+    monkeypatch.setattr(model, "CPU_MICRO_PIXELS", 4 * 8 * 4)  # 4 images of 8 x 4 a pass
     network = torch.nn.Identity().train()
     check_precision(Arithmetic(torch.device("cpu"), "bf16"), network, TensorDataset(torch.randn(6, 3, 8, 4)), "images")
     # in eval mode, a few images at a time on a CPU, as descriptors() runs them: fp32, then two reduced calls
-    assert batches == [(CPU_MICRO_BATCH // 2, False), (2, False)] * 3 and network.training
+    assert batches == [(4, False), (2, False)] * 3 and network.training
     assert devices.AGREE_FP32 < devices.AGREE_REPEAT <= 1
