@@ -31,16 +31,6 @@ def run_stage(script, *args, cwd, echo=None):
     return "".join(lines)
 
 
-def training_tree(given, work):
-    """The prepared tree a benchmark trains on: `given`, or else the demo's synthetic dataset
-    (demo.sh's), written and prepared in `work`."""
-    if given:
-        return os.path.abspath(given)
-    run_stage("synthetic.py", "--out", "raw", "--seed", "0", "--train_ids", "100", "--test_ids", "50", cwd=work)
-    run_stage("prepare.py", "--download_path", "raw", cwd=work)
-    return os.path.join(work, "raw", "pytorch")
-
-
 def machine():
     """The CPU's model, vector extensions (they change CPU timings by 2x and more) and cores."""
     model, flags = cpu_info()

@@ -47,7 +47,7 @@ def add_device_flags(p, work):
                         "CPU, where workers slow the network's threads down, min(8, cores) on a GPU)")
     p.add_argument("--precision", default="fp32", choices=PRECISION_CHOICES,
                    help="arithmetic of the network: fp32, or bf16/fp16 through autocast (faster on GPUs; on a "
-                        "CPU, measure first with bench/step_speed.py: from 1.8x faster to slower than fp32)")
+                        "CPU, measure first with bench/speed/step_speed.py: from 1.8x faster to slower than fp32)")
 
 
 def shorten(items, shown=5):

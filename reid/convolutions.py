@@ -7,7 +7,7 @@ an AVX2 CPU, where the same product as a matrix multiplication takes a few), and
 most of the network's weights. Written as one matrix product, a convolution over at most
 MOST_PIXELS input pixels is the same sum, so the same output and gradients up to float rounding,
 and autograd's matrix-product backward is fast: a training step at 32 x 16 took 0.54 times as long
-on M12 (AVX2), at 64 x 32 0.9 times (bench/step_speed.py --plain measures it). The product's
+on M12 (AVX2), at 64 x 32 0.9 times (bench/speed/step_speed.py --plain measures it). The product's
 columns are the input itself for a 1 x 1 kernel and for a single pixel (whose one output only the
 kernel's tap at the padding sees), and unfold's (im2col) otherwise: 0.85-0.92 times as long again
 at 32 x 16 than unfolding everything.

@@ -178,7 +178,7 @@ class Shard:
 def loader_workers(given, device):
     """--num_workers as given, or when not given: none on a CPU, where worker processes take the
     cores the network's threads compute on (on 2 cores, 1.2x the training steps a second of 2
-    workers, 1.35x those of 1: bench/loader_workers.py), and min(8, cores) beside a GPU."""
+    workers, 1.35x those of 1: docs/benchmarks.md), and min(8, cores) beside a GPU."""
     if given is not None:
         return given
     return min(8, os.cpu_count() or 1) if device.type == "cuda" else 0

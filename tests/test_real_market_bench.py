@@ -1,9 +1,8 @@
-"""bench/real_market.py, the real-image measurement, on a tiny synthetic tree: it prepares a
-held-out split, trains, tests and evaluates by the repository's commands, keeps each finished
+"""bench/experiments/real_market.py, the real-image measurement, on a tiny synthetic tree: it
+prepares a held-out split, trains, tests and evaluates by the repository's commands, keeps each finished
 run as a row named by its experiment, and neither trains a finished run of the experiment again
 nor restarts a stopped one."""
 import csv
-import importlib
 import os
 import subprocess
 import sys
@@ -12,6 +11,8 @@ import torch
 from PIL import Image
 from torch.utils.data import TensorDataset
 
+from bench import stages
+from bench.experiments import real_market
 from conftest import REPO
 from model import Descriptor
 from test_precision import noisy_under_autocast, steady
@@ -21,8 +22,9 @@ TINY_RECIPE = ["--", "--epochs", "1", "--height", "32", "--width", "16", "--batc
 
 
 def bench(raw, work, results, *flags):
-    return subprocess.run([sys.executable, os.path.join(REPO, "bench", "real_market.py"), "--data", str(raw),
-                           "--hold_out", "3", "--work", str(work), "--results", str(results), *flags, *TINY_RECIPE],
+    return subprocess.run([sys.executable, os.path.join(REPO, "bench", "experiments", "real_market.py"),
+                           "--data", str(raw), "--hold_out", "3", "--work", str(work), "--results", str(results),
+                           *flags, *TINY_RECIPE],
                           capture_output=True, text=True, cwd=REPO)
 
 
@@ -86,8 +88,6 @@ def test_bench_names_a_folder_without_training_images(tmp_path):
 
 
 def test_a_results_file_written_before_a_column_gains_it(tmp_path, monkeypatch):
-    monkeypatch.syspath_prepend(os.path.join(REPO, "bench"))
-    real_market = importlib.import_module("real_market")
     old = [f for f in real_market.FIELDS if f not in ("experiment", "fit")]
     results = tmp_path / "runs.csv"
     results.write_text(",".join(old) + "\n" + ",".join("1" if f == "rank1" else "x" for f in old) + "\n")
@@ -100,8 +100,6 @@ def test_a_results_file_written_before_a_column_gains_it(tmp_path, monkeypatch):
 
 
 def test_the_table_weighs_each_gain_against_the_seeds_spread(monkeypatch):
-    monkeypatch.syspath_prepend(os.path.join(REPO, "bench"))
-    real_market = importlib.import_module("real_market")
     runs = {"recipe": ([0.80, 0.82, 0.84], [0.70, 0.71, 0.72]), "alpha0": ([0.76, 0.78, 0.80], [0.68, 0.70, 0.72]),
             "alpha1": ([0.85], [0.75])}
     rows = [{"config": c, "rank1": str(r), "mAP": str(m)} for c, (ranks, maps) in runs.items()
@@ -115,8 +113,6 @@ def test_the_table_weighs_each_gain_against_the_seeds_spread(monkeypatch):
 
 
 def test_the_recipe_trains_in_bf16_only_where_it_is_native_and_right(monkeypatch, capsys):
-    monkeypatch.syspath_prepend(os.path.join(REPO, "bench"))
-    stages = importlib.import_module("stages")
     images = TensorDataset(torch.randn(2, 3, 32, 16))
     monkeypatch.setattr(stages, "native", lambda device, wanted: False)
     assert stages.training_precision(images) == "fp32"
@@ -128,7 +124,6 @@ def test_the_recipe_trains_in_bf16_only_where_it_is_native_and_right(monkeypatch
     monkeypatch.setattr(Descriptor, "forward", noisy_under_autocast)  # a device whose bf16 is wrong (issue 40)
     assert stages.training_precision(images) == "fp32"
     assert "--precision bf16 is wrong on this cpu" in capsys.readouterr().err
-    real_market = importlib.import_module("real_market")
     for precision in ("bf16", "fp32"):
         options = real_market.flags("recipe", [], precision)
         assert options[options.index("--precision") + 1] == precision
@@ -137,8 +132,6 @@ def test_the_recipe_trains_in_bf16_only_where_it_is_native_and_right(monkeypatch
 
 
 def test_the_figure_shows_the_seeds_of_each_configuration_run(monkeypatch, tmp_path):
-    monkeypatch.syspath_prepend(os.path.join(REPO, "bench"))
-    real_market = importlib.import_module("real_market")
     rows = [dict.fromkeys(real_market.FIELDS, "1") | {"config": c, "seed": str(s), "rank1": str(0.8 + s / 100),
                                                        "mAP": str(0.7 - s / 100)}
             for c in ("recipe", "alpha0") for s in range(3)]

@@ -1,6 +1,6 @@
 """report.py: one self-contained HTML page per search, every picture inline and shrunk, frames
 that say the decision, all text escaped, written atomically; and, where Chromium is installed,
-bench/report_render.py's check that a browser shows it."""
+bench/experiments/report_render.py's check that a browser shows it."""
 import base64
 import io
 import os
@@ -141,8 +141,9 @@ BROWSER = shutil.which("chromium") or shutil.which("chromium-browser")
 
 @pytest.mark.skipif(BROWSER is None, reason="no chromium or chromium-browser on PATH (apt-get install chromium)")
 def test_chromium_shows_every_picture_and_caption(tmp_path):
-    done = subprocess.run([sys.executable, os.path.join(REPO, "bench", "report_render.py"), "--browser", BROWSER,
-                           "--output", str(tmp_path / "shown é")], capture_output=True, text=True, timeout=300)
+    done = subprocess.run([sys.executable, os.path.join(REPO, "bench", "experiments", "report_render.py"),
+                           "--browser", BROWSER, "--output", str(tmp_path / "shown é")],
+                          capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "9 <img> (9 data: URIs) for 9 pictures" in done.stdout
     assert "16 of 16 headings and caption lines" in done.stdout

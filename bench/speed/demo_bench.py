@@ -2,8 +2,8 @@
 demo's wall time, the peak memory of its largest process, the time of each stage and the
 metrics it reached.
 
-    python bench/demo_bench.py            # the demo (minutes)
-    python bench/demo_bench.py --tiny     # the tests' tiny version (seconds)
+    python bench/speed/demo_bench.py            # the demo (minutes)
+    python bench/speed/demo_bench.py --tiny     # the tests' tiny version (seconds)
 """
 import glob
 import os
@@ -14,8 +14,8 @@ import sys
 import tempfile
 import time
 
+from bench.stages import REPO, RESULT_LINE, machine
 from reid import cli
-from stages import REPO, RESULT_LINE, machine
 
 
 def main():

@@ -2,8 +2,8 @@
 bf16 misbehaves (issue 40: Intel CPUs with AMX gave NaN losses and descriptors that changed from
 call to call) to find the op, and on a sound one for the figures to compare with.
 
-    python bench/bf16_ops.py                       # the recipe's shapes: batch 64 at 64 x 32, channels-last
-    python bench/bf16_ops.py --height 256 --width 128 --batch 16
+    python bench/experiments/bf16_ops.py                       # the recipe's shapes: batch 64 at 64 x 32, channels-last
+    python bench/experiments/bf16_ops.py --height 256 --width 128 --batch 16
 
 The recipe's network (ResNet-50 from scratch, 651 identities) runs once in fp32 on random images,
 each layer's input recorded. Then every layer with weights (convolutions, Linear, BatchNorm) runs
@@ -20,10 +20,10 @@ import re
 import torch
 from torch.utils.data import TensorDataset
 
+from bench.stages import machine
 from model import check_precision, ft_net
 from reid import cli
 from reid.devices import PRECISIONS, Arithmetic, autocast
-from stages import machine
 
 WEIGHTED = (torch.nn.Conv2d, torch.nn.Linear, torch.nn.BatchNorm2d, torch.nn.BatchNorm1d)
 

@@ -13,8 +13,8 @@ With --passes instead: on a CPU, the seconds to describe 256 random images (and 
 at 32 x 16, 64 x 32 and 256 x 128 with 4, 16, 64 or 256 images per forward pass, and with
 model.CPU_MICRO_PIXELS's choice, 2 rounds each: what chose it.
 
-    python bench/extract_speed.py
-    python bench/extract_speed.py --passes
+    python bench/speed/extract_speed.py
+    python bench/speed/extract_speed.py --passes
 """
 import os
 import sys

@@ -7,8 +7,8 @@ text (one of them full of <, &, and quotes); the screenshot must show every pict
 painted in a colour of its own, looked for in the PNG) and the green and red frames of the
 matches judged the same person and different. Exits 1 naming what failed.
 
-    python bench/report_render.py                  # in a temporary folder
-    python bench/report_render.py --output out/    # keep report.html and report.png there
+    python bench/experiments/report_render.py                  # in a temporary folder
+    python bench/experiments/report_render.py --output out/    # keep report.html and report.png there
 """
 import argparse
 import os
@@ -22,8 +22,8 @@ from html.parser import HTMLParser
 import numpy as np
 from PIL import Image, ImageDraw
 
+from bench.stages import machine
 from reid.search.report import COLOURS, write_report
-from stages import machine
 
 WINDOW = (1280, 2000)
 # One background colour per picture, far from each other, from the frames and from the page's greys.

@@ -6,11 +6,11 @@ from scratch, the verification head, SGD) and times full steps on random images 
 (--sampler pk: one forward pass, pairs from the batch, the paper's loss, backward, update). No
 image is decoded: a real epoch adds loading, on the same cores.
 
-    python bench/step_speed.py                                   # 64x32, 96x48, 128x64: about 3 minutes on 2 cores
-    python bench/step_speed.py --sizes 256x128 --steps 4         # the paper's size
-    python bench/step_speed.py --sizes 64x32 --compile           # and the fastest of them under torch.compile
-    python bench/step_speed.py --sizes 64x32 --stride1           # and the fastest with train_new.py --stride 1
-    python bench/step_speed.py --sizes 32x16 64x32 --plain       # and fp32 without reid/convolutions.py
+    python bench/speed/step_speed.py                                   # 64x32, 96x48, 128x64: 3 min on 2 cores
+    python bench/speed/step_speed.py --sizes 256x128 --steps 4         # the paper's size
+    python bench/speed/step_speed.py --sizes 64x32 --compile           # and the fastest of them under torch.compile
+    python bench/speed/step_speed.py --sizes 64x32 --stride1           # and the fastest with train_new.py --stride 1
+    python bench/speed/step_speed.py --sizes 32x16 64x32 --plain       # and fp32 without reid/convolutions.py
 
 samples/s is the median over the timed steps; "ratio" is against fp32 channels-first at the same
 size, measured in the same run; "min/epoch" is --images divided by samples/s. bf16 is timed
@@ -30,13 +30,13 @@ import time
 import torch
 from torch.utils.data import TensorDataset
 
+from bench.stages import machine, training_precision
 from model import objective
 from reid import cli
 from reid.convolutions import FewPixelConv2d
 from reid.devices import CHECK_IMAGES, autocast
 from reid.training import options
 from reid.training.loop import build_training
-from stages import machine, training_precision
 
 CONFIGS = [("fp32", False), ("fp32", True), ("bf16", False), ("bf16", True)]
 

@@ -19,7 +19,7 @@ the time of its main() (both measured inside a process that imports evaluate), t
 ours/torchreid and ours/original against the goals (at most 0.6x and 0.25x), and whether
 evaluate.py's Rank@1 and non-interpolated mAP (its second line) agree with torchreid's.
 
-    python bench/eval_process.py --torchreid_python ../torchreid-venv/bin/python
+    python bench/speed/eval_process.py --torchreid_python ../torchreid-venv/bin/python
 
 torchreid's compiled evaluation, in a virtualenv of its own so that it brings no second torch
 (PyPI's torchreid 0.2.5 ships no rank_cy; pyppbox-torchreid, a torchreid fork, ships it built):
@@ -37,12 +37,10 @@ import sys
 import tempfile
 import time
 
-from eval_speed import SIZES, make_features
+from bench.speed.eval_speed import SIZES, make_features
+from bench.stages import REPO, RESULT_LINE, machine, run_stage
 from reid import cli
 from reid.data import save_features
-from stages import REPO, RESULT_LINE, machine, run_stage
-
-BENCH = os.path.dirname(os.path.abspath(__file__))
 
 GOALS = {"torchreid": 0.6, "original": 0.25}
 VENV = "../torchreid-venv"
@@ -87,12 +85,11 @@ print(json.dumps({"Rank@1": float(result[0][0]), "mAP": float(result[1]), "impor
                   "torch imported": any(m.split(".")[0] == "torch" for m in sys.modules)}))
 '''
 
-# Run by the repo's Python: argv[1] the .mat file, argv[2] bench/. Read as the original read it.
+# Run by the repo's Python: argv[1] the .mat file. Read as the original read it.
 LOOP_PROGRAM = r'''
 import json, sys
 import numpy as np, scipy.io
-sys.path.insert(0, sys.argv[2])
-from eval_speed import original_loop  # imports torch and the repo's metrics
+from bench.speed.eval_speed import original_loop  # imports torch and the repo's metrics
 mat = scipy.io.loadmat(sys.argv[1])
 ids = lambda k: mat[k].reshape(-1).astype(np.int64)
 r = original_loop(mat["query_f"].astype(np.float32), ids("query_label"), ids("query_cam"),
@@ -199,7 +196,7 @@ def main():
                 if torchreid:
                     times["torchreid"].append(run(tr_cmd, folder)[0])
             if r < args.loop_repeats:
-                seconds, out = run([sys.executable, "-c", LOOP_PROGRAM, path, BENCH], folder)
+                seconds, out = run([sys.executable, "-c", LOOP_PROGRAM, path], folder)
                 times["original"].append(seconds)
                 results["original"] = json.loads(out)
         inside = [json.loads(run([sys.executable, "-c", INSIDE_PROGRAM, path, REPO], folder)[1])

@@ -12,8 +12,8 @@ cache and extracts the query only.
 The run is a network with random weights at --height_in x --width_in (speed does not depend on
 what it learned), so nothing needs training first.
 
-    python bench/footage_speed.py
-    python bench/footage_speed.py --frames 600 --width 640 --height 480
+    python bench/speed/footage_speed.py
+    python bench/speed/footage_speed.py --frames 600 --width 640 --height 480
 """
 import os
 import sys
@@ -22,6 +22,7 @@ import time
 
 import torch
 
+from bench.stages import machine, run_stage
 from model import build_model, descriptors
 from reid import cli
 from reid.data import test_transform
@@ -29,7 +30,6 @@ from reid.devices import choose_device
 from reid.runs import save_checkpoint, save_opts
 from reid.search import footage as fo
 from reid.synthetic import footage as synthetic_footage
-from stages import machine, run_stage
 
 
 def main():

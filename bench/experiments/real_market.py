@@ -2,11 +2,12 @@
 of them, by the repository's own commands; and the paper's claim (identification +
 verification beats identification alone) at this scale.
 
-    python bench/real_market.py --data ../shared/data/market1501          # quick: the recipe, one seed
-    python bench/real_market.py --data ../shared/data/market1501 --full   # the table: hours; resumes
-    python bench/real_market.py --data ../shared/data/market1501 --full --table   # the table so far
-    python bench/real_market.py --data x --full --table --figure docs/real_market_seeds.png   # and a picture
-    python bench/real_market.py --data ../shared/data/market1501 --experiment k4 --work data/real_market_k4 \
+    python bench/experiments/real_market.py --data ../shared/data/market1501          # quick: the recipe, one seed
+    python bench/experiments/real_market.py --data ../shared/data/market1501 --full   # the table: hours; resumes
+    python bench/experiments/real_market.py --data ../shared/data/market1501 --full --table   # the table so far
+    python bench/experiments/real_market.py --data x --full --table --figure docs/real_market_seeds.png  # a picture
+    python bench/experiments/real_market.py --data ../shared/data/market1501 --experiment k4 \
+        --work data/real_market_k4 \
         -- --instances 4                                                  # an experiment: a name, a folder, a change
 
 --data is the raw folder holding bounding_box_train/ (Market-1501's 12,936 training images of
@@ -52,12 +53,12 @@ import numpy as np
 import scipy.stats
 import torch
 
+from bench.stages import REPO, RESULT_LINE, machine, run_stage, training_precision
 from reid import cli
 from reid.data import IMAGE_EXTENSIONS, image_folder, parse_names, test_transform
 from reid.evaluation.metrics import Side, rank_queries, summarize
 from reid.runs import atomic_path
 from reid.training.options import parse_args as training_options
-from stages import REPO, RESULT_LINE, machine, run_stage, training_precision
 
 RECIPE = {"--height": "64", "--width": "32", "--sampler": "pk", "--instances": "2", "--batchsize": "64",
           "--lr": "0.03", "--epochs": "30", "--decay_epoch": "24", "--alpha": "2", "--erasing_p": "0.5"}

@@ -10,8 +10,8 @@ depend on training), at --height x --width. Each search is a fresh `python searc
 process, timed from spawn to exit: the first, a second with the gallery cached, and a third
 cached without the pictures (search.py --no-pictures).
 
-    python bench/search_speed.py                      # 20,000 images at 64 x 32, 4 queries
-    python bench/search_speed.py --height 256 --width 128 --gallery_size 2000
+    python bench/speed/search_speed.py                      # 20,000 images at 64 x 32, 4 queries
+    python bench/speed/search_speed.py --height 256 --width 128 --gallery_size 2000
 """
 import os
 import tempfile
@@ -19,12 +19,12 @@ import time
 
 import torch
 
+from bench.stages import machine, run_stage
 from model import build_model
 from reid import cli
 from reid.data import is_image
 from reid.runs import SEARCH_CACHE, save_checkpoint, save_opts
 from reid.synthetic import people as synthetic
-from stages import machine, run_stage
 
 # Run in a process of its own: what a cached search cannot do without (argv: run name, gallery
 # cache file, the queries' folder, --gpu_ids).
@@ -101,10 +101,13 @@ def main():
                   + next(line for line in out.splitlines() if line.startswith("gallery")))
         cache_dir = os.path.join(work, "model", "bench", SEARCH_CACHE)
         cache = os.path.join(cache_dir, os.listdir(cache_dir)[0])
-        with open(os.path.join(work, "floor.py"), "w") as f:
+        # in a folder of its own: beside the working folder's model/ (the runs), "import model" would find that
+        floor = os.path.join(work, "floor", "floor.py")
+        os.makedirs(os.path.dirname(floor))
+        with open(floor, "w") as f:
             f.write(FLOOR)
         start = time.perf_counter()
-        out = run_stage(os.path.join(work, "floor.py"), "bench", cache, queries, args.gpu_ids, cwd=work)
+        out = run_stage(floor, "bench", cache, queries, args.gpu_ids, cwd=work)
         floor = time.perf_counter() - start
         print(f"floor (load the run, extract the queries, one matrix product): {floor:.1f} s ({out.strip()})")
     first, second, bare = times.values()

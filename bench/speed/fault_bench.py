@@ -7,7 +7,7 @@ started again with --overwrite). Prints how many kills the run survived,
 whether its final checkpoint loads, and whether its final weights equal those
 of the uninterrupted run.
 
-    python bench/fault_bench.py            # 5 kills, DataLoader workers on
+    python bench/speed/fault_bench.py            # 5 kills, DataLoader workers on
 """
 import os
 import random
@@ -19,8 +19,8 @@ import time
 
 import torch
 
+from bench.stages import REPO, run_stage
 from reid import cli
-from stages import REPO, run_stage
 
 
 def main():

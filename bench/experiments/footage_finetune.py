@@ -3,7 +3,7 @@ scratch for the same epochs (the same time: the same network on the same images)
 as it is, measured on people of the footage held out of both.
 
     bash demo.sh                                   # model/demo, trained on synthetic.py's crops
-    python bench/footage_finetune.py --from_run model/demo
+    python bench/experiments/footage_finetune.py --from_run model/demo
 
 In a temporary folder (--work keeps it):
     synthetic_footage.py    --cameras cameras of --people new people walking past, --frames each
@@ -19,9 +19,9 @@ import statistics
 import tempfile
 import time
 
+from bench.stages import REPO, RESULT_LINE, machine, run_stage
 from reid import cli
 from reid.synthetic import footage as synthetic_footage
-from stages import REPO, RESULT_LINE, machine, run_stage
 
 # the demo's recipe (demo.sh), at its input size: 32 x 16, P x K batches, lr 0.03, all images
 RECIPE = ["--height", "32", "--width", "16", "--lr", "0.03", "--batchsize", "64", "--sampler", "pk", "--instances", "2",

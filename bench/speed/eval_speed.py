@@ -11,8 +11,8 @@ has them), then times, each in a fresh process so that peak memory is its own:
 For MSMT17 the loop runs on the first --loop_queries queries and its time is scaled
 to all queries (printed as such). Peak memory is the process's maximum resident set.
 
-    python bench/eval_speed.py                 # Market-1501 and MSMT17 sizes
-    python bench/eval_speed.py --sizes market  # just one
+    python bench/speed/eval_speed.py                 # Market-1501 and MSMT17 sizes
+    python bench/speed/eval_speed.py --sizes market  # just one
 """
 import argparse
 import json
