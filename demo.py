@@ -5,6 +5,11 @@ person in the query's camera, or id -1), which evaluation removes: junk is
 labelled "junk" and takes no rank, so the ranks are those Rank@k counts.
 
     python demo.py --query_index 7 --test_dir ../Market/pytorch   # reads pytorch_result.mat, writes show.png
+    python demo.py --query_index 7 --test_dir ../Market/pytorch --why why.png --name ft_ResNet50
+
+With --why, it also draws why the query and its first match match: over each image, the share
+of their cosine similarity each place contributes (reid/evaluation/similarity_maps.py), which
+adds up to it exactly.
 """
 import os
 
@@ -12,9 +17,10 @@ import torch
 
 from reid import cli
 from reid.cli import UserError
-from reid.data import RESULT_KEYS, image_folder, load_features
+from reid.data import RESULT_KEYS, image_folder, load_features, load_image, test_transform
 from reid.evaluation.metrics import Side, good_and_junk, rank_queries, ranking
-from reid.evaluation.pictures import draw_ranking
+from reid.evaluation.pictures import draw_ranking, draw_similarity
+from reid.runs import run_dir
 
 COLOURS = {"good": "#1a9850", "other": "#d73027", "junk": "#969696"}
 
@@ -27,7 +33,13 @@ def main(argv=None):
     p.add_argument("--result", default="pytorch_result.mat", help="feature file written by test.py")
     p.add_argument("--topk", default=10, type=int, help="number of gallery images to show")
     p.add_argument("--output", default="show.png", help="where to write the picture (PNG)")
+    p.add_argument("--why", default=None, metavar="PNG",
+                   help="also draw where the query and its first match's similarity comes from, into this PNG "
+                        "(needs --name)")
+    p.add_argument("--name", default=None, help="the run (model/<name>) whose features these are, for --why")
     args = p.parse_args(argv)
+    if args.why and not args.name:
+        raise UserError("--why needs --name, the run whose features --result holds (model/<name>)")
 
     r = load_features(args.result, RESULT_KEYS)
     query = image_folder(args.test_dir, "query", "--test_dir")
@@ -57,6 +69,25 @@ def main(argv=None):
     summary = "no good match in the gallery" if first < 0 else f"first good match at rank {first + 1}, AP {ap:.3f}"
     draw_ranking(args.output, shown, f"query {i}: {summary} (junk removed)")
     print(f"wrote {os.path.abspath(args.output)}: query {i}, {summary}")
+    if args.why:
+        why(args, query.samples[i][0], gallery.samples[int(order[0])][0], i)
+
+
+def why(args, query_path, match_path, i):
+    """--why: the similarity maps of the query and its first match, drawn."""
+    from model import load_trained  # here: only --why needs the network
+    from reid.evaluation.similarity_maps import similarity_maps
+
+    net, opts = load_trained(run_dir(args.name))
+    if opts.get("use_dense"):
+        raise UserError(f"--why explains ResNet-50 runs; {args.name} is a DenseNet-121 run (--use_dense)")
+    transform = test_transform(int(opts["height"]), int(opts["width"]))
+    map_q, map_m, cosine = similarity_maps(net.eval(), *(transform(load_image(p)) for p in (query_path, match_path)))
+    draw_similarity(args.why, [query_path, match_path], [map_q, map_m], ["query", "first match"],
+                    f"query {i} and its first match: cosine {cosine:.3f}, which each map sums to "
+                    f"({map_q.shape[0]} x {map_q.shape[1]} places)")
+    print(f"wrote {os.path.abspath(args.why)}: cosine {cosine:.4f}; the query's map sums to {float(map_q.sum()):.4f}, "
+          f"the match's to {float(map_m.sum()):.4f}")
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ protocol's view of a test query; search.py the answer to a search of one's own i
 import os
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")  # pictures go to files; no screen is needed
 import matplotlib.pyplot as plt
@@ -31,6 +32,38 @@ def draw_ranking(path, tiles, title, names=False, dpi=120):
         ax.set_title(label, fontsize=7, color=colour)
         if names:
             ax.set_xlabel((image.info.get("name", "") if in_memory else os.path.basename(image))[-18:], fontsize=5)
+    fig.suptitle(title, fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi)
+    plt.close(fig)
+
+
+def draw_similarity(path, images, maps, labels, title, dpi=120):
+    """Write a PNG of two images, each beside itself under its similarity map (similarity_maps:
+    the share of the cosine each place contributes; red adds, blue takes away, on one scale for
+    both), each cell's share written on it where the map has 32 cells or fewer."""
+    limit = max(float(np.abs(np.asarray(m)).max()) for m in maps) or 1.0
+    fig, axes = plt.subplots(1, 4, figsize=(TILE_WIDTH * 4, HEIGHT), squeeze=False)
+    for k, (image, share, label) in enumerate(zip(images, maps, labels)):
+        share = np.asarray(share, dtype=np.float64)
+        shown = image if isinstance(image, Image.Image) else load_image(image)
+        plain, mapped = axes[0][2 * k], axes[0][2 * k + 1]
+        plain.imshow(shown)
+        plain.set_title(label, fontsize=7)
+        mapped.imshow(shown)
+        height, width = share.shape
+        # the map's cells cover the image evenly, as the feature map's positions do
+        mapped.imshow(share, cmap="RdBu_r", vmin=-limit, vmax=limit, alpha=0.55, interpolation="nearest",
+                      extent=(0, shown.width, shown.height, 0))
+        if share.size <= 32:
+            for (row, col), value in zip([(r, c) for r in range(height) for c in range(width)], share.flatten()):
+                mapped.text((col + 0.5) * shown.width / width, (row + 0.5) * shown.height / height, f"{value:+.2f}",
+                            ha="center", va="center", fontsize=6)
+        mapped.set_title(f"sums to {float(share.sum()):.3f}", fontsize=7)
+        for ax in (plain, mapped):
+            ax.set_xticks([])
+            ax.set_yticks([])
     fig.suptitle(title, fontsize=8)
     fig.tight_layout()
     with atomic_path(path) as tmp:
