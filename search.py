@@ -38,6 +38,8 @@ Writes, in --output (model/<name>/search by default):
                         footage video, frame, time, left, top, width, height (the best box), track,
                         first_frame, last_frame, start, end (the tracklet; times as hh:mm:ss.s)
     pairs.csv           without --query: the tracklets of different footage judged the same person
+    tracklets/<footage>.txt  each footage's tracklets as a MOTChallenge results file
+                        (frame,id,left,top,width,height,conf,-1,-1,-1), for any MOT tool to score or draw
     <n>_<query>.png     the query, then its matches with their scores (footage: the best frame, the
                         box drawn); green = judged the same person
     report.html         one self-contained page of every query's matches, thumbnails inline
@@ -313,6 +315,23 @@ def caption(m):
             f"best frame {m['frame']} ({m['time']})"]
 
 
+def write_tracklets(output, described):
+    """Each footage's tracklets as a MOTChallenge results file, <output>/tracklets/<footage name>.txt
+    (a name met twice gets _2, _3, ...); returns their paths."""
+    paths, taken = [], set()
+    for d in described:
+        name, k = d.footage.name, 2
+        while name in taken:
+            name, k = f"{d.footage.name}_{k}", k + 1
+        taken.add(name)
+        path = os.path.join(output, "tracklets", name + ".txt")
+        with atomic_path(path) as tmp:
+            with open(tmp, "w") as f:
+                f.writelines(fo.mot_lines(d.tracklets))
+        paths.append(path)
+    return paths
+
+
 def write_csv(path, rows, fields):
     with atomic_path(path) as tmp:
         with open(tmp, "w", newline="") as f:
@@ -381,6 +400,10 @@ def main(argv=None):
     collapsed = collapse_warning(args.name, *spread_of(entries, gf))
     if collapsed:
         print(collapsed, file=sys.stderr)
+    tracked = write_tracklets(output, described)
+    if tracked:
+        print(f"wrote the tracklets of {len(tracked)} footage as MOTChallenge results: "
+              f"{os.path.abspath(os.path.dirname(tracked[0]))}")
 
     if args.query is None:
         across_cameras(args, output, entries, gf, head, judge)

@@ -57,6 +57,13 @@ def test_a_box_cropped_from_a_sequence_is_found_in_its_tracklet_at_its_frame(tin
     assert hit["start"] == fo.format_time(person["first_time"]) and hit["video"] == str(sequence)
     assert (tmp_path / "out" / "report.html").is_file() and (tmp_path / "out" / "000_query.png").is_file()
     assert f"{len(boxes)} kept" in out and "described now" in out
+    # the tracklets as a MOTChallenge results file: here the ground truth's boxes and ids, frame by frame
+    lines = (tmp_path / "out" / "tracklets" / f"{footage.name}.txt").read_text().splitlines()
+    written = [tuple(float(v) for v in line.split(",")) for line in lines]
+    assert all(row[7:] == (-1, -1, -1) for row in written)
+    assert [row[:2] for row in written] == sorted(row[:2] for row in written)
+    assert sorted(row[:6] for row in written) == sorted(
+        (b.frame, b.id, round(b.left, 2), round(b.top, 2), round(b.width, 2), round(b.height, 2)) for b in boxes)
 
 
 def test_a_video_with_its_detections_file_is_a_gallery_and_cached_whatever_the_output(tiny_run, made, tmp_path,

@@ -457,6 +457,15 @@ def link_tracklets(boxes, fps, stride=1, iou_threshold=0.3, max_gap=3):
     return sorted(tracklets, key=lambda t: (t.first_frame, t.id))
 
 
+def mot_lines(tracklets):
+    """The tracklets as the lines of a MOTChallenge results file, frame by frame
+    (frame,id,left,top,width,height,conf,-1,-1,-1): what MOT tools (motmetrics, TrackEval) score
+    against a ground truth and draw."""
+    rows = sorted(((box.frame, t.id, box) for t in tracklets for box in t.boxes), key=lambda row: row[:2])
+    return [f"{frame},{track},{box.left:.2f},{box.top:.2f},{box.width:.2f},{box.height:.2f},{box.conf:g},-1,-1,-1\n"
+            for frame, track, box in rows]
+
+
 def crop_boxes(footage, boxes):
     """(box, its crop as a PIL RGB image) for every box, decoding the footage once, in frame order.
     A box on a frame the footage turns out not to have is a UserError."""
