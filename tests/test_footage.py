@@ -281,6 +281,15 @@ def test_a_tracklet_ends_after_more_than_max_gap_sampled_frames_unseen():
     assert len(footage.link_tracklets(sparse, FPS, stride=2, max_gap=2)) == 2
 
 
+def test_with_motion_a_person_speeding_up_stays_one_tracklet():
+    """A box 10 pixels wide moving right 3, 5, then 6 pixels a frame: from 6 on, a box overlaps the one
+    before by IoU 0.25, below 0.3, and overlap alone splits the person; predicted at its velocity so
+    far (8 pixels over 2 frames by frame 4: at 12, seen at 14, IoU 0.67), it stays one tracklet."""
+    walker = [footage.Box(n, -1, x, 10, 10, 14, 1.0) for n, x in enumerate((0, 3, 8, 14, 20, 26, 32), 1)]
+    assert len(footage.link_tracklets(walker, FPS)) > 1
+    assert [[b.frame for b in t.boxes] for t in footage.link_tracklets(walker, FPS, motion=True)] == [list(range(1, 8))]
+
+
 def test_track_ids_link_boxes_where_the_file_has_them(sequence):
     """Ids 7 and 9 swap rectangles after frame 6: the ids, not the overlaps, decide."""
     seq = footage.open_footage(sequence)

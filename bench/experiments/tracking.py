@@ -5,9 +5,13 @@ switches, MOTA, and how many tracks for how many people.
 Footage: the demo's synthetic footage (synthetic_footage.py --seed 0, both cameras, written into a
 temporary folder; its det/det.txt holds its people's boxes without ids) and the MOTChallenge
 sequences of --sequences (default: ../shared/data/footage/TUD-Campus, with its public detections).
-Linking (footage.link_tracklets, as search.py links boxes without ids): by overlap, IoU with the
-box of the frame before. A box counts as found where it overlaps a true one by IoU 0.5 or more,
-as in the MOTChallenge benchmark.
+Linking (footage.link_tracklets, which search.py calls for boxes without ids):
+    overlap          IoU with the tracklet's box of the frame before, the highest first (search.py's)
+    motion           IoU with where the tracklet's person is predicted to be (constant velocity), by
+                     the assignment of the highest total IoU (the Hungarian algorithm), as SORT links
+    motion, gap 10   the same, a tracklet kept open across 10 frames unseen instead of 3
+A box counts as found where it overlaps a true one by IoU 0.5 or more, as in the MOTChallenge
+benchmark.
 
     python bench/experiments/tracking.py
     python bench/experiments/tracking.py --sequences path/to/MOT17-09 path/to/TUD-Stadtmitte
@@ -28,6 +32,7 @@ if not hasattr(np, "asfarray"):
 import motmetrics  # noqa: E402  after the shim above
 
 METRICS = ["idf1", "num_switches", "mota", "num_unique_objects"]
+LINKINGS = {"overlap": {}, "motion": {"motion": True}, "motion, gap 10": {"motion": True, "max_gap": 10}}
 
 
 def mot_scores(truth, tracklets):
@@ -50,13 +55,14 @@ def mot_scores(truth, tracklets):
     return {**{k: float(summary[k].iloc[0]) for k in METRICS}, "tracks": len(tracklets)}
 
 
-def sequence_scores(sequence):
-    """mot_scores of the sequence's det/det.txt linked by overlap, against its gt/gt.txt."""
+def sequence_scores(sequence, **linking):
+    """mot_scores of the sequence's det/det.txt linked (footage.link_tracklets with `linking`),
+    against its gt/gt.txt."""
     footage = fo.open_footage(sequence)
     truth, _ = fo.read_detections(os.path.join(sequence, fo.GROUND_TRUTH), footage, ground_truth=True)
     boxes, _ = fo.read_detections(os.path.join(sequence, fo.DETECTIONS), footage)
     boxes = [box._replace(id=-1) for box in boxes]  # linked as search.py links boxes without ids
-    return mot_scores(truth, fo.link_tracklets(boxes, footage.fps))
+    return mot_scores(truth, fo.link_tracklets(boxes, footage.fps, **linking))
 
 
 def main():
@@ -65,15 +71,16 @@ def main():
                    help="MOTChallenge sequence folders with det/det.txt and gt/gt.txt")
     args = p.parse_args()
     print(f"{machine()}; motmetrics {motmetrics.__version__}")
-    print(f"{'footage':<28} {'linking':<8} {'IDF1':>6} {'ID sw.':>6} {'MOTA':>6} {'tracks':>6} {'people':>6}")
+    print(f"{'footage':<22} {'linking':<15} {'IDF1':>6} {'ID sw.':>6} {'MOTA':>6} {'tracks':>6} {'people':>6}")
     with tempfile.TemporaryDirectory() as work:
         made = synthetic_footage.make_footage(work, seed=0, video=False)
         sequences = [(f"demo footage {c['name']}", os.path.join(work, c["sequence"])) for c in made["cameras"]]
         sequences += [(os.path.basename(os.path.normpath(s)), s) for s in args.sequences]
         for name, sequence in sequences:
-            s = sequence_scores(sequence)
-            print(f"{name:<28} {'overlap':<8} {s['idf1']:6.3f} {s['num_switches']:6.0f} {s['mota']:6.3f} "
-                  f"{s['tracks']:6d} {s['num_unique_objects']:6.0f}", flush=True)
+            for linking, options in LINKINGS.items():
+                s = sequence_scores(sequence, **options)
+                print(f"{name:<22} {linking:<15} {s['idf1']:6.3f} {s['num_switches']:6.0f} {s['mota']:6.3f} "
+                      f"{s['tracks']:6d} {s['num_unique_objects']:6.0f}", flush=True)
 
 
 if __name__ == "__main__":

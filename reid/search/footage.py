@@ -35,6 +35,7 @@ from typing import NamedTuple
 import av
 import numpy as np
 from PIL import Image
+from scipy.optimize import linear_sum_assignment
 
 from reid.cli import UserError
 from reid.data import IMAGE_EXTENSIONS, UnreadableImage, is_image, load_image
@@ -407,10 +408,24 @@ def iou_matrix(a, b):
     return inter / np.maximum(union, np.finfo(np.float64).tiny)  # two empty boxes: 0, not 0 / 0
 
 
-def link_by_overlap(boxes, stride, iou_threshold, max_gap):
+def predicted(tracklet, frame, history=5):
+    """Where the tracklet's person is expected at `frame`: its last box moved on at the mean velocity
+    of its centre and size over its last `history` boxes (constant velocity, as SORT's Kalman filter
+    assumes; Bewley et al., ICIP 2016)."""
+    last, earlier = tracklet[-1], tracklet[max(0, len(tracklet) - history)]
+    if earlier.frame == last.frame:
+        return last
+    geometry = np.array([[b.left + b.width / 2, b.top + b.height / 2, b.width, b.height] for b in (earlier, last)])
+    cx, cy, w, h = geometry[1] + (geometry[1] - geometry[0]) / (last.frame - earlier.frame) * (frame - last.frame)
+    return last._replace(frame=frame, left=cx - w / 2, top=cy - h / 2, width=max(w, 1.0), height=max(h, 1.0))
+
+
+def link_by_overlap(boxes, stride, iou_threshold, max_gap, motion=False):
     """Lists of boxes, one a tracklet: each sampled frame's boxes are matched to the open tracklets'
     last boxes, the highest IoU first, down to iou_threshold; a box left over starts a tracklet, and a
-    tracklet unmatched for more than max_gap sampled frames is closed."""
+    tracklet unmatched for more than max_gap sampled frames is closed. With motion, to where each
+    tracklet's person is predicted to be (predicted), by the assignment of the highest total IoU
+    (the Hungarian algorithm), pairs below iou_threshold refused, as SORT links."""
     by_frame = defaultdict(list)
     for box in boxes:
         by_frame[box.frame].append(box)
@@ -423,11 +438,16 @@ def link_by_overlap(boxes, stride, iou_threshold, max_gap):
             (closed if gap > max_gap else still_open).append(tracklet)
         open_ = still_open
         current = by_frame[frame]
-        overlap = iou_matrix([t[-1] for t in open_], current)
+        overlap = iou_matrix([predicted(t, frame) if motion else t[-1] for t in open_], current)
+        if motion:
+            pairs = zip(*linear_sum_assignment(overlap, maximize=True))
+        else:
+            pairs = (divmod(int(flat), len(current)) for flat in np.argsort(-overlap, axis=None, kind="stable"))
         taken_tracklets, taken_boxes = set(), set()
-        for flat in np.argsort(-overlap, axis=None, kind="stable"):
-            i, j = divmod(int(flat), len(current))
+        for i, j in pairs:
             if overlap[i, j] < iou_threshold:
+                if motion:
+                    continue
                 break
             if i not in taken_tracklets and j not in taken_boxes:
                 open_[i].append(current[j])
@@ -437,16 +457,17 @@ def link_by_overlap(boxes, stride, iou_threshold, max_gap):
     return closed + open_
 
 
-def link_tracklets(boxes, fps, stride=1, iou_threshold=0.3, max_gap=3):
+def link_tracklets(boxes, fps, stride=1, iou_threshold=0.3, max_gap=3, motion=False):
     """Tracklets of the boxes of every stride-th frame (1, 1 + stride, ...), ordered by first frame:
     boxes with a track id (id >= 0) by their id, however long they are out of view; boxes without
-    (id -1) by overlap between sampled frames (link_by_overlap), numbered after the file's ids."""
+    (id -1) by overlap between sampled frames (link_by_overlap, with motion or not), numbered after
+    the file's ids."""
     sampled = [box for box in boxes if (box.frame - 1) % stride == 0]
     by_id = defaultdict(list)
     for box in sampled:
         if box.id >= 0:
             by_id[box.id].append(box)
-    linked = link_by_overlap([box for box in sampled if box.id < 0], stride, iou_threshold, max_gap)
+    linked = link_by_overlap([box for box in sampled if box.id < 0], stride, iou_threshold, max_gap, motion)
     first_new = max(by_id, default=0) + 1
     groups = list(by_id.items()) + [(first_new + k, group) for k, group in enumerate(linked)]
     tracklets = []
