@@ -402,7 +402,7 @@ def main(argv=None):
         print(collapsed, file=sys.stderr)
     tracked = write_tracklets(output, described)
     if tracked:
-        print(f"wrote the tracklets of {len(tracked)} footage as MOTChallenge results: "
+        print(f"wrote the tracklets as MOTChallenge results, one file per video or sequence: "
               f"{os.path.abspath(os.path.dirname(tracked[0]))}")
 
     if args.query is None:
