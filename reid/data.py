@@ -80,11 +80,17 @@ def parse_names(paths, pattern=NAME_PATTERN, name_help=NAME_HELP, where=""):
     return labels, cams
 
 
+def resize(height, width):
+    """The resize of every image to the network's input size (bicubic), in training and evaluation."""
+    from torchvision import transforms  # here: evaluate.py imports this module, and torchvision takes a second
+    return transforms.Resize((height, width), interpolation=transforms.InterpolationMode.BICUBIC)
+
+
 def test_transform(height, width):
     """The deterministic transform of evaluation: resize, tensor, ImageNet normalisation."""
-    from torchvision import transforms  # here: evaluate.py imports this module, and torchvision takes a second
+    from torchvision import transforms  # here, as in resize
     return transforms.Compose([
-        transforms.Resize((height, width), interpolation=transforms.InterpolationMode.BICUBIC),
+        resize(height, width),
         transforms.ToTensor(),
         transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
     ])

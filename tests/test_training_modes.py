@@ -15,7 +15,7 @@ from conftest import TRAIN, torchrun
 from model import build_model, in_batch_pairs, load_trained
 from reid import devices
 from reid.cli import UserError
-from reid.data import load_image
+from reid.data import load_image, resize
 from reid.training import data as training_images
 from reid.training import loop, options
 from reid.training.samplers import pk_batches
@@ -54,7 +54,7 @@ def test_training_images_kept_resized_are_the_items_of_loading_them_again(prepar
                                "--erasing_p", "0.5", "--color_jitter"])
     dataset = training_images.training_data(args).phases["train"]
     assert isinstance(dataset.loader, training_images.ResizedOnce)
-    from_file = transforms.Compose([training_images.resize(args), training_images.augment(args)])
+    from_file = transforms.Compose([resize(args.height, args.width), training_images.augment(args)])
     for draw in range(2):  # the second time from memory, with other random numbers
         for i in (0, 5, len(dataset) - 1):
             torch.manual_seed(100 * draw + i)

@@ -51,18 +51,18 @@ def similarity_maps(net, image_a, image_b, flip=True):
     if net.training:
         raise ValueError("similarity_maps needs the network in eval mode: BatchNorm's running statistics")
     images = torch.stack([image_a, image_b])
-    terms = position_terms(net, images)
+
+    def normalised(terms):  # each image's terms scaled to sum to a unit vector, y_p / |y|
+        return terms / terms.sum((1, 2)).norm(dim=1)[:, None, None, None]
+
+    shares = normalised(position_terms(net, images))
     if flip:
         # the flip's position (h, w) shows the image's (h, W - 1 - w): mirrored back to add up in place
-        mirrored = position_terms(net, images.flip(3)).flip(2)
-        unit = terms / terms.sum((1, 2)).norm(dim=1)[:, None, None, None]
-        unit = unit + mirrored / mirrored.sum((1, 2)).norm(dim=1)[:, None, None, None]
-    else:
-        unit = terms / terms.sum((1, 2)).norm(dim=1)[:, None, None, None]
-    # each image's terms now sum to u (or d), whose norm makes the descriptor
-    descriptors = unit.sum((1, 2))
-    descriptors = descriptors / descriptors.norm(dim=1, keepdim=True)
-    norms = unit.sum((1, 2)).norm(dim=1)
-    map_a = unit[0] @ descriptors[1] / norms[0]
-    map_b = unit[1] @ descriptors[0] / norms[1]
+        shares = shares + normalised(position_terms(net, images.flip(3)).flip(2))
+    # each image's shares now sum to u (or d), whose norm makes the descriptor
+    total = shares.sum((1, 2))
+    norms = total.norm(dim=1)
+    descriptors = total / norms[:, None]
+    map_a = shares[0] @ descriptors[1] / norms[0]
+    map_b = shares[1] @ descriptors[0] / norms[1]
     return map_a, map_b, float(descriptors[0] @ descriptors[1])

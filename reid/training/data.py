@@ -10,7 +10,7 @@ from torchvision import transforms
 from model import VerificationTriplets
 from random_erasing import RandomErasing
 from reid.cli import UserError
-from reid.data import IMAGENET_MEAN, IMAGENET_STD, LabelledImages, image_folder, parse_names, test_transform
+from reid.data import IMAGENET_MEAN, IMAGENET_STD, LabelledImages, image_folder, parse_names, resize, test_transform
 
 
 @dataclass
@@ -54,10 +54,6 @@ class ResizedOnce:
         return self.kept[path]
 
 
-def resize(args):
-    return transforms.Resize((args.height, args.width), interpolation=transforms.InterpolationMode.BICUBIC)
-
-
 def augment(args):
     """The training transform after the resize: the original's padding, random crop and flip (and
     --color_jitter), then --erasing_p's random erasing."""
@@ -95,9 +91,9 @@ def training_data(args):
                             f"lower --batchsize or raise --instances")
     # in the main process only: a worker's memory is gone at the end of each epoch
     if args.num_workers == 0 and len(train_set) * args.height * args.width * 3 <= KEPT_BYTES:
-        transform, loader = augment(args), ResizedOnce(train_set.loader, resize(args))
+        transform, loader = augment(args), ResizedOnce(train_set.loader, resize(args.height, args.width))
     else:
-        transform, loader = transforms.Compose([resize(args), augment(args)]), train_set.loader
+        transform, loader = transforms.Compose([resize(args.height, args.width), augment(args)]), train_set.loader
     if args.sampler == "pk":
         phases = {"train": LabelledImages(train_set.samples, transform, loader)}
     else:
