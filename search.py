@@ -67,7 +67,7 @@ from reid.evaluation.pictures import draw_ranking
 from reid.evaluation.verification import COLLAPSED_MEDIAN, FARS, head_block, median_pair_cosine
 from reid.runs import atomic_path, head_path, run_dir
 from reid.search import footage as fo
-from reid.search import gallery, report
+from reid.search import gallery, report, tracking
 from reid.search.decisions import judge_of_run
 
 
@@ -327,7 +327,7 @@ def write_tracklets(output, described):
         path = os.path.join(output, "tracklets", name + ".txt")
         with atomic_path(path) as tmp:
             with open(tmp, "w") as f:
-                f.writelines(fo.mot_lines(d.tracklets))
+                f.writelines(tracking.mot_lines(d.tracklets))
         paths.append(path)
     return paths
 

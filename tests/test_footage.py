@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from reid.cli import UserError
-from reid.search import footage
+from reid.search import footage, tracking
 
 WIDTH, HEIGHT, LENGTH, FPS = 64, 48, 12, 10
 RED, BLUE = (220, 30, 30), (30, 30, 220)
@@ -261,24 +261,24 @@ def test_a_sequence_without_img1_names_the_folder(sequence, tmp_path):
 def test_overlap_links_two_moving_boxes_into_two_tracklets(sequence):
     seq = footage.open_footage(sequence)
     boxes, _ = footage.read_detections(footage.default_detections(seq), seq)
-    tracklets = footage.link_tracklets(boxes, seq.fps)
+    tracklets = tracking.link_tracklets(boxes, seq.fps)
     assert [(t.id, t.first_frame, t.last_frame, len(t.boxes)) for t in tracklets] == [(1, 1, 12, 12), (2, 1, 12, 12)]
     red, blue = tracklets
     assert red.boxes[-1].left == 2 + 2 * 11 + 1 and blue.boxes[-1].left == 50 - 2 * 11 + 1
     assert (red.first_time, red.last_time) == pytest.approx((0.0, 1.1))
     # every second frame: the boxes move 4 pixels between samples and still overlap (IoU 0.43)
-    sampled = footage.link_tracklets(boxes, seq.fps, stride=2)
+    sampled = tracking.link_tracklets(boxes, seq.fps, stride=2)
     assert [[b.frame for b in t.boxes] for t in sampled] == [[1, 3, 5, 7, 9, 11]] * 2
 
 
 def test_a_tracklet_ends_after_more_than_max_gap_sampled_frames_unseen():
     """A box standing still, unseen on frames 4 to 7 (every frame sampled), or 4 to 9 (every second)."""
     still = [footage.Box(n, -1, 10, 10, 10, 14, 1.0) for n in (1, 2, 3, 8, 9, 10)]
-    assert [(t.first_frame, t.last_frame) for t in footage.link_tracklets(still, FPS, max_gap=3)] == [(1, 3), (8, 10)]
-    assert [(t.id, t.first_frame, t.last_frame) for t in footage.link_tracklets(still, FPS, max_gap=4)] == [(1, 1, 10)]
+    assert [(t.first_frame, t.last_frame) for t in tracking.link_tracklets(still, FPS, max_gap=3)] == [(1, 3), (8, 10)]
+    assert [(t.id, t.first_frame, t.last_frame) for t in tracking.link_tracklets(still, FPS, max_gap=4)] == [(1, 1, 10)]
     sparse = [footage.Box(n, -1, 10, 10, 10, 14, 1.0) for n in (1, 3, 11, 13)]  # frames 5, 7, 9 sampled, unseen
-    assert len(footage.link_tracklets(sparse, FPS, stride=2, max_gap=3)) == 1
-    assert len(footage.link_tracklets(sparse, FPS, stride=2, max_gap=2)) == 2
+    assert len(tracking.link_tracklets(sparse, FPS, stride=2, max_gap=3)) == 1
+    assert len(tracking.link_tracklets(sparse, FPS, stride=2, max_gap=2)) == 2
 
 
 def test_with_motion_a_person_speeding_up_stays_one_tracklet():
@@ -286,8 +286,9 @@ def test_with_motion_a_person_speeding_up_stays_one_tracklet():
     before by IoU 0.25, below 0.3, and overlap alone splits the person; predicted at its velocity so
     far (8 pixels over 2 frames by frame 4: at 12, seen at 14, IoU 0.67), it stays one tracklet."""
     walker = [footage.Box(n, -1, x, 10, 10, 14, 1.0) for n, x in enumerate((0, 3, 8, 14, 20, 26, 32), 1)]
-    assert len(footage.link_tracklets(walker, FPS)) > 1
-    assert [[b.frame for b in t.boxes] for t in footage.link_tracklets(walker, FPS, motion=True)] == [list(range(1, 8))]
+    assert len(tracking.link_tracklets(walker, FPS)) > 1
+    linked = tracking.link_tracklets(walker, FPS, motion=True)
+    assert [[b.frame for b in t.boxes] for t in linked] == [list(range(1, 8))]
 
 
 def test_track_ids_link_boxes_where_the_file_has_them(sequence):
@@ -295,7 +296,7 @@ def test_track_ids_link_boxes_where_the_file_has_them(sequence):
     seq = footage.open_footage(sequence)
     lines = [line for n in range(1, LENGTH + 1) for line in mot_lines(n, ids=(7, 9) if n <= 6 else (9, 7))]
     boxes, _ = footage.read_detections(write(os.path.join(sequence, "mine", "tracked.txt"), lines), seq)
-    tracklets = footage.link_tracklets(boxes, seq.fps)
+    tracklets = tracking.link_tracklets(boxes, seq.fps)
     assert [(t.id, len(t.boxes)) for t in tracklets] == [(7, 12), (9, 12)]
     assert [b.top for b in tracklets[0].boxes] == [5] * 6 + [29] * 6
 

@@ -10,7 +10,7 @@ from PIL import Image
 from conftest import contents
 from reid import cli
 from reid.cli import UserError
-from reid.search import footage
+from reid.search import footage, tracking
 from reid.synthetic import footage as synthetic_footage
 from reid.synthetic.footage import MARKER, make_footage
 from synthetic_footage import main
@@ -51,7 +51,7 @@ def test_every_camera_reads_back_as_a_sequence_and_a_video(made):
 def test_ground_truth_ids_and_times_agree_with_the_manifest(made):
     _, manifest = made
     for camera, sequence in sequences(made):
-        tracklets = footage.link_tracklets(boxes(sequence, ground_truth=True), sequence.fps)
+        tracklets = tracking.link_tracklets(boxes(sequence, ground_truth=True), sequence.fps)
         listed = {p["id"]: p for p in camera["people"]}
         assert sorted(t.id for t in tracklets) == sorted(listed)
         for t in tracklets:
@@ -82,7 +82,7 @@ def test_detections_miss_jitter_and_add_false_boxes(made):
                 missed += len(here)
                 false += len(seen)
                 continue
-            overlap = footage.iou_matrix(here, seen)
+            overlap = tracking.iou_matrix(here, seen)
             missed += int((overlap.max(axis=1) < 0.5).sum())
             false += int((overlap.max(axis=0) < 0.1).sum())
             moved += int(((overlap.max(axis=1) >= 0.5) & (overlap.max(axis=1) < 1)).sum())

@@ -1,7 +1,6 @@
-"""Footage: a video file or a MOTChallenge sequence folder read frame by frame, the boxes of a
-MOTChallenge detections file checked against it, and boxes linked across frames into tracklets
-(one person's boxes while they stay in view), so that a search can say where and when a person
-appears.
+"""Footage: a video file or a MOTChallenge sequence folder read frame by frame, and the boxes of a
+MOTChallenge detections file checked against it and cropped, so that a search can say where and
+when a person appears (tracking.py links the boxes into tracklets).
 
 Footage
     video file          .mp4, .avi, .mkv, .mov: decoded with PyAV (FFmpeg inside its wheel; chosen
@@ -35,7 +34,6 @@ from typing import NamedTuple
 import av
 import numpy as np
 from PIL import Image
-from scipy.optimize import linear_sum_assignment
 
 from reid.cli import UserError
 from reid.data import IMAGE_EXTENSIONS, UnreadableImage, is_image, load_image
@@ -120,18 +118,6 @@ class DetectionSummary:
         said = [f"{count} {reason}" for count, reason in reasons if count]
         return (f"{self.path}: {self.boxes} boxes ({self.layout}), {self.kept} kept"
                 + (f"; {', '.join(said)}" if said else ""))
-
-
-@dataclass
-class Tracklet:
-    """One person's boxes across frames, in frame order: linked by the file's track id, or by
-    overlap where the file has none."""
-    id: int
-    first_frame: int
-    last_frame: int
-    first_time: float
-    last_time: float
-    boxes: list
 
 
 def frame_time(frame, fps):
@@ -395,96 +381,6 @@ def read_detections(path, footage, ground_truth=False, min_visibility=0.0, min_s
                          conf))
     summary.kept = len(boxes)
     return boxes, summary
-
-
-def iou_matrix(a, b):
-    """Intersection over union of every box of `a` with every box of `b` (len(a) x len(b))."""
-    a = np.array([(box.left, box.top, box.width, box.height) for box in a], dtype=np.float64).reshape(-1, 1, 4)
-    b = np.array([(box.left, box.top, box.width, box.height) for box in b], dtype=np.float64).reshape(1, -1, 4)
-    overlap_w = (np.minimum(a[..., 0] + a[..., 2], b[..., 0] + b[..., 2]) - np.maximum(a[..., 0], b[..., 0])).clip(0)
-    overlap_h = (np.minimum(a[..., 1] + a[..., 3], b[..., 1] + b[..., 3]) - np.maximum(a[..., 1], b[..., 1])).clip(0)
-    inter = overlap_w * overlap_h
-    union = a[..., 2] * a[..., 3] + b[..., 2] * b[..., 3] - inter
-    return inter / np.maximum(union, np.finfo(np.float64).tiny)  # two empty boxes: 0, not 0 / 0
-
-
-def predicted(tracklet, frame, history=5):
-    """Where the tracklet's person is expected at `frame`: its last box moved on at the mean velocity
-    of its centre and size over its last `history` boxes (constant velocity, as SORT's Kalman filter
-    assumes; Bewley et al., ICIP 2016)."""
-    last, earlier = tracklet[-1], tracklet[max(0, len(tracklet) - history)]
-    if earlier.frame == last.frame:
-        return last
-    geometry = np.array([[b.left + b.width / 2, b.top + b.height / 2, b.width, b.height] for b in (earlier, last)])
-    cx, cy, w, h = geometry[1] + (geometry[1] - geometry[0]) / (last.frame - earlier.frame) * (frame - last.frame)
-    return last._replace(frame=frame, left=cx - w / 2, top=cy - h / 2, width=max(w, 1.0), height=max(h, 1.0))
-
-
-def link_by_overlap(boxes, stride, iou_threshold, max_gap, motion=False):
-    """Lists of boxes, one a tracklet: each sampled frame's boxes are matched to the open tracklets'
-    last boxes, the highest IoU first, down to iou_threshold; a box left over starts a tracklet, and a
-    tracklet unmatched for more than max_gap sampled frames is closed. With motion, to where each
-    tracklet's person is predicted to be (predicted), by the assignment of the highest total IoU
-    (the Hungarian algorithm), pairs below iou_threshold refused, as SORT links."""
-    by_frame = defaultdict(list)
-    for box in boxes:
-        by_frame[box.frame].append(box)
-    open_, closed = [], []
-    for frame in sorted(by_frame):
-        step = (frame - 1) // stride
-        still_open = []
-        for tracklet in open_:
-            gap = step - (tracklet[-1].frame - 1) // stride - 1  # sampled frames it was not seen on
-            (closed if gap > max_gap else still_open).append(tracklet)
-        open_ = still_open
-        current = by_frame[frame]
-        overlap = iou_matrix([predicted(t, frame) if motion else t[-1] for t in open_], current)
-        if motion:
-            pairs = zip(*linear_sum_assignment(overlap, maximize=True))
-        else:
-            pairs = (divmod(int(flat), len(current)) for flat in np.argsort(-overlap, axis=None, kind="stable"))
-        taken_tracklets, taken_boxes = set(), set()
-        for i, j in pairs:
-            if overlap[i, j] < iou_threshold:
-                if motion:
-                    continue
-                break
-            if i not in taken_tracklets and j not in taken_boxes:
-                open_[i].append(current[j])
-                taken_tracklets.add(i)
-                taken_boxes.add(j)
-        open_ += [[box] for j, box in enumerate(current) if j not in taken_boxes]
-    return closed + open_
-
-
-def link_tracklets(boxes, fps, stride=1, iou_threshold=0.3, max_gap=3, motion=False):
-    """Tracklets of the boxes of every stride-th frame (1, 1 + stride, ...), ordered by first frame:
-    boxes with a track id (id >= 0) by their id, however long they are out of view; boxes without
-    (id -1) by overlap between sampled frames (link_by_overlap, with motion or not), numbered after
-    the file's ids."""
-    sampled = [box for box in boxes if (box.frame - 1) % stride == 0]
-    by_id = defaultdict(list)
-    for box in sampled:
-        if box.id >= 0:
-            by_id[box.id].append(box)
-    linked = link_by_overlap([box for box in sampled if box.id < 0], stride, iou_threshold, max_gap, motion)
-    first_new = max(by_id, default=0) + 1
-    groups = list(by_id.items()) + [(first_new + k, group) for k, group in enumerate(linked)]
-    tracklets = []
-    for track, group in groups:
-        group = sorted(group, key=lambda box: box.frame)
-        tracklets.append(Tracklet(track, group[0].frame, group[-1].frame, frame_time(group[0].frame, fps),
-                                  frame_time(group[-1].frame, fps), group))
-    return sorted(tracklets, key=lambda t: (t.first_frame, t.id))
-
-
-def mot_lines(tracklets):
-    """The tracklets as the lines of a MOTChallenge results file, frame by frame
-    (frame,id,left,top,width,height,conf,-1,-1,-1): what MOT tools (motmetrics, TrackEval) score
-    against a ground truth and draw."""
-    rows = sorted(((box.frame, t.id, box) for t in tracklets for box in t.boxes), key=lambda row: row[:2])
-    return [f"{frame},{track},{box.left:.2f},{box.top:.2f},{box.width:.2f},{box.height:.2f},{box.conf:g},-1,-1,-1\n"
-            for frame, track, box in rows]
 
 
 def crop_boxes(footage, boxes):

@@ -2,8 +2,8 @@
 folders), turned into descriptors by a trained run, and kept in the run's cache.
 
 An image folder gives one gallery entry per image. Footage gives one entry per tracklet: the
-boxes of a detections file (or of the person detector) on every --stride-th frame, linked across
-frames (footage.link_tracklets), each box cropped and described, and the tracklet described by the
+boxes of a detections file (or of the person detector) on every --stride-th frame, each cropped
+and described, linked across frames by motion and appearance (tracking.py), and the tracklet described by the
 mean of its boxes' descriptors, normalised (the field's practice for a person seen over frames).
 The boxes' own descriptors are kept too, so that a search can show the box that best matches
 its query.
@@ -24,11 +24,13 @@ from torch.utils.data import DataLoader
 from model import FEATURE_DIM, descriptors
 from reid.cli import UserError
 from reid.data import IMAGE_EXTENSIONS, UnreadableImage, is_image, load_image, test_transform
+from reid.evaluation.verification import threshold_at_far
 from reid.runs import SEARCH_CACHE, atomic_path, checkpoint_path
 from reid.search import footage as fo
+from reid.search import tracking
 
 # Part of every cache key: a change to how descriptors are computed must not reuse old ones.
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: footage's cache holds every sampled box, before linking
 # The columns footage adds to a search's results.csv (empty for images of a folder)
 FOOTAGE_COLUMNS = ["video", "frame", "time", "left", "top", "width", "height", "track", "first_frame", "last_frame",
                    "start", "end"]
@@ -158,12 +160,16 @@ def image_features(describer, paths, root):
 @dataclass
 class Described:
     """One footage of a search: its tracklets, the descriptors of their boxes (in the order of
-    boxes(), tracklet by tracklet) and of the tracklets themselves (mean of their boxes', normalised)."""
+    boxes(), tracklet by tracklet) and of the tracklets themselves (mean of their boxes', normalised),
+    and the cosine similarities of its pairs of different people (two boxes of one frame:
+    tracking.same_frame_pairs), which its linking by appearance and search.py's decisions rest on."""
     footage: fo.Footage
     tracklets: list
     box_features: np.ndarray
     features: np.ndarray
     extracted: bool  # described now, not taken from the cache
+    different: np.ndarray  # cosine similarities of the footage's pairs of different people
+    same_cosine: float | None  # the cosine linking by appearance stood on, None: linked by motion alone
 
     def boxes(self):
         return [box for t in self.tracklets for box in t.boxes]
@@ -208,32 +214,56 @@ def footage_key(footage):
     return hashlib.sha1(np.array([file_key(f) for f in files], np.int64).tobytes()).hexdigest()
 
 
-def describe_footage(describer, footage, boxes, source, stride):
-    """Described footage: `boxes` (of every frame; those on every `stride`-th frame are used)
-    linked into tracklets, their crops described, from the run's cache when the footage, the
-    boxes (from `source`: a file, or the detector's name) and the stride are unchanged."""
-    tracklets = fo.link_tracklets(boxes, footage.fps, stride)
-    linked = [box for t in tracklets for box in t.boxes]
-    table = np.array([tuple(b) for b in linked], np.float64).reshape(-1, len(fo.Box._fields))
+def sampled_features(describer, footage, boxes, source, stride):
+    """(the boxes of every `stride`-th frame of `boxes`, their descriptors, whether described now):
+    from the run's cache when the footage, the boxes (from `source`: a file or the detector's name)
+    and the stride are unchanged."""
+    sampled = [box for box in boxes if (box.frame - 1) % stride == 0]
+    table = np.array([tuple(b) for b in sampled], np.float64).reshape(-1, len(fo.Box._fields))
     cache, identity = describer.cache_path(footage.path, (stride, source))
     identity += repr(footage_key(footage))
     if os.path.isfile(cache):
         with np.load(cache, allow_pickle=False) as saved:
             if str(saved["identity"]) == identity and np.array_equal(saved["boxes"], table):
-                return Described(footage, tracklets, saved["box_features"], saved["features"], False)
-    crops = Crops(footage, linked, test_transform(*describer.size), describer.batchsize)
-    box_features = np.zeros((len(linked), FEATURE_DIM), np.float32)
-    if linked:
-        box_features[crops.order] = descriptors(describer.model, crops, describer.device, footage.name,
-                                                describer.precision)
-    described = Described(footage, tracklets, box_features, np.zeros((len(tracklets), FEATURE_DIM), np.float32), True)
-    for k, (start, stop) in enumerate(described.spans()):
-        mean = box_features[start:stop].mean(0)
-        described.features[k] = mean / max(np.linalg.norm(mean), 1e-12)
+                return sampled, saved["box_features"], False
+    crops = Crops(footage, sampled, test_transform(*describer.size), describer.batchsize)
+    features = np.zeros((len(sampled), FEATURE_DIM), np.float32)
+    if sampled:
+        features[crops.order] = descriptors(describer.model, crops, describer.device, footage.name,
+                                            describer.precision)
     with atomic_path(cache) as tmp:
         with open(tmp, "wb") as f:
-            np.savez(f, identity=np.array(identity), boxes=table, box_features=box_features,
-                     features=described.features)
+            np.savez(f, identity=np.array(identity), boxes=table, box_features=features)
+    return sampled, features, True
+
+
+def different_people(boxes, features):
+    """(cosine similarities of the pairs of different people among `boxes`, two boxes of one frame
+    (tracking.same_frame_pairs); the cosine that one pair in LINK_FAR of them reaches, and the one
+    that a share UNLIKE_SHARE of them reach: each None where there are too few pairs to say)."""
+    first, second = tracking.same_frame_pairs(boxes)
+    different = np.einsum("ij,ij->i", features[first], features[second])
+
+    def reached_by(share):
+        return threshold_at_far(different, share) if len(different) * share >= tracking.MIN_ABOVE else None
+    return different, reached_by(tracking.LINK_FAR), reached_by(tracking.UNLIKE_SHARE)
+
+
+def describe_footage(describer, footage, boxes, source, stride):
+    """Described footage: the boxes of every `stride`-th frame described (sampled_features), then
+    linked into tracklets by motion and appearance (tracking.py), at the cosine similarity that one
+    pair in LINK_FAR of the footage's own pairs of different people reaches; by motion alone where
+    it has too few such pairs to say."""
+    sampled, features, extracted = sampled_features(describer, footage, boxes, source, stride)
+    different, same_cosine, different_cosine = different_people(sampled, features)
+    tracklets = tracking.link_tracklets(sampled, footage.fps, motion=True, features=features, same_cosine=same_cosine,
+                                        different_cosine=different_cosine)
+    rows = np.array([k for t in tracklets for k in t.rows], np.int64)
+    described = Described(footage, tracklets, features[rows], np.zeros((len(tracklets), FEATURE_DIM), np.float32),
+                          extracted, different, same_cosine)
+    for k, (start, stop) in enumerate(described.spans()):
+        mean = described.box_features[start:stop].mean(0)
+        described.features[k] = mean / max(np.linalg.norm(mean), 1e-12)
     return described
 
 

@@ -45,7 +45,8 @@ import numpy as np
 from PIL import Image
 
 from reid.cli import UserError
-from reid.search.footage import DETECTIONS, FRAMES_DIR, GROUND_TRUTH, MIN_BOX, SEQINFO, Box, frame_time, iou_matrix
+from reid.search.footage import DETECTIONS, FRAMES_DIR, GROUND_TRUTH, MIN_BOX, SEQINFO, Box, frame_time
+from reid.search.tracking import iou_matrix
 from reid.synthetic.people import (
     BACKGROUND_SPAN,
     SUPERSAMPLE,
