@@ -63,12 +63,13 @@ from reid import cli
 from reid.cli import UserError
 from reid.data import UnreadableImage, load_image, test_transform
 from reid.devices import CHECK_IMAGES, Arithmetic, loader_workers, note_emulated, start_processes
-from reid.evaluation.pictures import draw_ranking
+from reid.evaluation.pictures import draw_ranking, draw_why, overlay
+from reid.evaluation.similarity_maps import similarity_maps
 from reid.evaluation.verification import COLLAPSED_MEDIAN, FARS, head_block, median_pair_cosine
 from reid.runs import atomic_path, head_path, run_dir
 from reid.search import footage as fo
 from reid.search import gallery, report, tracking
-from reid.search.decisions import judge_of_run
+from reid.search.decisions import FootagePairs, judge_of_run
 
 
 def parse_args(argv=None):
@@ -109,6 +110,10 @@ def parse_args(argv=None):
     p.add_argument("--pictures", default=True, action=argparse.BooleanOptionalAction,
                    help="draw a picture per query and write report.html (about 0.3 s a query on a CPU; --no-pictures "
                         "for many queries)")
+    p.add_argument("--why", action="store_true",
+                   help="also draw why each match matches: over the query and the match (for footage, its best box) "
+                        "where their cosine similarity comes from, a map that sums to it (similarity_maps.py): "
+                        "<n>_<query>_why.png and in report.html (two more forward passes a match; ResNet-50 runs)")
     p.add_argument("--batchsize", default=64, type=int, help="images per forward pass")
     return p.parse_args(argv)
 
@@ -135,6 +140,15 @@ def spread_of(entries, gf):
         features.append(entry["described"].box_features[start:stop] if "described" in entry else gf[k:k + 1])
         groups += [k] * (stop - start)
     return np.concatenate(features), np.array(groups)
+
+
+def footage_pairs(described):
+    """The FootagePairs of the footage searched (pairs of different people, no labels needed), for
+    the decisions; None for a search of image folders alone."""
+    if not described:
+        return None
+    negatives = [d.negatives() for d in described]
+    return FootagePairs(np.concatenate(negatives), [(d.footage.name, len(n)) for d, n in zip(described, negatives)])
 
 
 def footage_detections(args, paths):
@@ -251,8 +265,9 @@ def best_box(row, query_feature):
 
 
 def frame_tiles(matches):
-    """{(footage path, frame, box): a picture of the box in its frame} for the footage matches:
-    the box drawn on its frame, cut to the box with context around it; each footage decoded once."""
+    """{(footage path, frame, box): (a picture of the box in its frame, the box's crop)} for the
+    footage matches: the box drawn on its frame, cut to the box with context around it; each
+    footage decoded once."""
     wanted = {}
     for m in matches:
         if m["video"] != "":
@@ -268,18 +283,46 @@ def frame_tiles(matches):
         image = Image.fromarray(frames[m["video"], m["frame"]])
         left, top, width, height = (m[k] - (1 if k in ("left", "top") else 0)
                                     for k in ("left", "top", "width", "height"))
+        crop = image.crop((round(left), round(top), round(left + width), round(top + height)))
         ImageDraw.Draw(image).rectangle((left, top, left + width, top + height), outline=(255, 220, 0),
                                         width=max(1, round(height / 40)))
         # the box with as much again around it: who it is, and where
         cut = image.crop((max(0, left - width), max(0, top - height / 4), min(image.width, left + 2 * width),
                           min(image.height, top + 1.25 * height)))
         cut.info["name"] = f"{os.path.basename(m['video'])} {m['time']}"
-        tiles[m["video"], m["frame"], m["left"], m["top"]] = cut
+        tiles[m["video"], m["frame"], m["left"], m["top"]] = cut, crop
     return tiles
 
 
 def tile_of(m, tiles):
-    return tiles[m["video"], m["frame"], m["left"], m["top"]] if m["video"] != "" else m["gallery"]
+    return tiles[m["video"], m["frame"], m["left"], m["top"]][0] if m["video"] != "" else m["gallery"]
+
+
+def crop_of(m, tiles):
+    """The image the match's descriptor was made from: the gallery image, or the box cropped."""
+    return tiles[m["video"], m["frame"], m["left"], m["top"]][1] if m["video"] != "" else load_image(m["gallery"])
+
+
+def explain(model, device, opts, query, matches, tiles, path):
+    """--why: the similarity maps of the query and each match drawn into `path`; for each match,
+    its two images over their maps side by side, for report.html."""
+    size = gallery.input_size(opts)
+    transform = test_transform(*size)
+    query_image = load_image(query)
+    pairs = []
+    for m in matches:
+        match_image = crop_of(m, tiles)
+        images = [transform(i).to(device) for i in (query_image, match_image)]
+        map_q, map_m, cosine = similarity_maps(model, *images)
+        map_q, map_m = map_q.cpu().numpy(), map_m.cpu().numpy()
+        pairs.append((query_image.resize(size[::-1]), map_q, match_image.resize(size[::-1]), map_m,
+                      f"{m['rank']}: cos {cosine:.3f}"))
+    height, width = pairs[0][1].shape
+    draw_why(path, pairs, f"{os.path.basename(query)}: where the cosine comes from, red adding, blue taking away\n"
+                          f"query above, match below (footage: its best box); {height} x {width} places, as the "
+                          f"network's last feature map")
+    limit = max(float(abs(m).max()) for _, mq, _, mm, _ in pairs for m in (mq, mm)) or 1.0
+    return [side_by_side(overlay(q, mq, limit), overlay(g, mm, limit)) for q, mq, g, mm, _ in pairs]
 
 
 def where(m):
@@ -363,6 +406,10 @@ def main(argv=None):
     args.num_workers = loader_workers(args.num_workers, device)
     note_emulated(device, args.precision)
     model, opts = load_trained(folder, args.which_epoch)
+    if args.why and (opts.get("use_dense") or not args.pictures or args.query is None):
+        dense = f"; {args.name} is a DenseNet-121 run (--use_dense)" if opts.get("use_dense") else ""
+        raise UserError(f"--why draws into the pictures of a search with --query (not --no-pictures), for ResNet-50 "
+                        f"runs{dense}")
     model = model.to(device, memory_format=torch.channels_last).eval()
     images = check_images(query_paths, args, opts) if args.precision != "fp32" else None
     if images is not None:
@@ -385,9 +432,10 @@ def main(argv=None):
     if args.rank_by == "head" and head is None:
         raise UserError(f"--rank_by head, but {os.path.abspath(head_path(folder, args.which_epoch))} does not exist "
                         f"(runs of the original code saved no head); rank by cosine")
-    judge = judge_of_run(folder, args.which_epoch, head, args.far, threshold=args.threshold, prior=args.prior)
 
     entries, gf, described, unreadable = gallery_entries(describer, args, detections)
+    judge = judge_of_run(folder, args.which_epoch, head, args.far, threshold=args.threshold, prior=args.prior,
+                         footage=footage_pairs(described))
     qf, readable = describer.extract(query_paths, "queries")
     unreadable += [p for p, ok in zip(query_paths, readable) if not ok]
     if unreadable:
@@ -428,12 +476,15 @@ def main(argv=None):
     for i, query in enumerate(query_paths):
         matches = [r for r in rows if r["query"] == query]
         if args.pictures:
-            draw(os.path.join(output, f"{i:03d}_{os.path.splitext(os.path.basename(query))[0]}.png"), query, matches,
-                 judge, tiles)
+            stem = os.path.join(output, f"{i:03d}_{os.path.splitext(os.path.basename(query))[0]}")
+            draw(stem + ".png", query, matches, judge, tiles)
+            whys = (explain(model, device, opts, query, matches, tiles, stem + "_why.png") if args.why
+                    else [None] * len(matches))
             sections.append({"heading": query, "image": load_image(query), "note": "",
                              "hits": [{"image": as_image(tile_of(m, tiles)), "caption": caption(m),
                                        "cosine": m["cosine"], "p_same": m["p_same"] if m["p_same"] != "" else None,
-                                       "same": m["same"] == 1, "rank": m["rank"]} for m in matches]})
+                                       "same": m["same"] == 1, "rank": m["rank"], "why": why}
+                                      for m, why in zip(matches, whys)]})
         same = [m for m in matches if m["same"]]
         print(f"{query}: {len(same)} of the top {len(matches)} judged the same person; best {where(matches[0])}")
         for m in same[1:] if matches[0]["same"] else same:

@@ -125,6 +125,8 @@ def test_images_as_people_have_them(tiny_run, prepared_market, tmp_path, capsys)
     (["--name", "tiny", "--query", "q.jpg", "--gallery", "empty"], "--gallery empty holds no images"),
     (["--name", "tiny", "--query", "missing.jpg", "--gallery", "pics"], "--query missing.jpg does not exist"),
     (["--name", "tiny", "--query", "q.jpg", "--gallery", "pics", "--top", "0"], "--top 0 must be at least 1"),
+    (["--name", "tiny", "--query", "q.jpg", "--gallery", "pics", "--why", "--no-pictures"],
+     "--why draws into the pictures"),
 ])
 def test_bad_input_is_one_line(tiny_run, tmp_path, args, message):
     work = tmp_path / "work"
@@ -182,3 +184,24 @@ def test_the_prior_moves_p_same_not_the_decisions(tiny_run, gallery, tmp_path, c
     assert moved and all(a < b for a, b in moved)
     assert [r["p_head_raw"] for r in low] == [r["p_head_raw"] for r in high]  # the head's own output stays
     assert all(float(a["p_head"]) <= float(b["p_head"]) for a, b in zip(low, high))
+
+
+def test_why_draws_maps_that_sum_to_the_cosine_reported(tiny_run, gallery, tmp_path, capsys):
+    """--why: a picture of the maps per query and one under each match in report.html; the maps of
+    the query and its first match, over the images search.py read, sum to results.csv's cosine."""
+    from model import load_trained
+    from reid.data import load_image, test_transform
+    from reid.evaluation.similarity_maps import similarity_maps
+
+    query = sorted(gallery.rglob("*.jpg"))[3]
+    searched(capsys, tiny_run, "--query", query, "--gallery", gallery, "--output", tmp_path / "out", "--top", "3",
+             "--why")
+    assert (tmp_path / "out" / f"000_{query.stem}_why.png").is_file()
+    assert (tmp_path / "out" / "report.html").read_text().count("why it matches") == 3
+    first = rows(tmp_path / "out")[0]
+    net, opts = load_trained(str(tiny_run / "model" / "tiny"))
+    transform = test_transform(int(opts["height"]), int(opts["width"]))
+    map_q, map_m, cosine = similarity_maps(net.eval(), transform(load_image(query)),
+                                           transform(load_image(first["gallery"])))
+    assert float(map_q.sum()) == pytest.approx(float(first["cosine"]), abs=1e-4)
+    assert float(map_m.sum()) == pytest.approx(float(first["cosine"]), abs=1e-4)

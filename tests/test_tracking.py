@@ -60,8 +60,15 @@ def test_a_look_alike_far_from_where_the_person_went_is_not_joined():
     assert len(link_tracklets(boxes, FPS, motion=True, features=features, same_cosine=0.5)) == 2
 
 
-def test_two_boxes_of_one_frame_are_two_people_unless_they_overlap_much():
-    boxes = [Box(1, -1, 0, 0, 10, 20, 1.0), Box(1, -1, 2, 0, 10, 20, 1.0),  # IoU 8/12 = 0.67: maybe one person
-             Box(1, -1, 50, 0, 10, 20, 1.0), Box(2, -1, 0, 0, 10, 20, 1.0), Box(3, -1, 0, 0, 10, 20, 1.0)]
+def test_two_boxes_of_one_frame_are_two_people_where_they_do_not_overlap():
+    boxes = [Box(1, -1, 0, 0, 10, 20, 1.0), Box(1, -1, 9, 0, 10, 20, 1.0),  # one pixel column shared
+             Box(1, -1, 19, 0, 10, 20, 1.0), Box(2, -1, 0, 0, 10, 20, 1.0), Box(3, -1, 0, 0, 10, 20, 1.0)]
     first, second = same_frame_pairs(boxes)
     assert sorted(zip(first.tolist(), second.tolist())) == [(0, 2), (1, 2)]
+
+
+def test_boxes_with_track_ids_are_linked_by_their_ids_whatever_they_look_like():
+    boxes = [Box(n, 7, 20, 10, 12, 30, 1.0) for n in (1, 2)] + [Box(n, 9, 60, 10, 12, 30, 1.0) for n in (1, 2)]
+    features = np.array([RED, BLUE, BLUE, RED])
+    linked = link_tracklets(boxes, FPS, motion=True, features=features, same_cosine=0.5, different_cosine=0.5)
+    assert [(t.id, t.rows) for t in linked] == [(7, [0, 1]), (9, [2, 3])]

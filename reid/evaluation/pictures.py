@@ -1,6 +1,7 @@
 """Pictures of a ranking: a query, then its matches in a row, each framed in a colour that says
 what it is, with a label above and, optionally, its file name below. demo.py draws the
-protocol's view of a test query; search.py the answer to a search of one's own images."""
+protocol's view of a test query; search.py the answer to a search of one's own images. And why
+two images match: each image under its similarity map (similarity_maps.py)."""
 import os
 
 import matplotlib
@@ -64,6 +65,34 @@ def draw_similarity(path, images, maps, labels, title, dpi=120):
         for ax in (plain, mapped):
             ax.set_xticks([])
             ax.set_yticks([])
+    fig.suptitle(title, fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi)
+    plt.close(fig)
+
+
+def overlay(image, share, limit):
+    """`image` (PIL) under its similarity map `share` (h x w, its cells covering the image evenly):
+    red where a place adds to the cosine, blue where it takes away, full colour at +-limit."""
+    colours = matplotlib.colormaps["RdBu_r"]((np.asarray(share, np.float64) / limit + 1) / 2)[..., :3]
+    cells = Image.fromarray((colours * 255).round().astype(np.uint8))
+    return Image.blend(image.convert("RGB"), cells.resize(image.size, Image.Resampling.NEAREST), 0.55)
+
+
+def draw_why(path, pairs, title, dpi=110):
+    """Write a PNG of why each pair matches: a column per pair, (query image, its map, match image,
+    its map, label), the query over its map above the match over its; one colour scale for all."""
+    limit = max(float(np.abs(np.asarray(m)).max()) for _, mq, _, mm, _ in pairs for m in (mq, mm)) or 1.0
+    fig, axes = plt.subplots(2, len(pairs), figsize=(TILE_WIDTH * len(pairs), 2 * HEIGHT), squeeze=False)
+    for k, (query, map_q, match, map_m, label) in enumerate(pairs):
+        for row, (image, share) in enumerate(((query, map_q), (match, map_m))):
+            ax = axes[row][k]
+            ax.imshow(overlay(image, share, limit))
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_xlabel(f"sums to {float(np.sum(share)):.3f}", fontsize=6)
+        axes[0][k].set_title(label, fontsize=7)
     fig.suptitle(title, fontsize=8)
     fig.tight_layout()
     with atomic_path(path) as tmp:

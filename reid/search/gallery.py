@@ -179,6 +179,15 @@ class Described:
         ends = np.cumsum([len(t.boxes) for t in self.tracklets])
         return list(zip(np.concatenate([[0], ends[:-1]]).tolist(), ends.tolist()))
 
+    def negatives(self):
+        """Cosine similarities of pairs of different people as a search compares them, an image
+        against a tracklet: each box against the tracklet of each other person on its frame whose
+        box does not overlap it (tracking.same_frame_pairs), both ways round."""
+        owner = np.repeat(np.arange(len(self.tracklets)), [len(t.boxes) for t in self.tracklets])
+        first, second = tracking.same_frame_pairs(self.boxes())
+        return np.concatenate([np.einsum("ij,ij->i", self.box_features[a], self.features[owner[b]])
+                               for a, b in ((first, second), (second, first))])
+
 
 class Crops:
     """Batches of the transformed crops of boxes, in the order given, for descriptors(): the

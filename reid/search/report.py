@@ -5,6 +5,7 @@ is from a USB stick, with no server and no network.
 
     title
     summary         one line each: the run, the gallery, how "same person" was decided, the prior
+    (search.py --why: under each match, the query and the match over their similarity maps)
     legend          green frame: judged the same person; red frame: judged different
     a section each  per query (per list of pairs across cameras): its heading, a note, the query's
                     picture, then its matches in rows that wrap, each framed green or red with its
@@ -38,6 +39,7 @@ ul.summary {{ margin: 0 0 .8em; padding-left: 1.2em; }}
 figure {{ margin: 0; padding: 3px; border: 5px solid #666; background: #f4f4f4; width: min-content;
          min-width: 170px; }}
 figure img, figure .missing {{ display: block; height: 180px; width: auto; margin: 0 auto; }}
+figure img + img {{ height: 120px; margin-top: 3px; }}
 figure .missing {{ width: 120px; line-height: 180px; text-align: center; color: #666; }}
 figcaption {{ font-size: .8em; margin-top: 3px; overflow-wrap: anywhere; }}
 .same {{ border-color: {COLOURS[True]}; }}
@@ -82,7 +84,8 @@ def hit_figure(hit, heading):
     lines = [caption] if isinstance(caption, str) else caption
     text = "".join(f"<br>{escape(line)}" for line in lines)
     what = f"{heading}: rank {hit['rank']}"
-    return (f"<figure class=\"hit {KINDS[same]}\">{picture(hit['image'], what)}\n"
+    why = "" if hit.get("why") is None else image_tag(hit["why"], f"{what}: why it matches")
+    return (f"<figure class=\"hit {KINDS[same]}\">{picture(hit['image'], what)}\n{why}"
             f"<figcaption><span class=\"decision\">rank {escape(hit['rank'])}: {DECISIONS[same]}</span>"
             f"<br>cosine {hit['cosine']:.3f}<br>P(same) {p_same}{text}</figcaption></figure>\n")
 
@@ -110,7 +113,8 @@ def write_report(path, title, summary, sections):
 
     summary: lines of text. sections: one dict per query, {"heading": str, "image": the query's
     PIL image or None, "note": str, "hits": [{"image": PIL image or None, "caption": lines of
-    text, "cosine": float, "p_same": float or None, "same": bool, "rank": int}, ...]}."""
+    text, "cosine": float, "p_same": float or None, "same": bool, "rank": int, and optionally
+    "why": a PIL image or None}, ...]}."""
     hits = 0
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
         f.write(f"<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"

@@ -40,8 +40,6 @@ MIN_ABOVE = 3
 # different people look alike (however they overlap: the person the tracklet followed is hidden,
 # and the box is someone else's)
 UNLIKE_SHARE = 0.25
-# where two boxes of one frame overlap by this much or more, they may be one person detected twice
-TWO_PEOPLE_IOU = 0.3
 
 
 @dataclass
@@ -157,7 +155,7 @@ def join_fragments(groups, boxes, features, same_cosine, max_merge):
     that begins at most max_merge frames after another ends, near where that one was heading
     (REACH), and whose mean descriptor is above same_cosine with its mean; the most alike first,
     each group joined to at most one before and one after it."""
-    means = np.array([unit(features[g].mean(0)) for g in groups]).reshape(len(groups), -1)
+    means = np.array([unit(features[g].mean(0)) for g in groups]).reshape(len(groups), features.shape[1])
     cosine = means @ means.T
     candidates = []
     for a, first in enumerate(groups):
@@ -217,8 +215,9 @@ def link_tracklets(boxes, fps, stride=1, iou_threshold=0.3, max_gap=3, motion=Fa
 
 
 def same_frame_pairs(boxes):
-    """(i, j) row arrays of every pair of boxes on one frame that overlap by less than TWO_PEOPLE_IOU:
-    two different people, with no label needed."""
+    """(i, j) row arrays of every pair of boxes on one frame that do not overlap: two different
+    people, each seen whole, with no label needed (boxes that overlap may be one person detected
+    twice, or one person hiding another, whose box then shows both)."""
     by_frame = defaultdict(list)
     for k, box in enumerate(boxes):
         by_frame[box.frame].append(k)
@@ -228,7 +227,7 @@ def same_frame_pairs(boxes):
             continue
         overlap = iou_matrix([boxes[k] for k in rows], [boxes[k] for k in rows])
         i, j = np.triu_indices(len(rows), k=1)
-        keep = overlap[i, j] < TWO_PEOPLE_IOU
+        keep = overlap[i, j] == 0
         first += [rows[k] for k in i[keep]]
         second += [rows[k] for k in j[keep]]
     return np.array(first, np.int64), np.array(second, np.int64)
