@@ -189,3 +189,43 @@ def test_the_readme_command_a_video_and_a_sequence_with_a_detections_file_each(t
     found = rows(tmp_path / "out" / "results.csv")
     assert {r["video"] for r in found} == {str(root / "cam1.mp4"), str(root / "cam2")}
     assert out.count("boxes (MOT15)") == 2 and out.count("footage ") == 2
+
+
+def one_frame_video(sequence, frame, path):
+    """A video of one frame of the sequence alone."""
+    import av
+    import numpy as np
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=5)
+        first = Image.open(sequence / "img1" / f"{frame:06d}.jpg").convert("RGB")
+        stream.width, stream.height, stream.pix_fmt = first.width, first.height, "yuv420p"
+        container.mux(stream.encode(av.VideoFrame.from_ndarray(np.asarray(first), format="rgb24")))
+        container.mux(stream.encode())
+
+
+@pytest.mark.parametrize("case", ["one walker", "boxes that all overlap", "a video of one frame"])
+def test_footage_without_pairs_of_people_says_so_in_one_line_and_answers(tiny_run, made, tmp_path, case):
+    """Footage that gives no pairs of different people (decisions.py) is searched all the same, on
+    the run's calibration, and one line says why; everything it writes is whole."""
+    root, manifest = made
+    cam1 = root / "cam1"
+    footage, truth = ground_truth(cam1)
+    gallery = str(cam1)
+    if case == "one walker":
+        boxes = [b for b in truth if b.id == truth[0].id]
+    elif case == "boxes that all overlap":
+        boxes = [b._replace(left=b.left + shift) for b in truth if b.id == truth[0].id for shift in (0, 1)]
+    else:
+        busiest = max({b.frame for b in truth}, key=lambda n: sum(b.frame == n for b in truth))
+        one_frame_video(cam1, busiest, tmp_path / "one.mp4")
+        gallery, boxes = str(tmp_path / "one.mp4"), [b._replace(frame=1) for b in truth if b.frame == busiest]
+    detections = tmp_path / "boxes.txt"
+    detections.write_text("".join(f"{b.frame},-1,{b.left},{b.top},{b.width},{b.height},1,-1,-1,-1\n" for b in boxes))
+    query = next((root / "query").iterdir())
+    out = run_script("search.py", "--name", "tiny", "--gpu_ids", "-1", "--query", str(query), "--gallery", gallery,
+                     "--detections", str(detections), "--output", str(tmp_path / "out"), cwd=tiny_run)
+    assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr
+    notes = [line for line in out.stderr.splitlines() if "the run's calibration decides" in line]
+    assert len(notes) == 1 and ("shows two people apart" in notes[0] or "fewer than the 300" in notes[0])
+    assert len(rows(tmp_path / "out" / "results.csv")) >= 1
+    assert not [f for f in os.listdir(tmp_path / "out") if f.startswith(".") or f.endswith(".tmp")]

@@ -88,10 +88,13 @@ def judge_of_run(folder, checkpoint, head, far, threshold=None, prior=None, foot
         if len(footage.cosines) >= needed:
             on_footage = threshold_at_far(footage.cosines, far)
         else:
-            print(f"note: the footage gives {len(footage.cosines)} pairs of different people ({footage.words()}; "
-                  f"two people apart on one frame), fewer than the {needed} that a threshold at FAR {far:g} needs: "
-                  f"the run's calibration decides, made on images unlike these (more people at once, or more "
-                  f"footage, let the footage decide)", file=sys.stderr)
+            names = ", ".join(name for name, _ in footage.sources)
+            found = (f"no frame of {names} shows two people apart (boxes that do not overlap), so the footage gives "
+                     f"no pairs of different people" if not len(footage.cosines) else
+                     f"the footage gives {len(footage.cosines)} pairs of different people ({footage.words()}; two "
+                     f"people apart on one frame), fewer than the {needed} that a threshold at FAR {far:g} needs")
+            print(f"note: {found}: the run's calibration decides, made on images unlike these (footage with more "
+                  f"people at once, or more of it, lets the footage decide)", file=sys.stderr)
     footage_source = None if on_footage is None else (
         f"FAR {far:g} on this footage's {len(footage.cosines)} pairs of different people ({footage.words()}; a box "
         f"against the tracklet of another person apart from it on its frame)")
