@@ -4,8 +4,10 @@ and whole frames with a box drawn) opened from its file by headless Chromium, wi
 Chromium loads the page and writes its DOM (--dump-dom) and a screenshot (--screenshot). The
 DOM must hold one <img> per picture, each a data: URI, and every heading and caption line as
 text (one of them full of <, &, and quotes); the screenshot must show every picture (each is
-painted in a colour of its own, looked for in the PNG) and the green and red frames of the
-matches judged the same person and different. Exits 1 naming what failed.
+painted in a colour of its own, looked for in the PNG), the similarity maps of search.py --why
+under their matches (a crop under a map all red, one under a map all blue, in their blended
+colours) and the green and red frames of the matches judged the same person and different.
+Exits 1 naming what failed.
 
     python bench/experiments/report_render.py                  # in a temporary folder
     python bench/experiments/report_render.py --output out/    # keep report.html and report.png there
@@ -23,6 +25,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from bench.stages import machine
+from reid.evaluation.pictures import overlay
 from reid.search.report import COLOURS, write_report
 
 WINDOW = (1280, 2000)
@@ -31,6 +34,7 @@ PAINTS = [(40, 90, 220), (200, 40, 200), (0, 200, 220), (230, 210, 0), (110, 40,
           (250, 150, 200), (0, 100, 120), (20, 20, 110)]
 PAINT_TOLERANCE = 24  # JPEG and scaling move a flat colour by a few levels, more at its edges
 MIN_PAINT_PIXELS = 2000  # the smallest picture shows about 10,000 pixels of its colour; a broken one none
+MIN_WHY_PIXELS = 1000  # a map is shown 120 pixels high under its match: about 3,000 pixels of its colour
 MIN_FRAME_PIXELS = 2000  # per framed match: a 5-pixel border around at least 150 x 240 pixels is 3,900
 
 
@@ -61,8 +65,23 @@ def frame(paint, width, height):
     return image
 
 
-def hit(rank, image, same, p_same, cosine, *caption):
-    return {"rank": rank, "image": image, "same": same, "p_same": p_same, "cosine": cosine, "caption": list(caption)}
+def hit(rank, image, same, p_same, cosine, *caption, why=None):
+    return {"rank": rank, "image": image, "same": same, "p_same": p_same, "cosine": cosine, "caption": list(caption),
+            "why": why}
+
+
+# search.py --why's pictures: crops under a similarity map, all adding (red) or all taking away (blue)
+WHYS = [(PAINTS[0], 1.0), (PAINTS[2], -1.0)]
+
+
+def why_picture(paint, sign):
+    """A crop painted `paint` under a uniform similarity map of sign `sign`, as search.py --why draws it."""
+    return overlay(crop(paint, 64, 128), np.full((4, 2), sign), 1.0)
+
+
+def why_colour(paint, sign):
+    """The background colour of why_picture: the paint blended with the map's colour at +-1."""
+    return tuple(int(c) for c in np.asarray(why_picture(paint, sign))[2, 2])
 
 
 def sample_sections():
@@ -71,8 +90,9 @@ def sample_sections():
         {"heading": "Query 1: <suspect> & 'friend'.jpg", "image": crop(PAINTS[0], 64, 128),
          "note": "the 4 best of 212 tracklets",
          "hits": [hit(1, frame(PAINTS[1], 1280, 720), True, 0.974, 0.912, "cam2.mp4", "00:00:03.2 - 00:00:05.9",
-                      "frames 33-60", "best frame 41"),
-                  hit(2, crop(PAINTS[2], 96, 192), True, 0.811, 0.833, "gallery/0002_c1s1_000151_01.jpg"),
+                      "frames 33-60", "best frame 41", why=why_picture(*WHYS[0])),
+                  hit(2, crop(PAINTS[2], 96, 192), True, 0.811, 0.833, "gallery/0002_c1s1_000151_01.jpg",
+                      why=why_picture(*WHYS[1])),
                   hit(3, frame(PAINTS[3], 1920, 1080), False, 0.120, 0.702, 'cam <3> & "east".mp4',
                       "00:01:12.0 - 00:01:14.4", "frames 720-744", "best frame 731"),
                   hit(4, crop(PAINTS[4], 48, 96), False, None, 0.655, "gallery/0009_c2s1_000017_03.jpg")]},
@@ -128,6 +148,7 @@ def check(browser, folder, profile):
     hits = write_report(page, "Search of <cam1> & \"cam2\"", ["run: tiny", "gallery: footage/"], sections)
     matches = [h for s in sections for h in s["hits"]]
     pictures = sum(s["image"] is not None for s in sections) + sum(h["image"] is not None for h in matches)
+    whys = sum(h["why"] is not None for h in matches)
     print(f"report: {hits} matches in {len(sections)} sections, {pictures} pictures, "
           f"{os.path.getsize(page) // 1024} KB")
     failures = []
@@ -142,10 +163,11 @@ def check(browser, folder, profile):
     lines = [s["heading"] for s in sections] + [line for h in matches for line in h["caption"]]
     missing = [line for line in lines if line not in text]
     inline = sum(src.startswith("data:image/jpeg;base64,") for src in dom.images)
-    print(f"dump-dom: {len(dom.images)} <img> ({inline} data: URIs) for {pictures} pictures, "
+    print(f"dump-dom: {len(dom.images)} <img> ({inline} data: URIs) for {pictures} pictures and {whys} "
+          f"similarity maps, "
           f"{len(lines) - len(missing)} of {len(lines)} headings and caption lines, {dom.scripts} <script>, "
           f"'No matches found.' {text.count('No matches found.')} time(s)")
-    if len(dom.images) != pictures or inline != pictures:
+    if len(dom.images) != pictures + whys or inline != pictures + whys:
         failures.append("the DOM does not hold one inline <img> per picture")
     if missing:
         failures.append(f"text missing from the DOM: {missing}")
@@ -160,6 +182,10 @@ def check(browser, folder, profile):
               for same in (True, False)}
     wanted = {same: MIN_FRAME_PIXELS * sum(h["same"] == same for h in matches) for same in (True, False)}
     shown = sum(n >= MIN_PAINT_PIXELS for n in found)
+    mapped = [pixels_near(image, why_colour(*w), PAINT_TOLERANCE) for w in WHYS]
+    print(f"screenshot: similarity maps painted in their colours: {mapped} pixels (at least {MIN_WHY_PIXELS} each)")
+    if min(mapped) < MIN_WHY_PIXELS:
+        failures.append("a similarity map (search.py --why) not shown under its match")
     print(f"screenshot: {image.shape[1]}x{image.shape[0]}; {shown} of {pictures} pictures painted "
           f"(fewest pixels of a picture's colour: {min(found)}, at least {MIN_PAINT_PIXELS} wanted); "
           f"green frame pixels {frames[True]} (at least {wanted[True]}), red {frames[False]} "
