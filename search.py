@@ -65,11 +65,20 @@ from reid.data import UnreadableImage, load_image, test_transform
 from reid.devices import CHECK_IMAGES, Arithmetic, loader_workers, note_emulated, start_processes
 from reid.evaluation.pictures import draw_ranking, draw_why, overlay
 from reid.evaluation.similarity_maps import similarity_maps
-from reid.evaluation.verification import COLLAPSED_MEDIAN, FARS, head_block, median_pair_cosine
+from reid.evaluation.verification import (
+    COLLAPSED_FOOTAGE_MEDIAN,
+    COLLAPSED_MEDIAN,
+    FARS,
+    head_block,
+    median_pair_cosine,
+)
 from reid.runs import atomic_path, head_path, run_dir
 from reid.search import footage as fo
 from reid.search import gallery, report, tracking
 from reid.search.decisions import FootagePairs, judge_of_run
+
+# the collapse warning looks at the footage's pairs of different people where it has this many
+COLLAPSE_PAIRS = 50
 
 
 def parse_args(argv=None):
@@ -118,28 +127,21 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def collapse_warning(name, gf, groups=None):
-    """The warning line for a gallery whose descriptors (unit rows of gf; rows of one group, the
-    boxes of a tracklet, are one person) the run has nearly collapsed into one, or None: its
-    rankings and decisions then carry no information."""
-    spread = median_pair_cosine(gf, groups)
-    if spread is None or spread <= COLLAPSED_MEDIAN:
+def collapse_warning(name, gf, described=()):
+    """The warning line for a gallery whose descriptors the run has nearly collapsed into one, or
+    None: its rankings and decisions then carry no information. Measured on the footage's pairs of
+    different people (two boxes of one frame that do not overlap; Described.different) where it
+    gives COLLAPSE_PAIRS of them, else on pairs of the gallery's unit descriptors gf."""
+    different = np.concatenate([np.zeros(0, np.float32)] + [d.different for d in described])
+    if len(different) >= COLLAPSE_PAIRS:
+        spread, bound, what = float(np.median(different)), COLLAPSED_FOOTAGE_MEDIAN, "two people on one frame"
+    else:
+        spread, bound, what = median_pair_cosine(gf), COLLAPSED_MEDIAN, "two random gallery images"
+    if spread is None or spread <= bound:
         return None
-    return (f"warning: {name} does not tell these images apart: two random gallery images (in footage, boxes of two "
-            f"tracklets) have a median cosine similarity of {spread:.3f} (above {COLLAPSED_MEDIAN}), as if all showed "
-            f"one person: it was trained too little, or on images unlike these; do not trust its rankings or "
-            f"same-person decisions")
-
-
-def spread_of(entries, gf):
-    """(descriptors, groups) for collapse_warning: each image alone, and each box of footage in the
-    group of its tracklet (a tracklet's mean is smoother than its boxes, and its boxes all one person)."""
-    features, groups = [], []
-    for k, entry in enumerate(entries):
-        start, stop = entry.get("span", (0, 1))
-        features.append(entry["described"].box_features[start:stop] if "described" in entry else gf[k:k + 1])
-        groups += [k] * (stop - start)
-    return np.concatenate(features), np.array(groups)
+    return (f"warning: {name} does not tell these images apart: {what} have a median cosine similarity of "
+            f"{spread:.3f} (above {bound}), as if all showed one person: it was trained too little, or on images "
+            f"unlike these; do not trust its rankings or same-person decisions")
 
 
 def footage_pairs(described):
@@ -445,7 +447,7 @@ def main(argv=None):
     if (args.query is not None and not query_paths) or not entries:
         raise UserError(f"no readable {'query image' if entries else 'gallery image or person in the footage'} left "
                         f"to search with")
-    collapsed = collapse_warning(args.name, *spread_of(entries, gf))
+    collapsed = collapse_warning(args.name, gf, described)
     if collapsed:
         print(collapsed, file=sys.stderr)
     tracked = write_tracklets(output, described)
