@@ -13,9 +13,10 @@ files (.mp4, .avi, .mkv, .mov) and MOTChallenge sequence folders (img1/, seqinfo
 people are the boxes of a detections file in MOTChallenge format (--detections, one per footage
 in the order given; a sequence's own det/det.txt, or gt/gt.txt with --ground_truth or where it has
 no det.txt), or of a COCO person detector (detector.py) where there is none, on every --stride-th
-frame. Boxes are linked across frames into tracklets (the file's track ids, else overlap), and a
-tracklet is matched by the mean of its boxes' descriptors: one answer per person and stretch of
-time, with its first and last time and the box that best matches the query.
+frame. Boxes are linked across frames into tracklets (the file's track ids, else motion and
+appearance: tracking.py), and a tracklet is matched by the mean of its boxes' descriptors: one
+answer per person and stretch of time, with its first and last time and the box that best
+matches the query.
 
 Each query's matches are ranked by cosine similarity of the descriptors (as the paper ranks
 them; --rank_by head ranks by the verification head instead). For each match it reports the
@@ -27,7 +28,9 @@ share among the pairs it was fitted on). The verification head's P(same) (the he
 trained to answer exactly that; a weighted inner product of the two descriptors, so all pairs
 cost one matrix product), calibrated too, and its raw output are reported beside it. The decision
 is P(same) at least the threshold calibrated there at a false-accept rate of --far (--threshold
-overrides it). A run whose thresholds.yaml predates calibrations reports and decides by the head's
+overrides it). In footage, two people on one frame are two different people: where the footage
+gives enough such pairs, the threshold at --far is set on them and P(same) moved to it
+(decisions.py), as the output says. A run whose thresholds.yaml predates calibrations reports and decides by the head's
 raw output; one with neither head nor thresholds (the original code's) needs --threshold on
 cosine similarity.
 

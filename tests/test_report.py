@@ -145,7 +145,8 @@ def test_chromium_shows_every_picture_and_caption(tmp_path):
                            "--browser", BROWSER, "--output", str(tmp_path / "shown é")],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "9 <img> (9 data: URIs) for 9 pictures" in done.stdout
+    assert "11 <img> (11 data: URIs) for 9 pictures and 2 similarity maps" in done.stdout
+    assert "similarity maps painted in their colours" in done.stdout
     assert "16 of 16 headings and caption lines" in done.stdout
     assert "9 of 9 pictures painted" in done.stdout
     assert (tmp_path / "shown é" / "report.png").exists()

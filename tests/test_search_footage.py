@@ -135,7 +135,7 @@ class FakeDetector:
 
 
 def test_a_video_without_detections_gets_the_person_detector_once(tiny_run, made, tmp_path, capsys, monkeypatch):
-    """Boxes from the detector (people only), linked by overlap into one tracklet; a second search
+    """Boxes from the detector (people only), linked into one tracklet; a second search
     takes the detector's boxes and the descriptors from the cache, whatever the output."""
     from reid.search import detector
     fake = FakeDetector()
@@ -180,7 +180,7 @@ def test_under_torchrun_the_footage_is_shared_out_and_the_answer_is_the_same(tin
 
 def test_the_readme_command_a_video_and_a_sequence_with_a_detections_file_each(tiny_run, made, tmp_path, capsys):
     """search.py --gallery cam1.mp4 cam2/ --detections cam1.txt cam2/det/det.txt: both searched,
-    each with its own boxes (det.txt: no track ids, linked by overlap)."""
+    each with its own boxes (det.txt: no track ids, linked by motion and appearance)."""
     root, _ = made
     query = root / "query" / sorted(os.listdir(root / "query"))[0]
     out, _ = searched(capsys, tiny_run, "--query", query, "--gallery", root / "cam1.mp4", root / "cam2",
