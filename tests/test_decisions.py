@@ -56,3 +56,24 @@ def test_a_run_without_calibration_decides_on_cosine_at_the_footage_threshold(tm
     judge = judge_of_run(str(tmp_path), "last", (np.ones(4), 0.0), 1e-2, footage=pairs)
     assert judge.decided_on == "cosine similarity" and judge.scores(0.31, 2.0)["same"] == 1
     assert judge.scores(0.29, 2.0)["same"] == 0 and judge.scores(0.29, 2.0)["p_head_raw"] > 0.8
+
+
+def test_the_pairs_of_a_footage_are_a_box_against_the_other_persons_tracklet():
+    """Two people side by side on frames 1 and 2, a third alone on frame 3, a fourth overlapping the
+    first on frame 1: each box of the first two against the other's tracklet, both ways round."""
+    from reid.search.footage import Box
+    from reid.search.gallery import Described
+    from reid.search.tracking import Tracklet
+
+    def box(frame, left):
+        return Box(frame, -1, left, 0, 10, 20, 1.0)
+    a = Tracklet(1, 1, 2, 0.0, 0.1, [box(1, 0), box(2, 0)])
+    b = Tracklet(2, 1, 2, 0.0, 0.1, [box(1, 50), box(2, 50)])
+    c = Tracklet(3, 3, 3, 0.2, 0.2, [box(3, 0)])
+    d = Tracklet(4, 1, 1, 0.0, 0.0, [box(1, 5)])
+    box_features = np.array([[1, 0], [0.6, 0.8], [0, 1], [0, 1], [1, 0], [0.6, 0.8]], np.float32)
+    means = np.array([[0.8944, 0.4472], [0, 1], [1, 0], [0.6, 0.8]], np.float32)
+    described = Described(None, [a, b, c, d], box_features, means, False, np.zeros(0), None)
+    # a's boxes against b's mean: 0, 0.8; b's boxes against a's mean: 0.4472 twice; d overlaps a, not b:
+    # d's box against b's mean 0.8, b's box on frame 1 against d's mean 0.8
+    assert sorted(described.negatives().tolist()) == pytest.approx([0.0, 0.4472, 0.4472, 0.8, 0.8, 0.8], abs=1e-4)
