@@ -9,15 +9,17 @@ are linked frame by frame, each sampled frame's boxes assigned to the tracklets 
                  (Bewley et al., ICIP 2016)
     appearance   motion, and the descriptors: a box near a tracklet's predicted place (within one
                  body height) may join it without overlap where their cosine similarity is above
-                 same_cosine, and the assignment maximises IoU + cosine, so that two people who
+                 same_cosine, may not join one it looks less like than different_cosine (the
+                 person followed is hidden, and the box overlapping their place is someone
+                 else's), and the assignment maximises IoU + cosine, so that two people who
                  cross keep their own tracklets; then fragments of one person (a tracklet ended,
                  another begun within max_merge frames, near where the first was heading) are
                  joined where their mean descriptors are above same_cosine. The gating and fusion
                  of motion and appearance follow DeepSORT (Wojke et al., ICIP 2017) and BoT-SORT
                  (Aharonian et al., 2022); the joining of fragments is the offline step a search,
                  which sees the whole footage, can afford.
-same_cosine comes from the footage itself (same_frame_pairs): the cosine similarity that only a
-share of pairs of different people of these cameras reach.
+same_cosine and different_cosine come from the footage itself (same_frame_pairs): the cosine
+similarities that 1 in 100, and a quarter, of the pairs of different people of these cameras reach.
 """
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -33,7 +35,8 @@ REACH = 1.0
 # JDE and BoT-SORT keep it): a person's look changes slowly as they turn and walk
 APPEARANCE_MOMENTUM = 0.9
 # linking by appearance stands on the cosine that this share of the footage's pairs of different
-# people reach, and on at least MIN_ABOVE of them reaching it (else it links by motion alone)
+# people reach, and on at least MIN_ABOVE of them reaching it (else no box joins a tracklet it does
+# not overlap, and no fragments are joined)
 LINK_FAR = 1e-2
 MIN_ABOVE = 3
 # a box may not join a tracklet it looks less like than this share of the footage's pairs of
