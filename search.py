@@ -66,7 +66,7 @@ from reid import cli
 from reid.cli import UserError
 from reid.data import UnreadableImage, load_image, test_transform
 from reid.devices import CHECK_IMAGES, Arithmetic, loader_workers, note_emulated, start_processes
-from reid.evaluation.pictures import draw_ranking, draw_why, overlay
+from reid.evaluation.pictures import draw_ranking, draw_why, map_limit, overlay
 from reid.evaluation.similarity_maps import similarity_maps
 from reid.evaluation.verification import (
     COLLAPSED_FOOTAGE_MEDIAN,
@@ -145,15 +145,6 @@ def collapse_warning(name, gf, described=()):
     return (f"warning: {name} does not tell these images apart: {what} have a median cosine similarity of "
             f"{spread:.3f} (above {bound}), as if all showed one person: it was trained too little, or on images "
             f"unlike these; do not trust its rankings or same-person decisions")
-
-
-def footage_pairs(described):
-    """The FootagePairs of the footage searched (pairs of different people, no labels needed), for
-    the decisions; None for a search of image folders alone."""
-    if not described:
-        return None
-    negatives = [d.negatives() for d in described]
-    return FootagePairs(np.concatenate(negatives), [(d.footage.name, len(n)) for d, n in zip(described, negatives)])
 
 
 def footage_detections(args, paths):
@@ -326,7 +317,7 @@ def explain(model, device, opts, query, matches, tiles, path):
     draw_why(path, pairs, f"{os.path.basename(query)}: where the cosine comes from, red adding, blue taking away\n"
                           f"query above, match below (footage: its best box); {height} x {width} places, as the "
                           f"network's last feature map")
-    limit = max(float(abs(m).max()) for _, mq, _, mm, _ in pairs for m in (mq, mm)) or 1.0
+    limit = map_limit([m for _, mq, _, mm, _ in pairs for m in (mq, mm)])
     return [side_by_side(overlay(q, mq, limit), overlay(g, mm, limit)) for q, mq, g, mm, _ in pairs]
 
 
@@ -440,7 +431,7 @@ def main(argv=None):
 
     entries, gf, described, unreadable = gallery_entries(describer, args, detections)
     judge = judge_of_run(folder, args.which_epoch, head, args.far, threshold=args.threshold, prior=args.prior,
-                         footage=footage_pairs(described))
+                         footage=FootagePairs.of(described))
     qf, readable = describer.extract(query_paths, "queries")
     unreadable += [p for p, ok in zip(query_paths, readable) if not ok]
     if unreadable:

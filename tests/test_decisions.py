@@ -73,7 +73,7 @@ def test_the_pairs_of_a_footage_are_a_box_against_the_other_persons_tracklet():
     d = Tracklet(4, 1, 1, 0.0, 0.0, [box(1, 5)])
     box_features = np.array([[1, 0], [0.6, 0.8], [0, 1], [0, 1], [1, 0], [0.6, 0.8]], np.float32)
     means = np.array([[0.8944, 0.4472], [0, 1], [1, 0], [0.6, 0.8]], np.float32)
-    described = Described(None, [a, b, c, d], box_features, means, False, np.zeros(0), None)
+    described = Described(None, [a, b, c, d], box_features, means, False, np.zeros(0))
     # a's boxes against b's mean: 0, 0.8; b's boxes against a's mean: 0.4472 twice; d overlaps a, not b:
     # d's box against b's mean 0.8, b's box on frame 1 against d's mean 0.8
     assert sorted(described.negatives().tolist()) == pytest.approx([0.0, 0.4472, 0.4472, 0.8, 0.8, 0.8], abs=1e-4)

@@ -85,25 +85,22 @@ def main():
             people = people_of(d.tracklets, truth)
             known = np.flatnonzero(people >= 0)
             i, j = np.triu_indices(len(known), k=1)
-            tracklet_pairs = (d.features[known[i]] @ d.features[known[j]].T).diagonal()
+            tracklet_pairs = np.einsum("ij,ij->i", d.features[known[i]], d.features[known[j]])
             tracklet_same = people[known[i]] == people[known[j]]
             middles = [start + (stop - start) // 2 for start, stop in d.spans()]
             q, g = np.meshgrid(known, known, indexing="ij")
             off = q != g
             box_pairs = np.einsum("ij,ij->i", d.box_features[np.array(middles)[q[off]]], d.features[g[off]])
             box_same = people[q[off]] == people[g[off]]
-            negatives = d.negatives()
-            for calibration, pairs in (("the run's", None), ("footage's", FootagePairs(negatives, [(footage.name,
-                                                                                                 len(negatives))]))):
+            for calibration, pairs in (("the run's", None), ("footage's", FootagePairs.of([d]))):
                 judge = judge_of_run(run, "last", load_head(run, "last"), args.far, footage=pairs)
                 for kind, cosine, same in (("tracklets", tracklet_pairs, tracklet_same),
                                            ("box queries", box_pairs, box_same)):
                     two, one = rates(same, judged(judge, cosine))
                     print(f"{footage.name:<14} {run[-34:]:<34} {kind:<14} {calibration:<11} {two:>9} {one:>9} "
                           f"{GRID[judged(judge, GRID)].min():9.3f}", flush=True)
-            groups = np.repeat(np.arange(len(d.tracklets)), [len(t.boxes) for t in d.tracklets])
             warnings.append((footage.name, run, float(np.median(d.different)) if len(d.different) else None,
-                             median_pair_cosine(d.box_features, groups), len(d.different)))
+                             median_pair_cosine(d.box_features, d.owners()), len(d.different)))
     print("\ncollapse warning's statistic: median cosine of pairs of different people")
     print(f"{'footage':<14} {'run':<34} {'same frame':>10} {'pairs':>6} {'2 tracklets':>11}")
     for name, run, frame, tracklets, count in warnings:

@@ -40,11 +40,16 @@ def draw_ranking(path, tiles, title, names=False, dpi=120):
     plt.close(fig)
 
 
+def map_limit(maps):
+    """The largest share of any of the similarity maps, +-: one colour scale for them all."""
+    return max(float(np.abs(np.asarray(m)).max()) for m in maps) or 1.0
+
+
 def draw_similarity(path, images, maps, labels, title, dpi=120):
     """Write a PNG of two images, each beside itself under its similarity map (similarity_maps:
     the share of the cosine each place contributes; red adds, blue takes away, on one scale for
     both), each cell's share written on it where the map has 32 cells or fewer."""
-    limit = max(float(np.abs(np.asarray(m)).max()) for m in maps) or 1.0
+    limit = map_limit(maps)
     fig, axes = plt.subplots(1, 4, figsize=(TILE_WIDTH * 4, HEIGHT), squeeze=False)
     for k, (image, share, label) in enumerate(zip(images, maps, labels)):
         share = np.asarray(share, dtype=np.float64)
@@ -83,7 +88,7 @@ def overlay(image, share, limit):
 def draw_why(path, pairs, title, dpi=110):
     """Write a PNG of why each pair matches: a column per pair, (query image, its map, match image,
     its map, label), the query over its map above the match over its; one colour scale for all."""
-    limit = max(float(np.abs(np.asarray(m)).max()) for _, mq, _, mm, _ in pairs for m in (mq, mm)) or 1.0
+    limit = map_limit([m for _, mq, _, mm, _ in pairs for m in (mq, mm)])
     fig, axes = plt.subplots(2, len(pairs), figsize=(TILE_WIDTH * len(pairs), 2 * HEIGHT), squeeze=False)
     for k, (query, map_q, match, map_m, label) in enumerate(pairs):
         for row, (image, share) in enumerate(((query, map_q), (match, map_m))):

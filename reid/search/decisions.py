@@ -66,6 +66,15 @@ class FootagePairs:
     cosines: np.ndarray
     sources: list
 
+    @classmethod
+    def of(cls, described):
+        """The FootagePairs of the footage searched (gallery.Described, each giving its negatives()),
+        or None for a search of image folders alone."""
+        if not described:
+            return None
+        negatives = [d.negatives() for d in described]
+        return cls(np.concatenate(negatives), [(d.footage.name, len(n)) for d, n in zip(described, negatives)])
+
     def words(self):
         return ", ".join(f"{count} in {name}" for name, count in self.sources)
 

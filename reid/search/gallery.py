@@ -169,7 +169,6 @@ class Described:
     features: np.ndarray
     extracted: bool  # described now, not taken from the cache
     different: np.ndarray  # cosine similarities of the footage's pairs of different people
-    same_cosine: float | None  # the cosine linking by appearance stood on, None: linked by motion alone
 
     def boxes(self):
         return [box for t in self.tracklets for box in t.boxes]
@@ -179,11 +178,15 @@ class Described:
         ends = np.cumsum([len(t.boxes) for t in self.tracklets])
         return list(zip(np.concatenate([[0], ends[:-1]]).tolist(), ends.tolist()))
 
+    def owners(self):
+        """The tracklet (its index) of each row of box_features."""
+        return np.repeat(np.arange(len(self.tracklets)), [len(t.boxes) for t in self.tracklets])
+
     def negatives(self):
         """Cosine similarities of pairs of different people as a search compares them, an image
         against a tracklet: each box against the tracklet of each other person on its frame whose
         box does not overlap it (tracking.same_frame_pairs), both ways round."""
-        owner = np.repeat(np.arange(len(self.tracklets)), [len(t.boxes) for t in self.tracklets])
+        owner = self.owners()
         first, second = tracking.same_frame_pairs(self.boxes())
         return np.concatenate([np.einsum("ij,ij->i", self.box_features[a], self.features[owner[b]])
                                for a, b in ((first, second), (second, first))])
@@ -269,7 +272,7 @@ def describe_footage(describer, footage, boxes, source, stride):
                                         different_cosine=different_cosine)
     rows = np.array([k for t in tracklets for k in t.rows], np.int64)
     described = Described(footage, tracklets, features[rows], np.zeros((len(tracklets), FEATURE_DIM), np.float32),
-                          extracted, different, same_cosine)
+                          extracted, different)
     for k, (start, stop) in enumerate(described.spans()):
         mean = described.box_features[start:stop].mean(0)
         described.features[k] = mean / max(np.linalg.norm(mean), 1e-12)
