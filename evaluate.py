@@ -148,7 +148,8 @@ def threshold_report(result, pairs, device):
                           result["threshold_head"].reshape(-1))
     unseen = bool(result["threshold_unseen"].reshape(-1)[0]) if "threshold_unseen" in result else False
     print("the run's thresholds (search.py decides with them), picked on "
-          + ("people never trained on" if unseen else "val against train: people the run was trained on")
+          + ("people never trained on" if unseen else "people the run was trained on (train_new.py: val against train; "
+                                                      "adapt.py: its own groups of the new cameras' images)")
           + ", on these pairs:")
     print(f"  {'score':<7} {'FAR wanted':>10} {'threshold':>10} {'FAR reached':>11} {'TAR reached':>11}")
     for name, (w, b, decided, thresholds) in scores.items():

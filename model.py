@@ -201,6 +201,10 @@ def in_batch_pairs(labels):
     return positive, negative
 
 
+# the logit of a class that does not compete: far below any other, and finite in fp16
+RIVALLESS = -1e4
+
+
 class Verification(nn.Module):
     """The identity network and the verification head as one module (one DistributedDataParallel
     unit). A batch is (anchor, label, positive, negative) images as the original loads them
@@ -212,6 +216,9 @@ class Verification(nn.Module):
     def __init__(self, model, verif):
         super().__init__()
         self.model, self.verif = model, verif
+        # adapt.py: a tensor of one value per class (its camera); a class's identity loss is then contested
+        # only by the classes of the same value. None: by all of them, as the paper
+        self.rivals = None
 
     def forward(self, batch):
         if len(batch) == 4:
@@ -224,6 +231,8 @@ class Verification(nn.Module):
             logits, f = self.model(images)
             positive, negative = in_batch_pairs(label)
             f_pos, f_neg = f[positive], f[negative]
+        if self.rivals is not None:
+            logits = logits.masked_fill(self.rivals[label][:, None] != self.rivals[None, :], RIVALLESS)
         return logits, label, self.verif(f, f_pos), self.verif(f, f_neg)
 
 

@@ -93,17 +93,7 @@ def parse_args(argv=None):
                         "galleries: the people judged the same in different footage")
     p.add_argument("--gallery", nargs="+", required=True,
                    help="what to search: folders of images (recursively), video files, MOTChallenge sequence folders")
-    p.add_argument("--detections", nargs="+", default=None,
-                   help="MOTChallenge files of the boxes of people in the footage of --gallery, one per footage, in "
-                        "its order (not given: a sequence's det/det.txt, else the person detector)")
-    p.add_argument("--ground_truth", action="store_true",
-                   help="the boxes are ground truth (track ids; conf 0 and other classes left out): a sequence's "
-                        "gt/gt.txt instead of its det/det.txt, and the --detections files read as such")
-    p.add_argument("--stride", default=1, type=int, help="use every N-th frame of footage (1: every frame)")
-    p.add_argument("--detector", default="fasterrcnn_mobilenet_v3_large_fpn",
-                   choices=["fasterrcnn_mobilenet_v3_large_fpn", "fasterrcnn_resnet50_fpn_v2"],
-                   help="torchvision's COCO detector for footage without detections (weights downloaded once)")
-    p.add_argument("--min_score", default=0.5, type=float, help="the detector's score below which a box is dropped")
+    cli.add_footage_flags(p, "--gallery")
     p.add_argument("--top", default=10, type=int, help="matches to report per query")
     p.add_argument("--output", default=None,
                    help="folder for results.csv, the pictures and the gallery cache (not given: model/<name>/search)")
@@ -147,47 +137,6 @@ def collapse_warning(name, gf, described=()):
             f"unlike these; do not trust its rankings or same-person decisions")
 
 
-def footage_detections(args, paths):
-    """{footage path: its --detections file} (None where the footage's own file or the detector is
-    to give the boxes), or a UserError when --detections does not pair up with the footage."""
-    given = args.detections or []
-    if given and len(given) != len(paths):
-        raise UserError(f"--detections names {len(given)} file(s) for {len(paths)} footage galler"
-                        f"{'y' if len(paths) == 1 else 'ies'} ({cli.shorten(paths)}): give one per footage, in order")
-    for path in given:
-        if not os.path.isfile(path):
-            raise UserError(f"--detections {path} does not exist; give a MOTChallenge text file "
-                            f"(frame,id,left,top,...)")
-    return {path: given[k] if given else None for k, path in enumerate(paths)}
-
-
-def footage_boxes(footage, detections, args, describer, detector):
-    """(boxes of people in the footage, where they come from): --detections, the sequence's own
-    det/det.txt (gt/gt.txt with --ground_truth, or where there is no det.txt), or the detector,
-    loaded once (detector[0])."""
-    ground_truth = args.ground_truth
-    if detections is None and footage.kind == "sequence":
-        own = {truth: os.path.join(footage.path, fo.GROUND_TRUTH if truth else fo.DETECTIONS) for truth in (0, 1)}
-        if not os.path.isfile(own[ground_truth]) and os.path.isfile(own[not ground_truth]):
-            ground_truth = not ground_truth
-        detections = own[ground_truth] if os.path.isfile(own[ground_truth]) else None
-    if detections is not None:
-        boxes, summary = fo.read_detections(detections, footage, ground_truth=ground_truth)
-        print(summary)
-        return boxes, f"{os.path.abspath(detections)} {gallery.file_key(detections)} {ground_truth}"
-    source = f"detector {args.detector} {args.min_score}"
-
-    def detect():
-        from reid.search import detector as people  # torchvision's detection models load only where needed
-        if not detector:
-            detector.append(people.load_detector(describer.device, args.detector))
-        boxes, summary = people.detect_people(footage, detector[0], describer.device, stride=args.stride,
-                                              min_score=args.min_score)
-        print(summary)
-        return boxes
-    return gallery.detected_boxes(footage, source, args.stride, describer.folder, detect), source
-
-
 def check_images(query_paths, args, opts):
     """A few of the search's own images, for the check of reduced precision, as (image,) items: the
     queries, then the images of gallery folders; for a search of footage alone, its first frame,
@@ -210,29 +159,16 @@ def check_images(query_paths, args, opts):
     return [(image,) for image in images] or None  # None: nothing readable, which the search reports itself
 
 
-def describe(path, detections, describer, args, detector):
-    """The Described footage at `path`: opened, its boxes found (footage_boxes), described."""
-    footage = fo.open_footage(path)
-    if footage.note:
-        print(f"note: {footage.note}", file=sys.stderr)
-    boxes, source = footage_boxes(footage, detections, args, describer, detector)
-    d = gallery.describe_footage(describer, footage, boxes, source, args.stride)
-    print(f"footage {path}: {footage.length or 'its'} frames, {len(d.tracklets)} tracklets of {len(d.boxes())} boxes "
-          f"on {'every frame' if args.stride == 1 else f'1 frame in {args.stride}'}, "
-          + ("described now" if d.extracted else "from the cache"))
-    return d
-
-
 def gallery_entries(describer, args, detections):
     """Every gallery entry, images and tracklets: (rows, their unit descriptors, the footage
     described, the unreadable image files). A row is a dict of what results.csv says of the
     entry; a tracklet's row also holds "described" and "span" (its boxes' rows in the Described's
-    box_features), for the best box of each match. `detections`: footage_detections()."""
+    box_features), for the best box of each match. `detections`: gallery.footage_detections()."""
     rows, features, described, unreadable = [], [], [], []
     detector = []
     for path in args.gallery:
         if path in detections:
-            d = describe(path, detections[path], describer, args, detector)
+            d = gallery.describe_at(path, detections[path], describer, args, detector)
             described.append(d)
             for t, span in zip(d.tracklets, d.spans()):
                 rows.append({"gallery": d.footage.path, "described": d, "span": span, "track": t.id,
@@ -397,7 +333,7 @@ def main(argv=None):
     folder = run_dir(args.name)
     output = args.output or os.path.join(folder, "search")
     query_paths = [p for q in args.query or [] for p in gallery.list_images(q, "--query")]
-    detections = footage_detections(args, [g for g in args.gallery if fo.is_footage(g)])
+    detections = gallery.footage_detections(args, [g for g in args.gallery if fo.is_footage(g)])
     shard, device = start_processes(args.gpu_ids)
     args.num_workers = loader_workers(args.num_workers, device)
     note_emulated(device, args.precision)
@@ -419,7 +355,7 @@ def main(argv=None):
         # must be on a disk they all see), and the first then searches it all from there
         with contextlib.redirect_stdout(io.StringIO()) if not shard.main else contextlib.nullcontext():
             for path in shard.take(list(detections)):
-                describe(path, detections[path], describer, args, [])
+                gallery.describe_at(path, detections[path], describer, args, [])
         torch.distributed.barrier()
         shard.finish()
         if not shard.main:

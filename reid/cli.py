@@ -50,6 +50,21 @@ def add_device_flags(p, work):
                         "CPU, measure first with bench/speed/step_speed.py: from 1.8x faster to slower than fp32)")
 
 
+def add_footage_flags(p, flag):
+    """Where footage's boxes of people come from, for the scripts that read footage through `flag`."""
+    p.add_argument("--detections", nargs="+", default=None,
+                   help=f"MOTChallenge files of the boxes of people in the footage of {flag}, one per footage, in "
+                        "its order (not given: a sequence's det/det.txt, else the person detector)")
+    p.add_argument("--ground_truth", action="store_true",
+                   help="the boxes are ground truth (track ids; conf 0 and other classes left out): a sequence's "
+                        "gt/gt.txt instead of its det/det.txt, and the --detections files read as such")
+    p.add_argument("--stride", default=1, type=int, help="use every N-th frame of footage (1: every frame)")
+    p.add_argument("--detector", default="fasterrcnn_mobilenet_v3_large_fpn",
+                   choices=["fasterrcnn_mobilenet_v3_large_fpn", "fasterrcnn_resnet50_fpn_v2"],
+                   help="torchvision's COCO detector for footage without detections (weights downloaded once)")
+    p.add_argument("--min_score", default=0.5, type=float, help="the detector's score below which a box is dropped")
+
+
 def shorten(items, shown=5):
     """The first `shown` items and how many more, for a message."""
     items = [str(i) for i in items]

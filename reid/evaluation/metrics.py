@@ -229,6 +229,35 @@ def k_reciprocal_scores(qf, gf, k1=20, k2=6, lambda_value=0.3, device="cpu"):
         row_max[start:start + step] = d.max(1).values.clamp(min=1e-12)
         knn[start:start + step] = d.topk(k1 + 1, dim=1, largest=False).indices
 
+    v = reciprocal_vectors(feats, knn, row_max, k1, k2)
+    gallery_v = v[nq:].tocsc()
+    qf_n, gf_n = feats[:nq], feats[nq:]
+
+    def score_block(start, end):
+        jaccard = np.empty((end - start, n - nq))
+        for a, b in _pair_chunks(v, gallery_v, start, end):
+            rows = v[a:b].tocoo()
+            lengths = np.diff(gallery_v.indptr)[rows.col]
+            offsets = (np.repeat(gallery_v.indptr[rows.col] - (np.cumsum(lengths) - lengths), lengths)
+                       + np.arange(lengths.sum()))
+            overlap = np.bincount(np.repeat(rows.row, lengths) * (n - nq) + gallery_v.indices[offsets],
+                                  weights=np.minimum(np.repeat(rows.data, lengths), gallery_v.data[offsets]),
+                                  minlength=(b - a) * (n - nq)).reshape(b - a, n - nq)
+            jaccard[a - start:b - start] = 1 - overlap / (2 - overlap)
+        d = (2 - 2 * qf_n[start:end] @ gf_n.T).clamp(min=0) / row_max[start:end, None]
+        final = (1 - lambda_value) * torch.from_numpy(jaccard).float() + lambda_value * d
+        return (-final).to(device)
+
+    return score_block
+
+
+def reciprocal_vectors(feats, knn, row_max, k1, k2):
+    """The k-reciprocal vectors V of Zhong et al. (k_reciprocal_scores), sparse, one row per image:
+    from `knn`, each image's k1 + 1 nearest (itself first) in whatever way they were found (exactly
+    here, approximately by grouping.neighbours), and `row_max`, what each row's squared distances
+    are divided by before exp(-d) weighs them (ones: not divided). Memory grows with N x k1^2."""
+    n = len(feats)
+
     def reciprocal(neighbours):
         """Mask of the neighbours whose own lists hold the image (rows chunked to bound memory)."""
         mask = torch.empty_like(neighbours, dtype=torch.bool)
@@ -267,25 +296,7 @@ def k_reciprocal_scores(qf, gf, k1=20, k2=6, lambda_value=0.3, device="cpu"):
         expand = scipy.sparse.csr_matrix(
             (np.full(n * k2, 1 / k2), (np.repeat(np.arange(n), k2), knn[:, :k2].reshape(-1).numpy())), shape=(n, n))
         v = (expand @ v).tocsr()
-    gallery_v = v[nq:].tocsc()
-    qf_n, gf_n = feats[:nq], feats[nq:]
-
-    def score_block(start, end):
-        jaccard = np.empty((end - start, n - nq))
-        for a, b in _pair_chunks(v, gallery_v, start, end):
-            rows = v[a:b].tocoo()
-            lengths = np.diff(gallery_v.indptr)[rows.col]
-            offsets = (np.repeat(gallery_v.indptr[rows.col] - (np.cumsum(lengths) - lengths), lengths)
-                       + np.arange(lengths.sum()))
-            overlap = np.bincount(np.repeat(rows.row, lengths) * (n - nq) + gallery_v.indices[offsets],
-                                  weights=np.minimum(np.repeat(rows.data, lengths), gallery_v.data[offsets]),
-                                  minlength=(b - a) * (n - nq)).reshape(b - a, n - nq)
-            jaccard[a - start:b - start] = 1 - overlap / (2 - overlap)
-        d = (2 - 2 * qf_n[start:end] @ gf_n.T).clamp(min=0) / row_max[start:end, None]
-        final = (1 - lambda_value) * torch.from_numpy(jaccard).float() + lambda_value * d
-        return (-final).to(device)
-
-    return score_block
+    return v.tocsr()
 
 
 def _pair_chunks(v, gallery_v, start, end, pairs=1 << 23):

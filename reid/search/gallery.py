@@ -15,6 +15,7 @@ described again as a whole.
 """
 import hashlib
 import os
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,7 +23,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from model import FEATURE_DIM, descriptors
-from reid.cli import UserError
+from reid.cli import UserError, shorten
 from reid.data import IMAGE_EXTENSIONS, UnreadableImage, is_image, load_image, test_transform
 from reid.evaluation.verification import threshold_at_far
 from reid.runs import SEARCH_CACHE, atomic_path, checkpoint_path
@@ -296,3 +297,57 @@ def detected_boxes(footage, source, stride, folder, detect):
             np.savez(f, identity=np.array(identity),
                      boxes=np.array([tuple(b) for b in boxes], np.float64).reshape(-1, len(fo.Box._fields)))
     return boxes
+
+
+def footage_detections(args, paths):
+    """{footage path: its --detections file} (None where the footage's own file or the detector is
+    to give the boxes), or a UserError when --detections does not pair up with the footage."""
+    given = args.detections or []
+    if given and len(given) != len(paths):
+        raise UserError(f"--detections names {len(given)} file(s) for {len(paths)} footage galler"
+                        f"{'y' if len(paths) == 1 else 'ies'} ({shorten(paths)}): give one per footage, in order")
+    for path in given:
+        if not os.path.isfile(path):
+            raise UserError(f"--detections {path} does not exist; give a MOTChallenge text file "
+                            f"(frame,id,left,top,...)")
+    return {path: given[k] if given else None for k, path in enumerate(paths)}
+
+
+def footage_boxes(footage, detections, args, describer, detector):
+    """(boxes of people in the footage, where they come from): --detections, the sequence's own
+    det/det.txt (gt/gt.txt with --ground_truth, or where there is no det.txt), or the detector,
+    loaded once (detector[0])."""
+    ground_truth = args.ground_truth
+    if detections is None and footage.kind == "sequence":
+        own = {truth: os.path.join(footage.path, fo.GROUND_TRUTH if truth else fo.DETECTIONS) for truth in (0, 1)}
+        if not os.path.isfile(own[ground_truth]) and os.path.isfile(own[not ground_truth]):
+            ground_truth = not ground_truth
+        detections = own[ground_truth] if os.path.isfile(own[ground_truth]) else None
+    if detections is not None:
+        boxes, summary = fo.read_detections(detections, footage, ground_truth=ground_truth)
+        print(summary)
+        return boxes, f"{os.path.abspath(detections)} {file_key(detections)} {ground_truth}"
+    source = f"detector {args.detector} {args.min_score}"
+
+    def detect():
+        from reid.search import detector as people  # torchvision's detection models load only where needed
+        if not detector:
+            detector.append(people.load_detector(describer.device, args.detector))
+        boxes, summary = people.detect_people(footage, detector[0], describer.device, stride=args.stride,
+                                              min_score=args.min_score)
+        print(summary)
+        return boxes
+    return detected_boxes(footage, source, args.stride, describer.folder, detect), source
+
+
+def describe_at(path, detections, describer, args, detector):
+    """The Described footage at `path`: opened, its boxes found (footage_boxes), described."""
+    footage = fo.open_footage(path)
+    if footage.note:
+        print(f"note: {footage.note}", file=sys.stderr)
+    boxes, source = footage_boxes(footage, detections, args, describer, detector)
+    d = describe_footage(describer, footage, boxes, source, args.stride)
+    print(f"footage {path}: {footage.length or 'its'} frames, {len(d.tracklets)} tracklets of {len(d.boxes())} boxes "
+          f"on {'every frame' if args.stride == 1 else f'1 frame in {args.stride}'}, "
+          + ("described now" if d.extracted else "from the cache"))
+    return d

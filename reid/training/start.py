@@ -11,12 +11,12 @@ from reid.runs import MODEL_ROOT, checkpoint_path, load_opts, run_dir
 ARCHITECTURE = {"use_dense": False, "stride": 2, "height": 256, "width": 128}
 
 
-def find_run(given):
-    """The folder of the run --init_from names: a run folder as given (model/<name>), else model/<given>."""
+def find_run(given, flag="--init_from"):
+    """The folder of the run `flag` names: a run folder as given (model/<name>), else model/<given>."""
     for folder in (given, run_dir(given)):
         if os.path.isfile(os.path.join(folder, "opts.yaml")):
             return folder
-    raise UserError(f"--init_from {given}: neither {os.path.join(given, 'opts.yaml')} nor "
+    raise UserError(f"{flag} {given}: neither {os.path.join(given, 'opts.yaml')} nor "
                     f"{os.path.join(run_dir(given), 'opts.yaml')} exists; give a run folder (model/<name>) or the name "
                     f"of a run under {MODEL_ROOT}/ of the current folder")
 
