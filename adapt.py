@@ -66,13 +66,13 @@ def parse_args(argv=None):
     p.add_argument("--rounds", default=4, type=int, help="rounds of describing, grouping and training")
     p.add_argument("--within_rounds", default=2, type=int,
                    help="how many of the first rounds group each camera apart (the rest group across cameras)")
-    p.add_argument("--epochs", default=2, type=int, help="training epochs per round, over the grouped images")
-    p.add_argument("--eps", default=0.5, type=float,
+    p.add_argument("--epochs", default=1, type=int, help="training epochs per round, over the grouped images")
+    p.add_argument("--eps", default=grouping.EPS, type=float,
                    help="DBSCAN's radius in k-reciprocal Jaccard distance (0 to 1): larger groups more images, "
                         "less purely")
-    p.add_argument("--k1", default=10, type=int, help="neighbours of each image in the k-reciprocal sets")
-    p.add_argument("--k2", default=3, type=int, help="neighbours whose sets are averaged into each image's")
-    p.add_argument("--min_samples", default=2, type=int,
+    p.add_argument("--k1", default=grouping.K1, type=int, help="neighbours of each image in the k-reciprocal sets")
+    p.add_argument("--k2", default=grouping.K2, type=int, help="neighbours whose sets are averaged into each image's")
+    p.add_argument("--min_samples", default=grouping.MIN_SAMPLES, type=int,
                    help="DBSCAN: images within --eps (itself counted) that make an image the core of a group")
     p.add_argument("--lr", default=0.01, type=float,
                    help="learning rate of the new identity classifier and the head; the backbone gets 0.1 x lr")
@@ -299,7 +299,9 @@ def main(argv=None):
         line = (f"round {round_}/{args.rounds}: {groups} groups of {int(grouped.sum())} images "
                 f"({'across cameras' if across else 'within each camera'}), {int((~grouped).sum())} left out")
         if groups < 2:
-            raise UserError(f"{line}: training needs two groups or more; give more images, or a larger --eps")
+            fix = ("a smaller --eps (it joined them all)" if groups and grouped.all()
+                   else "more images, or a larger --eps")
+            raise UserError(f"{line}: training needs two groups or more; give {fix}")
         keep_groups(folder, images, round_, labels)
         flags = round_flags(args, source_opts, groups, folder)
         if groups < args.batchsize // args.instances:  # a batch holds each group once

@@ -12,12 +12,9 @@ step between describing the target's images and training on them.
                  neighbours within eps (itself counted) is a core; cores within eps of each other
                  form a group (connected components); any other image joins the group of its
                  nearest core within eps, or is left out (-1)
-    auto_eps     eps read off the graph's own distances instead of set by hand: the mean of the
-                 smallest share RHO of all pairs' distances, MMT's rule, where pairs outside the
-                 neighbour lists count as unrelated (distance 1)
 
 Known links of footage: boxes of one tracklet are one person (must), boxes of one frame are
-different people (cannot); a must pair is joined at distance 0, a cannot pair's edge is dropped.
+different people (cannot); a must pair is joined at distance 0, and no group holds a cannot pair.
 """
 import math
 
@@ -29,15 +26,20 @@ import torch
 from reid.evaluation.metrics import BLOCK_ELEMENTS, reciprocal_vectors
 
 # Up to this many descriptors the neighbours are found exactly; past it faiss's IVF search is used
-# (bench/cluster_speed.py measures both)
+# (bench/speed/cluster_speed.py measures both)
 EXACT_LIMIT = 200_000
-# faiss IVF: cells (a few per square root of N, as faiss's guidelines suggest) and cells searched
+# faiss IVF: cells (a few per square root of N, as faiss's guidelines suggest), cells searched, and
+# how its k-means learns the cells: from 40 descriptors a cell (faiss warns below 39), 10 iterations,
+# which at a million descriptors takes about as long as the search itself instead of most of the time
 IVF_CELLS_PER_SQRT = 4
 IVF_PROBE = 16
-# SpCL's and Cluster Contrast's k-reciprocal settings (k1 = 30 there; 20 is Zhong et al.'s)
-K1, K2 = 20, 6
-MIN_SAMPLES = 4
-RHO = 1.6e-3  # MMT's share of the closest pairs that sets eps
+IVF_TRAIN_PER_CELL = 40
+IVF_ITERATIONS = 10
+# k-reciprocal and DBSCAN settings, measured on CUHK03 (docs/adaptation.md): k1 10, k2 3, groups from
+# 2 images, where SpCL and Cluster Contrast take k1 30, k2 6 and 4 on datasets with more images a person
+K1, K2 = 10, 3
+MIN_SAMPLES = 2
+EPS = 0.5
 
 
 def neighbours(features, k):
@@ -50,7 +52,8 @@ def neighbours(features, k):
 
         cells = int(IVF_CELLS_PER_SQRT * math.sqrt(n))
         index = faiss.IndexIVFFlat(faiss.IndexFlatIP(x.shape[1]), x.shape[1], cells, faiss.METRIC_INNER_PRODUCT)
-        sample = np.random.default_rng(0).choice(n, min(n, 64 * cells), replace=False)
+        index.cp.niter = IVF_ITERATIONS
+        sample = np.random.default_rng(0).choice(n, min(n, IVF_TRAIN_PER_CELL * cells), replace=False)
         index.train(x[np.sort(sample)])
         index.add(x)
         index.nprobe = IVF_PROBE
@@ -96,21 +99,11 @@ def jaccard(features, knn, k2=K2, lookups=1 << 24):
     return distance
 
 
-def auto_eps(distance, n, rho=RHO):
-    """MMT's eps: the mean of the smallest share `rho` of the N (N - 1) / 2 pairs' distances, read
-    from the neighbour pairs' `distance` (pairs not listed count as 1, unrelated)."""
-    off = distance[:, 1:].reshape(-1)
-    wanted = max(1, int(rho * n * (n - 1) / 2))
-    # each pair is listed up to twice (i in j's list and j in i's)
-    close = np.sort(off)[:min(len(off), 2 * wanted)]
-    close = np.concatenate([close, np.ones(max(0, 2 * wanted - len(close)))])
-    return float(close.mean())
-
-
 def dbscan(knn, distance, eps, min_samples=MIN_SAMPLES, must=None, cannot=None):
     """Group labels (0, 1, ...; -1 left out) by DBSCAN on the sparse graph of the pairs of `knn`
     whose `distance` is below eps; `must` and `cannot`: (first, second) index arrays of pairs known
-    to be one person (joined at distance 0) or two (their edge dropped)."""
+    to be one person (joined at distance 0) or two (their edge dropped, and no group formed that
+    holds both: apart_components)."""
     n, width = knn.shape
     first = np.repeat(np.arange(n), width)
     second = knn.reshape(-1)
@@ -133,7 +126,10 @@ def dbscan(knn, distance, eps, min_samples=MIN_SAMPLES, must=None, cannot=None):
     graph = scipy.sparse.csr_matrix((d[pick] + 1e-9, (rows[pick], cols[pick])), shape=(n, n))
     core = np.diff(graph.indptr) + 1 >= min_samples
     cores = graph[core][:, core]
-    _, core_labels = scipy.sparse.csgraph.connected_components(cores, directed=False)
+    if cannot is not None and len(cannot[0]):
+        core_labels = apart_components(cores.tocoo(), restricted(cannot, np.where(core, np.cumsum(core) - 1, -1)))
+    else:
+        core_labels = scipy.sparse.csgraph.connected_components(cores, directed=False)[1]
     labels = np.full(n, -1, np.int64)
     labels[core] = core_labels
     # a border image joins the group of its nearest core
@@ -145,6 +141,32 @@ def dbscan(knn, distance, eps, min_samples=MIN_SAMPLES, must=None, cannot=None):
         firsts = np.unique(rows, return_index=True)[1]
         labels[border[rows[firsts]]] = core_labels[cols[firsts]]
     return relabel(labels)
+
+
+def apart_components(edges, cannot):
+    """Connected components of a graph (scipy COO, distances as data) that never join two images of
+    a `cannot` pair, however many links chain them: edges are taken nearest first (Kruskal's order),
+    and one that would join two components holding the two ends of a cannot pair is skipped. Each
+    component's set of components it may not join is merged with it (small: a frame's other people)."""
+    n = edges.shape[0]
+    parent = np.arange(n)
+    apart = [set() for _ in range(n)]
+    for a, b in zip(*cannot):
+        apart[a].add(b)
+        apart[b].add(a)
+
+    def root(i):
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+    for k in np.argsort(edges.data, kind="stable"):
+        a, b = root(edges.row[k]), root(edges.col[k])
+        if a == b or any(root(c) == b for c in apart[a]):
+            continue
+        parent[b] = a
+        apart[a] |= apart[b]
+    return np.unique([root(i) for i in range(n)], return_inverse=True)[1]
 
 
 def restricted(pairs, local):

@@ -1,8 +1,8 @@
-"""bench/cluster_speed.py: its synthetic people are grouped back as drawn, by the exact search and by
+"""bench/speed/cluster_speed.py: its synthetic people are grouped back as drawn, by the exact search and by
 faiss's, each size in a process of its own."""
 import pytest
 
-from bench import cluster_speed
+from bench.speed import cluster_speed
 
 
 def test_people_drawn_apart_are_grouped_back_by_both_searches(capsys):

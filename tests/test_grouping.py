@@ -89,3 +89,13 @@ def test_footage_links_reach_the_grouping_of_each_camera_in_its_own_numbering():
     linked = grouping.pseudo_identities(x, cameras, across=False, eps=0.6, k1=3, k2=1, min_samples=2,
                                         must=(np.array([3]), np.array([4])), cannot=(np.array([2]), np.array([3])))
     assert linked[2] == -1 and linked[3] == linked[4] == linked[5] != linked[0]
+
+
+def test_no_group_holds_both_images_of_a_cannot_pair_however_they_are_chained():
+    # a chain 0 - 1 - 2 - 3 of close pairs (each image's neighbours its chain neighbours); 0 and 3 are on one frame
+    knn = np.array([[0, 1, 2], [1, 0, 2], [2, 1, 3], [3, 2, 1]])
+    d = np.array([[0, .1, .9], [0, .1, .3], [0, .3, .2], [0, .2, .9]])
+    assert grouping.dbscan(knn, d, eps=0.5, min_samples=2).tolist() == [0, 0, 0, 0]
+    apart = grouping.dbscan(knn, d, eps=0.5, min_samples=2, cannot=(np.array([0]), np.array([3])))
+    # the farthest link of the chain (1 - 2, at 0.3) is the one left out
+    assert apart.tolist() == [0, 0, 1, 1]

@@ -2,13 +2,14 @@
 step between describing and training (reid/grouping.py: neighbours, k-reciprocal Jaccard
 distances on them, DBSCAN on that sparse graph; nothing N x N).
 
-    python bench/cluster_speed.py                       # 10,000, 100,000 and 1,000,000
-    python bench/cluster_speed.py --sizes 10000 100000  # fewer
+    python bench/speed/cluster_speed.py                       # 10,000, 100,000 and 1,000,000
+    python bench/speed/cluster_speed.py --sizes 10000 100000  # fewer
 
 Descriptors are drawn synthetically: people as random directions in 512 dimensions, each seen
 --per_person times with noise, L2-normalised as the network's are. Each size runs in a process of
-its own, so that its peak memory (the resident set's high-water mark, which includes Python and
-torch) is its own. For each size: the neighbour search (exact: blocks of a matrix product in
+its own; its peak memory is the resident set's high-water mark from the moment the descriptors are
+drawn (Linux's VmHWM, reset then): the descriptors themselves (2 GB at a million), Python, torch and
+faiss (about 1.2 GB) and what grouping adds. For each size: the neighbour search (exact: blocks of a matrix product in
 torch, at sizes up to --exact_up_to; faiss's inverted file, at every size: grouping.py uses the
 first up to grouping.EXACT_LIMIT), the Jaccard distances, DBSCAN, the total, the peak memory, the
 share of each descriptor's neighbours that are its own person's (the search's quality), and how
@@ -18,26 +19,40 @@ their group's main person; coverage: the share grouped).
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
 
 import numpy as np
 
-from bench.stages import machine
-
-EPS = 0.5  # adapt.py's default
+from bench.stages import REPO, machine
 
 
 def draw(n, per_person, dim, noise, seed=0):
+    """(descriptors, person of each): drawn a block at a time into one float32 array, so that
+    drawing needs little more memory than the descriptors themselves."""
     rng = np.random.default_rng(seed)
-    people = n // per_person
+    people = -(-n // per_person)
     labels = np.repeat(np.arange(people), per_person)[:n]
     centres = rng.standard_normal((people, dim), dtype=np.float32)
-    x = centres[labels] / np.sqrt(dim) + noise * rng.standard_normal((n, dim), dtype=np.float32) / np.sqrt(dim)
+    x = np.empty((n, dim), np.float32)
+    for start in range(0, n, 1 << 16):
+        block = slice(start, min(n, start + (1 << 16)))
+        x[block] = centres[labels[block]] + noise * rng.standard_normal((block.stop - start, dim), dtype=np.float32)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     return x, labels
+
+
+def resident_peak():
+    """The process's peak resident memory since the last reset_peak() (Linux's VmHWM), in GB."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM")) / 2**20
+
+
+def reset_peak():
+    """Start the peak of resident memory again from what the process holds now (Linux 4.0 and later)."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
 
 
 def one_size(n, per_person, noise, exact):
@@ -47,16 +62,18 @@ def one_size(n, per_person, noise, exact):
     from reid import grouping
     grouping.EXACT_LIMIT = n if exact else 0
     x, labels = draw(n, per_person, 512, noise)
+    out_held = x.nbytes / 2**30
+    reset_peak()  # what drawing them took is not the grouping's
     out = {"n": n, "search": "exact" if n <= grouping.EXACT_LIMIT else "faiss IVF", "threads": torch.get_num_threads()}
     start = time.perf_counter()
-    knn, _ = grouping.neighbours(x, 10)
+    knn, _ = grouping.neighbours(x, grouping.K1)
     out["neighbours_s"] = time.perf_counter() - start
     out["recall"] = float(np.mean(labels[knn[:, 1:]] == labels[:, None]))
     start = time.perf_counter()
-    distance = grouping.jaccard(x, knn, k2=3)
+    distance = grouping.jaccard(x, knn)
     out["jaccard_s"] = time.perf_counter() - start
     start = time.perf_counter()
-    found = grouping.dbscan(knn, distance, EPS, min_samples=2)
+    found = grouping.dbscan(knn, distance, grouping.EPS)
     out["dbscan_s"] = time.perf_counter() - start
     out["total_s"] = out["neighbours_s"] + out["jaccard_s"] + out["dbscan_s"]
     grouped = found >= 0
@@ -70,7 +87,8 @@ def one_size(n, per_person, noise, exact):
     out["groups"] = int(found.max() + 1)
     out["coverage"] = float(grouped.mean())
     out["purity"] = float(main / max(1, grouped.sum()))
-    out["peak_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    out["peak_gb"] = resident_peak()
+    out["descriptors_gb"] = out_held
     return out
 
 
@@ -94,8 +112,7 @@ def main(argv=None):
         for kind in kinds:
             done = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", str(n), "-", kind,
                                    "--per_person", str(args.per_person), "--noise", str(args.noise)],
-                                  capture_output=True, text=True, cwd=os.path.dirname(os.path.dirname(
-                                      os.path.abspath(__file__))))
+                                  capture_output=True, text=True, cwd=REPO)
             if done.returncode:
                 sys.exit(f"error: {n} descriptors ({kind}) failed: {done.stderr.strip().splitlines()[-1:]}")
             rows.append(json.loads(done.stdout.strip().splitlines()[-1]))

@@ -3,8 +3,8 @@ dataset's unlabelled training images, against the same run as it is (direct tran
 fine-tuned with the target's labels (train_new.py --init_from: the upper bound), all scored on
 identities held out of the target.
 
-    python bench/adapt.py --source data/real_market_e8/model/recipe_s0 --target_data ../shared/data/cuhk03
-    python bench/adapt.py --source ... --target_data ... --seeds 0 1 2 --tag -k20 -- --k1 20   # a variant
+    python bench/experiments/adapt.py --source data/real_market_e8/model/recipe_s0 --target_data ../shared/data/cuhk03
+    python bench/experiments/adapt.py --source ... --target_data ... --seeds 0 1 2 --tag=-k20 -- --k1 20   # a variant
 
 --target_data is a raw folder with bounding_box_train/ (Market-1501's naming). prepare.py --hold_out
 100 --seed 0 turns it into <work>/target_h100: the held-out people are query and gallery, never
