@@ -21,6 +21,7 @@ import hashlib
 import os
 import random
 import shutil
+import sys
 import time
 from dataclasses import dataclass
 
@@ -95,13 +96,14 @@ class Target:
     cameras: np.ndarray
     must: tuple
     cannot: tuple
+    views: np.ndarray  # what the thresholds count as another sighting: a folder's camera, footage's tracklet
 
 
 def target_images(args, describer, folder):
     """The Target of the --images PATHs. A folder's images are taken in the order of their contents,
     not their names, so that renamed images adapt the same; footage's boxes (the tracklets
     search.py would link, described by the source run) are cut into folder/crops/<camera>/."""
-    images, cameras, must, cannot = [], [], [[], []], [[], []]
+    images, cameras, views, must, cannot = [], [], [], [[], []], [[], []]
     footage = [path for path in args.images if fo.is_footage(path)]
     detections = gallery.footage_detections(args, footage)
     for camera, path in enumerate(args.images):
@@ -125,13 +127,16 @@ def target_images(args, describer, folder):
             first, second = tracking.same_frame_pairs(boxes)
             cannot[0] += (first + offset).tolist()
             cannot[1] += (second + offset).tolist()
+            views += (d.owners() + len(args.images) + len(views)).tolist()
         else:
             found = sorted(gallery.list_images(path, "--images"), key=content_hash)
+            views += [camera] * len(found)
         images += found
         cameras += [camera] * len(found)
     if len(set(images)) < len(images):
         raise UserError("an image is listed under two --images folders; give each camera's folder once")
-    return Target(images, np.array(cameras), tuple(map(np.array, must)), tuple(map(np.array, cannot)))
+    return Target(images, np.array(cameras), tuple(map(np.array, must)), tuple(map(np.array, cannot)),
+                  np.array(views))
 
 
 def content_hash(path):
@@ -145,18 +150,24 @@ def describe(model, images, size, args, device):
     return descriptors(model, loader, device, "describe", args.precision)
 
 
-def target_thresholds(features, labels, cameras, head, seed):
-    """thresholds.yaml's content fitted on the new cameras without labels: pairs of up to
-    CALIBRATION_IMAGES grouped images, the adapted network's groups across cameras taken as the
-    people (a pair of one group seen by two cameras is a positive, of two groups a negative). Two
-    groups are seldom one person, so the negatives can be trusted; a positive is only as right as
-    its group is pure, and the groups are what the last round trained on: optimistic."""
+def target_thresholds(features, labels, views, head, seed):
+    """thresholds.yaml's content fitted on the new cameras without labels, or None where they give
+    no pair of each kind: pairs of up to CALIBRATION_IMAGES grouped images, the adapted network's
+    groups across cameras taken as the people (a pair of one group in two views, two cameras of
+    image folders or two tracklets of footage, is a positive; of two groups a negative). Two groups
+    are seldom one person, so the negatives can be trusted; a positive is only as right as its group
+    is pure, and the groups are what the last round trained on: optimistic."""
     grouped = np.flatnonzero(labels >= 0)
     taken = np.sort(np.random.default_rng(seed).permutation(grouped)[:CALIBRATION_IMAGES])
-    side = Side(features[taken], labels[taken] + 1, cameras[taken])  # ids from 1: 0 and -1 mean distractor and junk
+    ids = labels[taken]
+    same = ids[:, None] == ids[None, :]
+    apart = views[taken][:, None] != views[taken][None, :]
+    if not (same & apart).any() or same.all():
+        return None
+    side = Side(features[taken], ids + 1, views[taken])  # ids from 1: 0 and -1 mean distractor and junk
     found = calibrate(side, side, head=head, symmetric=True)
-    pairs = (f"{len(taken)} images of the new cameras in {len(np.unique(labels[taken]))} of the adaptation's groups, "
-             f"no labels ({found['positive_pairs']} positive pairs, one group in two cameras; "
+    pairs = (f"{len(taken)} images of the new cameras in {len(np.unique(ids))} of the adaptation's groups, "
+             f"no labels ({found['positive_pairs']} positive pairs, one group in two cameras or tracklets; "
              f"{found['negative_pairs']} negative pairs, two groups)")
     return {"checkpoint": "last", "pairs": pairs, "optimistic": True, "identities_trained_on": True, **found}
 
@@ -336,10 +347,15 @@ def main(argv=None):
     features = describe(net.model, images, size, args, device)
     labels = grouping.pseudo_identities(features, cameras, True, args.eps, args.k1, args.k2, args.min_samples,
                                         must=target.must, cannot=target.cannot)
-    thresholds = target_thresholds(features, labels, cameras, head_weights(net.verif), args.seed)
-    save_thresholds(folder, thresholds)
-    print(f"thresholds for search.py fitted on {thresholds['pairs']}: cosine "
-          f"{', '.join(f'{k} {t:.4f}' for k, t in thresholds['cosine'].items())}")
+    thresholds = target_thresholds(features, labels, target.views, head_weights(net.verif), args.seed)
+    if thresholds is None:
+        print(f"note: no thresholds.yaml: the adapted groups hold no pair of one group seen in two cameras or "
+              f"tracklets, or no pair of two groups; search.py with this run needs --threshold, or "
+              f"calibrate.py --name {args.name} on labelled people of these cameras", file=sys.stderr)
+    else:
+        save_thresholds(folder, thresholds)
+        print(f"thresholds for search.py fitted on {thresholds['pairs']}: cosine "
+              f"{', '.join(f'{k} {t:.4f}' for k, t in thresholds['cosine'].items())}")
     if os.path.isfile(os.path.join(folder, STATE)):
         os.remove(os.path.join(folder, STATE))  # a round's training state: a resumed round starts anew
     print(f"saved {checkpoint_path(folder, 'last')}; {time.time() - start:.0f} s")
