@@ -17,6 +17,7 @@ Each --images folder is one camera; the images' names are never read for a label
      the round before with a new identity classifier.
 Images left out of every group (DBSCAN's noise) are not trained on that round.
 """
+import dataclasses
 import hashlib
 import os
 import random
@@ -27,20 +28,18 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
-from torchvision import transforms
 
-from model import IDENTITY_CLASSIFIER, Verification, descriptors, head_weights, load_trained, load_verif
+from model import IDENTITY_CLASSIFIER, Verification, head_weights, load_trained, load_verif
 from reid import cli, grouping
 from reid.cli import UserError
-from reid.data import LabelledImages, load_image, resize, test_transform
+from reid.data import LabelledImages, load_image, test_transform
 from reid.devices import Arithmetic, loader_workers, note_emulated, start_processes
 from reid.evaluation.metrics import Side
 from reid.evaluation.verification import calibrate, save_thresholds
 from reid.runs import STATE, atomic_path, checkpoint_path, run_dir, run_files, save_opts, save_weights
 from reid.search import footage as fo
 from reid.search import gallery, tracking
-from reid.training.data import KEPT_BYTES, ResizedOnce, TrainingData, augment
+from reid.training.data import TrainingData, training_transform
 from reid.training.loop import Progress, build_training, train_epochs
 from reid.training.options import parse_args as training_flags
 from reid.training.start import find_run, init_weights
@@ -142,12 +141,6 @@ def target_images(args, describer, folder):
 def content_hash(path):
     with open(path, "rb") as f:
         return hashlib.sha1(f.read()).digest()
-
-
-def describe(model, images, size, args, device):
-    loader = DataLoader(LabelledImages([(p, 0) for p in images], test_transform(*size), load_image),
-                        batch_size=args.batchsize, num_workers=args.num_workers)
-    return descriptors(model, loader, device, "describe", args.precision)
 
 
 def target_thresholds(features, labels, views, head, seed):
@@ -289,11 +282,7 @@ def main(argv=None):
     if len(images) < 2 * args.min_samples:
         raise UserError(f"--images holds {len(images)} image(s), too few to group (at least {2 * args.min_samples})")
     arithmetic = Arithmetic(device, args.precision)
-    flags = round_flags(args, source_opts, 0, folder)
-    if args.num_workers == 0 and len(images) * size[0] * size[1] * 3 <= KEPT_BYTES:
-        transform, loader = augment(flags), ResizedOnce(load_image, resize(*size))
-    else:
-        transform, loader = transforms.Compose([resize(*size), augment(flags)]), load_image
+    transform, loader = training_transform(round_flags(args, source_opts, 0, folder), len(images), load_image)
     net, start = None, time.time()
     if done:
         net = Verification(load_trained(folder)[0], load_verif(folder)).to(device)
@@ -302,7 +291,7 @@ def main(argv=None):
     for round_ in range(done + 1, args.rounds + 1):
         across = round_ > args.within_rounds
         current = model if net is None else net.model
-        features = describe(current.to(device), images, size, args, device)
+        features = dataclasses.replace(describer, model=current.to(device)).extract(images, "describe")[0]
         labels = grouping.pseudo_identities(features, cameras, across, args.eps, args.k1, args.k2, args.min_samples,
                                             must=target.must, cannot=target.cannot)
         grouped = labels >= 0
@@ -344,7 +333,7 @@ def main(argv=None):
         save_opts(folder, adapted_opts(args, source_opts, groups))
         with open(os.path.join(folder, ROUNDS_LOG), "a") as f:
             f.write(line + "\n")
-    features = describe(net.model, images, size, args, device)
+    features = dataclasses.replace(describer, model=net.model).extract(images, "describe")[0]
     labels = grouping.pseudo_identities(features, cameras, True, args.eps, args.k1, args.k2, args.min_samples,
                                         must=target.must, cannot=target.cannot)
     thresholds = target_thresholds(features, labels, target.views, head_weights(net.verif), args.seed)

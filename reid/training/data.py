@@ -71,6 +71,15 @@ def augment(args):
     return transforms.Compose(steps)
 
 
+def training_transform(args, images, loader):
+    """(transform, loader) of `images` training images read by `loader`: resized once and kept
+    (ResizedOnce) where they fit in KEPT_BYTES and are loaded in the main process, else resized
+    each time; then augment()."""
+    if args.num_workers == 0 and images * args.height * args.width * 3 <= KEPT_BYTES:
+        return augment(args), ResizedOnce(loader, resize(args.height, args.width))
+    return transforms.Compose([resize(args.height, args.width), augment(args)]), loader
+
+
 def training_data(args):
     """TrainingData: the training images; the triplet dataset of each phase (anchors from train or
     train_all; val anchors are checked against the training pool); the loaders of val queries
@@ -90,10 +99,7 @@ def training_data(args):
                             f"of a --sampler pk batch (--batchsize {args.batchsize} / --instances {args.instances}); "
                             f"lower --batchsize or raise --instances")
     # in the main process only: a worker's memory is gone at the end of each epoch
-    if args.num_workers == 0 and len(train_set) * args.height * args.width * 3 <= KEPT_BYTES:
-        transform, loader = augment(args), ResizedOnce(train_set.loader, resize(args.height, args.width))
-    else:
-        transform, loader = transforms.Compose([resize(args.height, args.width), augment(args)]), train_set.loader
+    transform, loader = training_transform(args, len(train_set), train_set.loader)
     if args.sampler == "pk":
         phases = {"train": LabelledImages(train_set.samples, transform, loader)}
     else:
