@@ -138,6 +138,11 @@ def target_images(args, describer, folder):
                   np.array(views))
 
 
+def describe(describer, model, images, shard):
+    """Every image's descriptor by `model`; under torchrun each process describes its share."""
+    return shard.share(dataclasses.replace(describer, model=model).extract(shard.take(images), "describe")[0])
+
+
 def content_hash(path):
     with open(path, "rb") as f:
         return hashlib.sha1(f.read()).digest()
@@ -267,7 +272,7 @@ def main(argv=None):
                         f"another --name")
     model, source_opts = load_trained(args.source)
     size = (source_opts["height"], source_opts["width"])
-    if not args.resume:
+    if not args.resume and shard.main:
         for path in run_files(folder):  # --overwrite: the old run goes only now that the new one can start
             os.remove(path)
         shutil.rmtree(os.path.join(folder, CROPS), ignore_errors=True)
@@ -277,7 +282,8 @@ def main(argv=None):
     # footage is described by the source run, in its cache, as search.py describes it
     describer = gallery.Describer(model.to(device).eval(), device, args.source, "last", size, args.precision,
                                   args.batchsize, args.num_workers)
-    target = target_images(args, describer, folder)
+    # footage's boxes are cut once, by the first process; the others wait for its list
+    target = shard.broadcast(target_images(args, describer, folder) if shard.main else None)
     images, cameras = target.images, target.cameras
     if len(images) < 2 * args.min_samples:
         raise UserError(f"--images holds {len(images)} image(s), too few to group (at least {2 * args.min_samples})")
@@ -286,14 +292,17 @@ def main(argv=None):
     net, start = None, time.time()
     if done:
         net = Verification(load_trained(folder)[0], load_verif(folder)).to(device)
-        print(f"resuming {folder} after round {done} of {args.rounds}")
-    print(f"adapting {args.source} to {len(images)} images of {len(args.images)} camera(s): {args.rounds} rounds")
+        if shard.main:
+            print(f"resuming {folder} after round {done} of {args.rounds}")
+    if shard.main:
+        print(f"adapting {args.source} to {len(images)} images of {len(args.images)} camera(s): {args.rounds} rounds")
     for round_ in range(done + 1, args.rounds + 1):
         across = round_ > args.within_rounds
         current = model if net is None else net.model
-        features = dataclasses.replace(describer, model=current.to(device)).extract(images, "describe")[0]
-        labels = grouping.pseudo_identities(features, cameras, across, args.eps, args.k1, args.k2, args.min_samples,
-                                            must=target.must, cannot=target.cannot)
+        features = describe(describer, current.to(device), images, shard)
+        labels = shard.broadcast(grouping.pseudo_identities(features, cameras, across, args.eps, args.k1, args.k2,
+                                                            args.min_samples, must=target.must, cannot=target.cannot)
+                                 if shard.main else None)
         grouped = labels >= 0
         groups = int(labels.max()) + 1
         line = (f"round {round_}/{args.rounds}: {groups} groups of {int(grouped.sum())} images "
@@ -302,12 +311,14 @@ def main(argv=None):
             fix = ("a smaller --eps (it joined them all)" if groups and grouped.all()
                    else "more images, or a larger --eps")
             raise UserError(f"{line}: training needs two groups or more; give {fix}")
-        keep_groups(folder, images, round_, labels)
+        if shard.main:
+            keep_groups(folder, images, round_, labels)
         flags = round_flags(args, source_opts, groups, folder)
         if groups < args.batchsize // args.instances:  # a batch holds each group once
             flags.batchsize = groups * args.instances
-            print(f"note: {groups} groups, fewer than the {args.batchsize // args.instances} of a batch: batches of "
-                  f"{flags.batchsize} images this round")
+            if shard.main:
+                print(f"note: {groups} groups, fewer than the {args.batchsize // args.instances} of a batch: batches "
+                      f"of {flags.batchsize} images this round")
         training = build_training(flags, groups, device, pretrained=False)
         if net is None:
             init_weights(training.net, args.source, source_opts, [], groups)
@@ -327,13 +338,17 @@ def main(argv=None):
         net = training.kept
         net.rivals = None
         line += f", trained {args.epochs} epoch(s); {time.time() - start:.0f} s so far"
-        print(line)
-        # the round's network is the run's until the next one ends: --resume continues after it
-        save_weights(folder, "last", net.model, net.verif)
-        save_opts(folder, adapted_opts(args, source_opts, groups))
-        with open(os.path.join(folder, ROUNDS_LOG), "a") as f:
-            f.write(line + "\n")
-    features = dataclasses.replace(describer, model=net.model).extract(images, "describe")[0]
+        if shard.main:
+            print(line)
+            # the round's network is the run's until the next one ends: --resume continues after it
+            save_weights(folder, "last", net.model, net.verif)
+            save_opts(folder, adapted_opts(args, source_opts, groups))
+            with open(os.path.join(folder, ROUNDS_LOG), "a") as f:
+                f.write(line + "\n")
+    features = describe(describer, net.model, images, shard)
+    shard.finish()
+    if not shard.main:
+        return
     labels = grouping.pseudo_identities(features, cameras, True, args.eps, args.k1, args.k2, args.min_samples,
                                         must=target.must, cannot=target.cannot)
     thresholds = target_thresholds(features, labels, target.views, head_weights(net.verif), args.seed)

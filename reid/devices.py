@@ -164,6 +164,22 @@ class Shard:
         torch.distributed.all_gather_object(parts, array)
         return np.concatenate(parts) if self.main else None
 
+    def share(self, array):
+        """The processes' arrays concatenated in rank order, in every process."""
+        if self.world == 1:
+            return array
+        parts = [None] * self.world
+        torch.distributed.all_gather_object(parts, array)
+        return np.concatenate(parts)
+
+    def broadcast(self, value):
+        """The main process's `value`, in every process (what the others pass is not used)."""
+        if self.world == 1:
+            return value
+        box = [value]
+        torch.distributed.broadcast_object_list(box, src=0)
+        return box[0]
+
     def everyone(self, flag, device):
         """Whether `flag` is true in every process."""
         agreed = torch.tensor([float(flag)], device=device)

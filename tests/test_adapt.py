@@ -3,9 +3,10 @@ never read, and bad input ends with one line."""
 import os
 import shutil
 
+import numpy as np
 import torch
 
-from conftest import run_script
+from conftest import run_script, torchrun
 from reid.synthetic import footage as synthetic_footage
 
 ADAPT = ["--gpu_ids", "-1", "--num_workers", "0", "--rounds", "2", "--within_rounds", "1", "--epochs", "1",
@@ -48,6 +49,30 @@ def test_adapted_run_is_tested_like_any_run_and_renamed_images_adapt_the_same(ti
                         "--num_workers", "0", cwd=work)
     assert tested.returncode == 0, tested.stderr
     assert os.path.isfile(work / "pytorch_result.mat")
+
+
+def groups(work, name):
+    with np.load(os.path.join(work, "model", name, "groups.npz"), allow_pickle=False) as saved:
+        return saved["images"], saved["round_1"]
+
+
+def test_under_torchrun_each_process_describes_a_share_and_the_groups_are_those_of_one(tiny_run, prepared_market,
+                                                                                          tmp_path):
+    """Two processes (gloo, CPU) describe half of the images each, group them once and train together:
+    the first round's groups (the source run's descriptors) are those of one process, and one
+    process reports and writes the run."""
+    work = tmp_path / "work"
+    shutil.copytree(tiny_run / "model" / "tiny", work / "model" / "tiny")
+    cams = camera_folders(prepared_market, tmp_path / "cams", rename=True)
+    rounds = ADAPT[:ADAPT.index("--rounds")] + ADAPT[ADAPT.index("--within_rounds"):] + ["--rounds", "1"]
+    one = run_script("adapt.py", "--source", "tiny", "--name", "one", "--images", *cams, *rounds, cwd=work)
+    assert one.returncode == 0, one.stderr
+    two = torchrun("adapt.py", "--source", "tiny", "--name", "two", "--images", *cams, *rounds, cwd=work)
+    assert two.returncode == 0, two.stderr[-2000:]
+    assert two.stdout.count("round 1/1:") == 1 and two.stdout.count("saved ") == 1
+    (images_one, labels_one), (images_two, labels_two) = groups(work, "one"), groups(work, "two")
+    assert list(images_one) == list(images_two) and np.array_equal(labels_one, labels_two)
+    assert os.path.isfile(work / "model" / "two" / "net_last.pth")
 
 
 def test_a_source_that_is_not_a_run_and_too_few_images_end_with_one_line(tiny_run, prepared_market, tmp_path):
