@@ -7,6 +7,8 @@ import shutil
 import subprocess
 import sys
 
+import pytest
+
 from conftest import REPO
 from reid.evaluation.metrics import RESULT_LINE as LINE
 
@@ -49,3 +51,35 @@ def test_the_readme_quick_demo_runs_every_stage(tmp_path):
     # the time of each of the nine stages, at the end
     times = out.stdout.split("== time per stage\n", 1)[1].splitlines()
     assert len(times) == 9 and all(re.match(r"^\s*\d+\.\d s  \d/9 ", t) for t in times)
+
+
+def test_demo_py_draws_a_row_for_each_result_file(tiny_run, prepared_market, tmp_path, capsys):
+    """demo.py --result before.mat after.mat: one row each, and each row's words are those that
+    result gives alone; a result of other images is refused, naming it."""
+    import scipy.io
+    from PIL import Image
+
+    import demo
+    from reid.cli import UserError
+    from reid.data import RESULT_KEYS, load_features
+
+    before = str(tiny_run / "pytorch_result.mat")
+    r = load_features(before, RESULT_KEYS)
+    after = tmp_path / "after" / "pytorch_result.mat"
+    after.parent.mkdir()
+    # the same images, their descriptors in another order: other rankings
+    scipy.io.savemat(after, {**r, "gallery_f": r["gallery_f"][::-1].copy()})
+    args = ["--test_dir", str(prepared_market), "--query_index", "1"]
+    alone = []
+    for k, result in enumerate((before, str(after))):
+        demo.main(args + ["--result", result, "--output", str(tmp_path / f"{k}.png")])
+        alone.append(capsys.readouterr().out.strip().split(", ", 1)[1])
+    demo.main(args + ["--result", before, str(after), "--output", str(tmp_path / "both.png")])
+    said = capsys.readouterr().out.strip()
+    assert f"pytorch_result.mat: {alone[0]}; after/pytorch_result.mat: {alone[1]}" in said
+    assert Image.open(tmp_path / "both.png").height > 1.8 * Image.open(tmp_path / "0.png").height
+    scipy.io.savemat(after, {**r, "gallery_f": r["gallery_f"][1:], "gallery_label": r["gallery_label"][1:],
+                             "gallery_cam": r["gallery_cam"][1:]})
+    with pytest.raises(UserError, match=f"^{re.escape(str(after))} has"):
+        demo.main(args + ["--result", before, str(after), "--output", str(tmp_path / "bad.png")])
+    assert not (tmp_path / "bad.png").exists()

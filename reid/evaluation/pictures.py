@@ -21,18 +21,29 @@ def draw_ranking(path, tiles, title, names=False, dpi=120):
     """Write a PNG of `tiles`, (image file, label, colour) from left to right, under `title`;
     with names, each image's file name (its last 18 characters) below it. An image may also be a
     PIL image (a frame of footage), named by its info["name"]."""
-    fig, axes = plt.subplots(1, len(tiles), figsize=(TILE_WIDTH * len(tiles), HEIGHT), squeeze=False)
-    for ax, (image, label, colour) in zip(axes[0], tiles):
-        in_memory = isinstance(image, Image.Image)
-        ax.imshow(image if in_memory else load_image(image))
-        ax.set_xticks([])
-        ax.set_yticks([])
-        for spine in ax.spines.values():
-            spine.set_edgecolor(colour)
-            spine.set_linewidth(4)
-        ax.set_title(label, fontsize=7, color=colour)
-        if names:
-            ax.set_xlabel((image.info.get("name", "") if in_memory else os.path.basename(image))[-18:], fontsize=5)
+    draw_rankings(path, [tiles], title, names, dpi)
+
+
+def draw_rankings(path, rows, title, names=False, dpi=120):
+    """draw_ranking with several rows of tiles, one under the other (rankings of one query by two
+    runs, say)."""
+    width = max(len(tiles) for tiles in rows)
+    fig, axes = plt.subplots(len(rows), width, figsize=(TILE_WIDTH * width, HEIGHT * len(rows)), squeeze=False)
+    for row, tiles in zip(axes, rows):
+        for ax in row[len(tiles):]:
+            ax.axis("off")
+        for ax, (image, label, colour) in zip(row, tiles):
+            in_memory = isinstance(image, Image.Image)
+            ax.imshow(image if in_memory else load_image(image))
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_edgecolor(colour)
+                spine.set_linewidth(4)
+            ax.set_title(label, fontsize=7, color=colour)
+            if names:
+                ax.set_xlabel((image.info.get("name", "") if in_memory else os.path.basename(image))[-18:],
+                              fontsize=5)
     fig.suptitle(title, fontsize=8)
     fig.tight_layout()
     with atomic_path(path) as tmp:
