@@ -173,12 +173,47 @@ def test_flags_reach_their_keywords(monkeypatch, tmp_path, capsys):
     monkeypatch.setattr(synthetic, "make_market_tree", lambda root, **kw: seen.append(kw) or dict.fromkeys(FOLDERS, 0))
     main(["--out", str(tmp_path / "x")])
     main(["--out", str(tmp_path / "x"), "--seed", "1", "--train_ids", "2", "--test_ids", "3", "--cameras", "4",
-          "--images_per_camera", "5", "--height", "60", "--width", "70", "--junk", "8", "--distractors", "9"])
+          "--images_per_camera", "5", "--height", "60", "--width", "70", "--junk", "8", "--distractors", "9",
+          "--look", "1"])
     assert seen == [dict(seed=0, train_ids=100, test_ids=50, cameras=6, images_per_camera=4, height=128, width=64,
-                         junk_per_camera=4, distractors_per_camera=6),
+                         junk_per_camera=4, distractors_per_camera=6, look=0),
                     dict(seed=1, train_ids=2, test_ids=3, cameras=4, images_per_camera=5, height=60, width=70,
-                         junk_per_camera=8, distractors_per_camera=9)]
+                         junk_per_camera=8, distractors_per_camera=9, look=1)]
     capsys.readouterr()
     with pytest.raises(SystemExit):
         main(["--help"])
     assert "--junk JUNK" in capsys.readouterr().out
+
+
+def test_another_camera_network_shows_the_same_people_otherwise(tree, tmp_path):
+    """--look 1: the same file names (people, cameras, frames) in other pixels, darker or more
+    tinted as a whole than any look-0 camera can make them: new cameras for adapt.py. A tree
+    recorded before --look existed is the look-0 tree it was."""
+    import json
+
+    import numpy as np
+
+    root, counts = tree
+    other = str(tmp_path / "other look")
+    assert make_market_tree(other, seed=0, look=1, **TINY) == counts
+    first, second = contents(root), contents(other)
+    assert first.keys() == second.keys()
+    assert all(first[k] != second[k] for k in first if k != MARKER)
+    # a camera's colour cast: the spread of its images' mean colour over the channels
+    casts = [[np.ptp(np.asarray(Image.open(os.path.join(tree_root, "bounding_box_train", name)), np.float64)
+                     .mean((0, 1))) for name in sorted(os.listdir(os.path.join(tree_root, "bounding_box_train")))]
+             for tree_root in (root, other)]
+    assert np.median(casts[1]) > np.median(casts[0])
+    with open(os.path.join(other, MARKER)) as f:
+        recorded = json.load(f)
+    assert recorded["params"]["look"] == 1
+    old = str(tmp_path / "old")
+    make_market_tree(old, seed=0, **TINY)
+    with open(os.path.join(old, MARKER)) as f:
+        recorded = json.load(f)
+    del recorded["params"]["look"]
+    with open(os.path.join(old, MARKER), "w") as f:
+        json.dump(recorded, f)
+    assert make_market_tree(old, seed=0, **TINY) == counts  # taken as look 0: nothing written
+    with pytest.raises(UserError, match="look 0 -> 1"):
+        make_market_tree(old, seed=0, look=1, **TINY)

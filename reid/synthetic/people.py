@@ -91,7 +91,11 @@ PARAMS = (
           flag="junk"),
     Param("distractors_per_camera", 6, 0, None,
           "distractor gallery images (id 0: people who are no test identity, clutter) per camera", flag="distractors"),
+    Param("look", 0, 0, 1, "how the cameras look: 0 as the demo's; 1 another camera network (colour casts of up to "
+          "+-35%%, more blur, people smaller in looser boxes), new cameras for a run to adapt to (adapt.py)"),
 )
+# parameters added after trees were first written: what a tree recorded without them was made with
+LATER = {"look": 0}
 DEFAULTS = {p.name: p.default for p in PARAMS}
 
 
@@ -215,20 +219,24 @@ def _sample_person(rng):
     )
 
 
-def _sample_camera(rng):
-    # Casts stay within about +-12% per channel: colour must remain informative
-    # once a network has learned to discount the light of each camera.
-    cast = 1.0 + rng.uniform(-0.12, 0.12, 3)
+def _sample_camera(rng, look=0):
+    """A camera of network `look` (0: the demo's; 1: another, see PARAMS). Both draw the same random
+    numbers, so a tree of look 0 is the same whatever look 1 does."""
+    # Casts stay within about +-12% per channel in the demo's network: colour must remain informative
+    # once a network has learned to discount the light of each camera. The other network's are
+    # stronger, as between cameras of another make (CUHK03's against Market-1501's)
+    cast = 1.0 + rng.uniform(*((-0.12, 0.12) if look == 0 else (-0.35, 0.35)), 3)
+    other = look == 1
     return Camera(
-        gain=tuple(float(g) for g in rng.uniform(0.72, 1.18) * cast),
+        gain=tuple(float(g) for g in rng.uniform(*((0.72, 1.18) if not other else (0.55, 1.3))) * cast),
         wall=_muted_colour(rng),
         floor=_muted_colour(rng, 0.25, 0.7),
         horizon=float(rng.uniform(0.45, 0.75)),
         texture=str(rng.choice(["tiles", "windows", "foliage", "plain"])),
-        scale=float(rng.uniform(0.8, 0.94)),
+        scale=float(rng.uniform(*((0.8, 0.94) if not other else (0.6, 0.75)))),
         centre=float(rng.uniform(-0.06, 0.06)),
         foot=float(rng.uniform(0.94, 0.995)),
-        blur=float(rng.uniform(0.0, 1.1)),
+        blur=float(rng.uniform(*((0.0, 1.1) if not other else (1.0, 2.0)))),
         noise=float(rng.uniform(2.0, 8.0)),
         occlusion=float(rng.uniform(0.05, 0.2)),
         back_view=float(rng.choice([0.2, 0.5, 0.8])),
@@ -521,9 +529,10 @@ def _validate(params):
                         f"exceeds {MAX_IDS}, the most a 4-digit Market-1501 id can name")
 
 
-def recorded_tree(root, marker, params, what, writer):
+def recorded_tree(root, marker, params, what, writer, later=None):
     """The record (the JSON of `marker`) of the tree `writer` already wrote into `root` with
-    `params`; None if `root` is free (missing or empty). A UserError naming `root` for anything
+    `params` (a tree recorded before a parameter of `later` existed was made with its value there);
+    None if `root` is free (missing or empty). A UserError naming `root` for anything
     else: another tree or other files are never written over."""
     if not os.path.exists(root):
         return None
@@ -534,7 +543,7 @@ def recorded_tree(root, marker, params, what, writer):
         try:
             with open(path) as f:
                 recorded = json.load(f)
-            old = recorded["params"]
+            old = {**(later or {}), **recorded["params"]}
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise UserError(f"{path} cannot be read ({e}); remove {root} to generate it again") from None
         if old == params:
@@ -550,7 +559,7 @@ def recorded_tree(root, marker, params, what, writer):
 
 def _existing_counts(root, params):
     """Counts of a tree this generator already wrote into `root` with `params`; None if `root` is free."""
-    recorded = recorded_tree(root, MARKER, params, "a synthetic dataset", "synthetic.py")
+    recorded = recorded_tree(root, MARKER, params, "a synthetic dataset", "synthetic.py", LATER)
     if recorded is not None and "counts" not in recorded:
         raise UserError(f"{os.path.join(root, MARKER)} cannot be read (it holds no counts); remove {root} to "
                         f"generate it again")
@@ -572,7 +581,7 @@ def _write_tree(folder, params):
             f.write(data)
         counts[sub] += 1
 
-    models = {c: _sample_camera(np.random.default_rng([seed, STREAM_CAMERA, c])) for c in cameras}
+    models = {c: _sample_camera(np.random.default_rng([seed, STREAM_CAMERA, c]), params["look"]) for c in cameras}
     backgrounds = {c: _background(models[c], np.random.default_rng([seed, STREAM_BACKGROUND, c]),
                                   size[1] * SUPERSAMPLE, size[0] * SUPERSAMPLE) for c in cameras}
     namer = _Namer()
