@@ -58,17 +58,22 @@ def main(argv=None):
 
     i = args.query_index
     rows, summaries, firsts = [], [], []
-    for path, r in zip(args.result, results):
+    for r in results:
         shown, summary, first = ranked(r, i, query, gallery, args.topk)
-        if len(results) > 1:
-            named = os.path.join(os.path.basename(os.path.dirname(os.path.abspath(path))), os.path.basename(path))
-            shown[0] = (shown[0][0], f"{shown[0][1]}\n{named}", shown[0][2])
-            summary = f"{named}: {summary}"
         rows.append(shown)
         summaries.append(summary)
         firsts.append(first)
-    draw_rankings(args.output, rows, f"query {i}: {'; '.join(summaries)} (junk removed)")
-    print(f"wrote {os.path.abspath(args.output)}: query {i}, {'; '.join(summaries)}")
+    if len(results) == 1:
+        draw_rankings(args.output, rows, f"query {i}: {summaries[0]} (junk removed)")
+        print(f"wrote {os.path.abspath(args.output)}: query {i}, {summaries[0]}")
+    else:
+        # each row named by its file and the folder it is in (a run's, as test.py writes them)
+        named = [os.path.join(os.path.basename(os.path.dirname(os.path.abspath(path))), os.path.basename(path))
+                 for path in args.result]
+        draw_rankings(args.output, rows, f"query {i}, ranked by each result (junk removed)",
+                      row_labels=[f"{n}\n{s}" for n, s in zip(named, summaries)])
+        print(f"wrote {os.path.abspath(args.output)}: query {i}, "
+              + "; ".join(f"{n}: {s}" for n, s in zip(named, summaries)))
     if args.why:
         why(args, query.samples[i][0], gallery.samples[firsts[0]][0], i)
 

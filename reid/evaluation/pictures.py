@@ -24,12 +24,14 @@ def draw_ranking(path, tiles, title, names=False, dpi=120):
     draw_rankings(path, [tiles], title, names, dpi)
 
 
-def draw_rankings(path, rows, title, names=False, dpi=120):
+def draw_rankings(path, rows, title, names=False, dpi=120, row_labels=None):
     """draw_ranking with several rows of tiles, one under the other (rankings of one query by two
-    runs, say)."""
+    runs, say), each with its label from `row_labels` written up its left side."""
     width = max(len(tiles) for tiles in rows)
     fig, axes = plt.subplots(len(rows), width, figsize=(TILE_WIDTH * width, HEIGHT * len(rows)), squeeze=False)
-    for row, tiles in zip(axes, rows):
+    for k, (row, tiles) in enumerate(zip(axes, rows)):
+        if row_labels:
+            row[0].set_ylabel(row_labels[k], fontsize=7)
         for ax in row[len(tiles):]:
             ax.axis("off")
         for ax, (image, label, colour) in zip(row, tiles):
