@@ -67,9 +67,10 @@ def parse_args(argv=None):
     p.add_argument("--within_rounds", default=2, type=int,
                    help="how many of the first rounds group each camera apart (the rest group across cameras)")
     p.add_argument("--epochs", default=1, type=int, help="training epochs per round, over the grouped images")
-    p.add_argument("--eps", default=grouping.EPS, type=float,
+    p.add_argument("--eps", default=str(grouping.EPS),
                    help="DBSCAN's radius in k-reciprocal Jaccard distance (0 to 1): larger groups more images, "
-                        "less purely")
+                        f"less purely; {grouping.AUTO}: each camera's (or, across cameras, all images') median "
+                        "distance to their nearest other image, with no labels to tune it on")
     p.add_argument("--k1", default=grouping.K1, type=int, help="neighbours of each image in the k-reciprocal sets")
     p.add_argument("--k2", default=grouping.K2, type=int, help="neighbours whose sets are averaged into each image's")
     p.add_argument("--min_samples", default=grouping.MIN_SAMPLES, type=int,
@@ -84,6 +85,20 @@ def parse_args(argv=None):
                    help="continue model/<name>/ after its last finished round (a round stopped midway, by Ctrl-C, "
                         "starts again)")
     return p.parse_args(argv)
+
+
+def eps_value(text):
+    """--eps: a Jaccard distance strictly between 0 and 1, or grouping.AUTO; else a UserError."""
+    if text == grouping.AUTO:
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        value = None
+    if value is None or not 0 < value < 1:
+        raise UserError(f"--eps {text} is neither a Jaccard distance between 0 and 1 (such as {grouping.EPS}) nor "
+                        f"{grouping.AUTO}")
+    return value
 
 
 @dataclass
@@ -258,8 +273,7 @@ def main(argv=None):
     torch.manual_seed(args.seed)
     if not 1 <= args.rounds or not 0 <= args.within_rounds <= args.rounds or args.epochs < 1:
         raise UserError("--rounds and --epochs must be 1 or more, --within_rounds between 0 and --rounds")
-    if not 0 < args.eps < 1:
-        raise UserError(f"--eps {args.eps} is a Jaccard distance: give a value between 0 and 1, such as 0.5")
+    args.eps = eps_value(args.eps)
     args.source = find_run(args.source, "--source")
     folder = run_dir(args.name)
     if os.path.abspath(folder) == os.path.abspath(args.source):
@@ -300,16 +314,22 @@ def main(argv=None):
         across = round_ > args.within_rounds
         current = model if net is None else net.model
         features = describe(describer, current.to(device), images, shard)
+        used = []
         labels = shard.broadcast(grouping.pseudo_identities(features, cameras, across, args.eps, args.k1, args.k2,
-                                                            args.min_samples, must=target.must, cannot=target.cannot)
+                                                            args.min_samples, must=target.must, cannot=target.cannot,
+                                                            eps_used=used)
                                  if shard.main else None)
         grouped = labels >= 0
         groups = int(labels.max()) + 1
+        chosen = "" if args.eps != grouping.AUTO or not shard.main else (
+            f", eps {min(used):.3f}" + (f" to {max(used):.3f}" if max(used) > min(used) else ""))
         line = (f"round {round_}/{args.rounds}: {groups} groups of {int(grouped.sum())} images "
-                f"({'across cameras' if across else 'within each camera'}), {int((~grouped).sum())} left out")
+                f"({'across cameras' if across else 'within each camera'}{chosen}), {int((~grouped).sum())} left out")
         if groups < 2:
             fix = ("a smaller --eps (it joined them all)" if groups and grouped.all()
                    else "more images, or a larger --eps")
+            if args.eps == grouping.AUTO:
+                fix += f" than {grouping.AUTO} chose"
             raise UserError(f"{line}: training needs two groups or more; give {fix}")
         if shard.main:
             keep_groups(folder, images, round_, labels)

@@ -1,6 +1,7 @@
 """adapt.py: a run adapted to unlabelled images of new cameras is an ordinary run, its labels are
 never read, and bad input ends with one line."""
 import os
+import re
 import shutil
 
 import numpy as np
@@ -84,6 +85,11 @@ def test_a_source_that_is_not_a_run_and_too_few_images_end_with_one_line(tiny_ru
     one = tmp_path / "one"
     one.mkdir()
     shutil.copy(os.path.join(cams[0], os.listdir(cams[0])[0]), one / "a.jpg")
+    bad = run_script("adapt.py", "--source", "tiny", "--name", "x", "--images", *cams, *ADAPT, "--eps", "1.5",
+                     cwd=tiny_run)
+    assert bad.returncode != 0 and "Traceback" not in bad.stderr
+    assert bad.stderr.strip().splitlines()[-1] == "error: --eps 1.5 is neither a Jaccard distance between 0 and 1 " \
+                                                  "(such as 0.5) nor auto"
     few = run_script("adapt.py", "--source", "tiny", "--name", "x", "--images", str(one), *ADAPT, cwd=tiny_run)
     assert few.returncode != 0 and "too few to group" in few.stderr and "Traceback" not in few.stderr
     assert not os.path.exists(tiny_run / "model" / "x" / "net_last.pth")
@@ -94,9 +100,11 @@ def test_a_stopped_adaptation_resumes_after_its_last_round(tiny_run, prepared_ma
     shutil.copytree(tiny_run / "model" / "tiny", work / "model" / "tiny")
     cams = camera_folders(prepared_market, tmp_path / "cams", rename=True)
     rounds = ADAPT[:ADAPT.index("--rounds")] + ADAPT[ADAPT.index("--within_rounds"):]
+    # --eps auto: each camera's own, said in the round's line
     first = run_script("adapt.py", "--source", "tiny", "--name", "a", "--images", *cams, *rounds, "--rounds", "1",
-                       cwd=work)
+                       "--eps", "auto", cwd=work)
     assert first.returncode == 0, first.stderr
+    assert re.search(r"round 1/1: .*\(within each camera, eps 0\.\d+( to 0\.\d+)?\)", first.stdout), first.stdout
     again = run_script("adapt.py", "--source", "tiny", "--name", "a", "--images", *cams, *ADAPT, cwd=work)
     assert again.returncode != 0 and "--resume" in again.stderr and "--overwrite" in again.stderr
     resumed = run_script("adapt.py", "--source", "tiny", "--name", "a", "--images", *cams, *ADAPT, "--resume",

@@ -99,3 +99,21 @@ def test_no_group_holds_both_images_of_a_cannot_pair_however_they_are_chained():
     apart = grouping.dbscan(knn, d, eps=0.5, min_samples=2, cannot=(np.array([0]), np.array([3])))
     # the farthest link of the chain (1 - 2, at 0.3) is the one left out
     assert apart.tolist() == [0, 0, 1, 1]
+
+
+def test_automatic_eps_is_the_median_distance_to_the_nearest_other_image():
+    # nearest other image at 0.1, 0.1, 0.3, 0.7, 0.9 (the row's own entry, wherever listed, is not counted)
+    knn = np.array([[0, 1, 2], [1, 0, 2], [2, 3, 1], [2, 3, 4], [4, 0, 3]])
+    d = np.array([[0, .1, .5], [0, .1, .6], [0, .3, .8], [.7, 0, .9], [0, .9, .95]])
+    assert grouping.automatic_eps(knn, d) == pytest.approx(0.3)
+    # pseudo_identities with AUTO: each camera grouped at its own median, each one reported
+    x, labels = bunches([4, 4, 4, 4], spread=0.2)
+    cameras = np.repeat([0, 1], 8)
+    used = []
+    found = grouping.pseudo_identities(x, cameras, across=False, eps=grouping.AUTO, k1=3, k2=1, eps_used=used)
+    assert len(used) == 2 and all(0 < e < 1 for e in used)
+    for camera, eps in zip((0, 1), used):
+        rows = np.flatnonzero(cameras == camera)
+        knn, _ = grouping.neighbours(x[rows], 3)
+        alone = grouping.dbscan(knn, grouping.jaccard(x[rows], knn, 1), eps, grouping.MIN_SAMPLES)
+        assert np.array_equal(found[rows] >= 0, alone >= 0)
