@@ -151,6 +151,11 @@ def dbscan(knn, distance, eps, min_samples=MIN_SAMPLES, must=None, cannot=None):
         rows, cols = to_core.row[order], to_core.col[order]
         firsts = np.unique(rows, return_index=True)[1]
         labels[border[rows[firsts]]] = core_labels[cols[firsts]]
+    if cannot is not None and len(cannot[0]):
+        # a border image is left out of a group that holds someone it is known not to be
+        a, b = cannot
+        clash = (labels[a] >= 0) & (labels[a] == labels[b])
+        labels[np.concatenate([a[clash & ~core[a]], b[clash & ~core[b]]])] = -1
     return relabel(labels)
 
 

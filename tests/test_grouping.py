@@ -117,3 +117,13 @@ def test_automatic_eps_is_the_median_distance_to_the_nearest_other_image():
         knn, _ = grouping.neighbours(x[rows], 3)
         alone = grouping.dbscan(knn, grouping.jaccard(x[rows], knn, 1), eps, grouping.MIN_SAMPLES)
         assert np.array_equal(found[rows] >= 0, alone >= 0)
+
+
+def test_a_border_image_is_left_out_of_a_group_holding_its_cannot_partner():
+    # images 0-3 are cores of one group; border image 4 is near core 0 only, but known not to be 3
+    knn = np.array([[0, 1, 2, 3, 4], [1, 0, 2, 3, 4], [2, 0, 1, 3, 4], [3, 0, 1, 2, 4], [4, 0, 1, 2, 3]])
+    d = np.array([[0, .1, .1, .1, .2], [0, .1, .1, .1, .9], [0, .1, .1, .1, .9], [0, .1, .1, .1, .9],
+                  [0, .2, .9, .9, .9]])
+    assert grouping.dbscan(knn, d, eps=0.5, min_samples=4).tolist() == [0, 0, 0, 0, 0]
+    apart = grouping.dbscan(knn, d, eps=0.5, min_samples=4, cannot=(np.array([3]), np.array([4])))
+    assert apart.tolist() == [0, 0, 0, 0, -1]
