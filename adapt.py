@@ -326,10 +326,9 @@ def main(argv=None):
         line = (f"round {round_}/{args.rounds}: {groups} groups of {int(grouped.sum())} images "
                 f"({'across cameras' if across else 'within each camera'}{chosen}), {int((~grouped).sum())} left out")
         if groups < 2:
-            fix = ("a smaller --eps (it joined them all)" if groups and grouped.all()
-                   else "more images, or a larger --eps")
-            if args.eps == grouping.AUTO:
-                fix += f" than {grouping.AUTO} chose"
+            than = f" than {grouping.AUTO} chose" if args.eps == grouping.AUTO else ""
+            fix = (f"a smaller --eps{than} (it joined them all)" if groups and grouped.all()
+                   else f"more images, or a larger --eps{than}")
             raise UserError(f"{line}: training needs two groups or more; give {fix}")
         if shard.main:
             keep_groups(folder, images, round_, labels)
