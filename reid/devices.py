@@ -158,11 +158,8 @@ class Shard:
 
     def gather(self, array):
         """The processes' arrays concatenated in rank order, in the main process (None elsewhere)."""
-        if self.world == 1:
-            return array
-        parts = [None] * self.world
-        torch.distributed.all_gather_object(parts, array)
-        return np.concatenate(parts) if self.main else None
+        shared = self.share(array)
+        return shared if self.main else None
 
     def share(self, array):
         """The processes' arrays concatenated in rank order, in every process."""
