@@ -20,6 +20,10 @@ from reid.training import data as training_images
 from reid.training import loop, options
 from reid.training.samplers import pk_batches
 
+# TRAIN at 32 x 16, for tests of what does not depend on the image size (modes, schedules, averages):
+# four times less arithmetic (and bf16 is emulated on CPUs without its instructions)
+SMALL = [*TRAIN, "--height", "32", "--width", "16"]
+
 
 def test_pk_batches_hold_p_identities_of_k_images():
     labels = [i // 5 for i in range(40)] + [8, 9, 9]  # ids 0-7 with 5 images, 8 with 1, 9 with 2
@@ -96,9 +100,7 @@ def test_a_cpu_without_bf16_instructions_is_told_to_train_in_fp32(tmp_path, monk
 @pytest.mark.parametrize("extra", [["--sampler", "pk", "--instances", "2"], ["--precision", "bf16"], FP16])
 def test_other_training_modes_train(prepared_market, tmp_path, monkeypatch, capsys, extra):
     monkeypatch.chdir(tmp_path)
-    # at 32 x 16: bf16 is emulated on CPUs without its instructions, and a mode trains at any size
-    train_new.main([*TRAIN, "--height", "32", "--width", "16", "--epochs", "1", "--name", "mode", "--data_dir",
-                    str(prepared_market), *extra])
+    train_new.main([*SMALL, "--epochs", "1", "--name", "mode", "--data_dir", str(prepared_market), *extra])
     assert "epoch 1/1 | train loss" in capsys.readouterr().out
     state = torch.load(tmp_path / "model" / "mode" / "net_last.pth", weights_only=True)
     assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
@@ -166,29 +168,29 @@ def test_warm_up_raises_every_rate_step_by_step_to_its_own(prepared_market, tmp_
     assert scales == pytest.approx([0.1 + 0.9 * k / 8 for k in range(1, 9)])
     assert scales[-1] == 1.0 and loop.warm_up(args, 2, 4) is None
     # in training: every group's rate at each step (0.1 x lr for a pretrained backbone's), then the schedule's
-    rates = rates_in_training([*TRAIN, "--epochs", "3", "--decay_epoch", "2", "--warm_epoch", "1", "--name", "warm",
+    rates = rates_in_training([*SMALL, "--epochs", "3", "--decay_epoch", "2", "--warm_epoch", "1", "--name", "warm",
                                "--data_dir", str(prepared_market)], monkeypatch, tmp_path)
     steps = len(rates) // 3
     expected = [0.01 * (0.1 + 0.9 * (k + 1) / steps) for k in range(steps)] + [0.01] * steps + [0.001] * steps
     assert len(rates) == 3 * steps and steps > 1
     assert [r[1] for r in rates] == pytest.approx(expected) and all(len(set(r)) == 1 for r in rates)
     with pytest.raises(UserError, match="--warm_epoch 3: give 0 .* up to --decay_epoch 2"):
-        train_new.main([*TRAIN, "--decay_epoch", "2", "--warm_epoch", "3",
+        train_new.main([*SMALL, "--decay_epoch", "2", "--warm_epoch", "3",
                         "--name", "x", "--data_dir", str(prepared_market)])
 
 
 def test_cosine_schedule_falls_along_half_a_cosine_after_its_warm_up(prepared_market, tmp_path, monkeypatch):
-    rates = rates_in_training([*TRAIN, "--epochs", "3", "--lr_schedule", "cosine", "--warm_epoch", "1",
+    rates = rates_in_training([*SMALL, "--epochs", "3", "--lr_schedule", "cosine", "--warm_epoch", "1",
                                "--decay_epoch", "1", "--name", "cosine", "--data_dir", str(prepared_market)],
                               monkeypatch, tmp_path)
     steps = len(rates) // 3
-    # TRAIN trains from scratch at lr 0.01, every group alike; --decay_epoch 1 plays no part
+    # SMALL trains from scratch at lr 0.01, every group alike; --decay_epoch 1 plays no part
     expected = ([0.01 * (0.1 + 0.9 * (k + 1) / steps) for k in range(steps)]
                 + [0.01 * 0.75] * steps + [0.01 * 0.25] * steps)
     assert len(rates) == 3 * steps and steps > 1
     assert [r[1] for r in rates] == pytest.approx(expected) and all(len(set(r)) == 1 for r in rates)
     with pytest.raises(UserError, match="--warm_epoch 4: give 0 .* up to --epochs 3"):
-        train_new.main([*TRAIN, "--epochs", "3", "--lr_schedule", "cosine", "--warm_epoch", "4", "--name", "x",
+        train_new.main([*SMALL, "--epochs", "3", "--lr_schedule", "cosine", "--warm_epoch", "4", "--name", "x",
                         "--data_dir", str(prepared_market)])
 
 
@@ -201,7 +203,7 @@ def test_ema_saves_the_moving_average_of_every_step_and_resumes_it(prepared_mark
         return built["parts"]
 
     monkeypatch.setattr(train_new, "build_training", keep)
-    flags = [*TRAIN, "--ema_decay", "0.5", "--data_dir", str(prepared_market)]
+    flags = [*SMALL, "--ema_decay", "0.5", "--data_dir", str(prepared_market)]
     train_hooked(register_optimizer_step_post_hook(lambda *_: steps.append(
         {k: v.detach().clone() for k, v in built["parts"].net.model.state_dict().items()})),
         [*flags, "--epochs", "2", "--name", "ema"], monkeypatch, tmp_path)
@@ -219,7 +221,7 @@ def test_ema_saves_the_moving_average_of_every_step_and_resumes_it(prepared_mark
     resumed = torch.load(tmp_path / "model" / "halves" / "net_last.pth", weights_only=True)
     assert all(torch.equal(resumed[k], saved[k]) for k in floats)
     with pytest.raises(UserError, match="--ema_decay 1.0: give 0 .* below 1"):
-        train_new.main([*TRAIN, "--ema_decay", "1", "--name", "x", "--data_dir", str(prepared_market)])
+        train_new.main([*SMALL, "--ema_decay", "1", "--name", "x", "--data_dir", str(prepared_market)])
 
 
 def test_two_processes_train_in_step_and_write_once(prepared_market, tmp_path, monkeypatch):
