@@ -380,7 +380,8 @@ def check_stale(out, entries):
 
 
 def write_split(path, held, calibration, seed, root, dataset):
-    split = {"source": f"the training images of {dataset.title} in {os.path.abspath(root)}", "seed": seed}
+    split = {"source": f"the training images in {os.path.abspath(root)} (read as {dataset.title}'s layout)",
+             "seed": seed}
     split |= {"held_out_ids": held} if held else {}
     split |= {"calibration_ids": calibration} if calibration else {}
     with atomic_path(path) as tmp:
