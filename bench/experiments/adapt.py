@@ -99,15 +99,24 @@ def main(argv=None):
                         "adapt.py's flags given after -- make the variant")
     args, adapt_flags = p.parse_known_args(argv)
     adapt_flags = [f for f in adapt_flags if f != "--"]
-    work = os.path.abspath(args.work)
+    work, source = os.path.abspath(args.work), os.path.abspath(args.source)
+    # direct_result.mat and the labelled runs are the source's: another source in the same folder would reuse them
+    kept = os.path.join(work, "source")
+    if os.path.isfile(kept):
+        with open(kept) as f:
+            recorded = f.read().strip()
+        if recorded != source:
+            sys.exit(f"error: --work {args.work} holds the runs of another source ({recorded}, as {kept} says), not "
+                     f"of --source {args.source}; give another --work for another source")
     os.makedirs(os.path.join(work, "model"), exist_ok=True)
+    with open(kept, "w") as f:
+        f.write(source + "\n")
     tree = os.path.join(work, "target_h100")
     if not os.path.isdir(tree):
         run_stage("prepare.py", "--download_path", os.path.abspath(args.target_data), "--output", tree,
                   "--hold_out", "100", "--seed", "0", cwd=work)
     cameras = camera_folders(tree, work)
     print(machine(), flush=True)
-    source = os.path.abspath(args.source)
     direct = os.path.join(work, "direct_result.mat")
     rows = [("direct transfer", 0, *score(source, tree, work, direct), *centred_score(direct), 0.0)]
     print(rows[-1], flush=True)
